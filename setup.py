@@ -1,0 +1,36 @@
+"""Build the Cython extensions; the project's metadata lives in pyproject.toml.
+
+Set MLP_CY_DEBUG_CYTHON=1 to turn bounds and None checks back on while debugging.
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+MODULES = ["_blas", "kernels", "network"]
+
+debug = os.environ.get("MLP_CY_DEBUG_CYTHON", "0") != "0"
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": debug,
+    "initializedcheck": debug,
+    "nonecheck": debug,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+extra_compile_args = [] if os.name == "nt" else ["-O3"]
+
+extensions = [
+    Extension(
+        f"mlp_cy.{name}",
+        [f"src/mlp_cy/{name}.pyx"],
+        extra_compile_args=extra_compile_args,
+        # NumPy's C API is not used: no numpy include dirs, no deprecated-API warnings.
+    )
+    for name in MODULES
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))

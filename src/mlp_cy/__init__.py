@@ -1,0 +1,18 @@
+"""mlp_cy: a two-layer neural-network classifier whose hot loops are Cython over BLAS."""
+
+import os
+
+from .classifier import MLPClassifier
+
+__version__ = "0.1.0"
+
+__all__ = ["MLPClassifier", "get_include", "__version__"]
+
+
+def get_include():
+    """Directory that holds mlp_cy's .pxd files, for downstream build scripts.
+
+    Add it to ``include_path`` of ``cythonize`` so that ``cimport mlp_cy.network``
+    finds the declarations of the installed package.
+    """
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,146 @@
+"""Input checks for the estimator: what was wrong, and what to do about it.
+
+Messages follow scikit-learn's where its test suite (check_estimator) looks for them.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+
+from ._compat import DataConversionWarning
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def _is_sparse(X):
+    return hasattr(X, "tocsr") and hasattr(X, "nnz")
+
+
+def check_X(X, *, dtype=None, estimator_name="MLPClassifier", n_features=None):
+    """Return X as a C-contiguous 2-D float array, validated.
+
+    float32 and float64 input keep their dtype and are not copied when already
+    C-contiguous; anything else numeric becomes ``dtype`` (float64 by default).
+    With ``dtype`` given, the result has that dtype.
+    """
+    if X is None:
+        raise ValueError(f"{estimator_name} needs an array X, got None.")
+    if _is_sparse(X):
+        raise TypeError(
+            f"{estimator_name} does not accept sparse input (got {type(X).__name__}); "
+            "convert it with X.toarray() first: the MNIST-style data it is made for is dense."
+        )
+    if hasattr(X, "__dataframe__") or hasattr(X, "iloc"):
+        X = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
+    array = np.asarray(X)
+    if np.iscomplexobj(array):
+        raise ValueError("Complex data not supported: X must hold real numbers.")
+    if array.dtype.kind in "OUSV" or array.dtype.kind not in "biuf":
+        if array.dtype.kind in "US":
+            raise ValueError(
+                f"{estimator_name} needs numeric X, got strings ({array.dtype}); "
+                "encode them as numbers first."
+            )
+        array = np.asarray(array, dtype=np.float64)  # TypeError/ValueError says which value
+    if array.ndim != 2:
+        if array.ndim <= 1:
+            raise ValueError(
+                f"Expected 2D array, got {'scalar' if array.ndim == 0 else '1D'} array "
+                f"instead: shape={array.shape}.\nReshape your data either using "
+                "array.reshape(-1, 1) if your data has a single feature or "
+                "array.reshape(1, -1) if it contains a single sample."
+            )
+        raise ValueError(
+            f"Expected a 2D array (n_samples, n_features), got {array.ndim}D with shape "
+            f"{array.shape}; flatten each sample, e.g. X.reshape(len(X), -1)."
+        )
+    n_samples, n_cols = array.shape
+    if n_samples < 1:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={array.shape}) while a minimum of 1 "
+            "is required."
+        )
+    if n_cols < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 "
+            "is required."
+        )
+    if n_features is not None and n_cols != n_features:
+        raise ValueError(
+            f"X has {n_cols} features, but {estimator_name} is expecting {n_features} "
+            "features as input."
+        )
+    if dtype is None:
+        dtype = array.dtype if array.dtype in FLOAT_DTYPES else np.float64
+    array = np.require(array, dtype=dtype, requirements="C")
+    if not np.isfinite(array).all():
+        bad = "NaN" if np.isnan(array).any() else "infinity"
+        raise ValueError(
+            f"Input X contains {bad}; {estimator_name} needs finite values. Remove or "
+            "impute them (e.g. sklearn.impute.SimpleImputer) before fitting or predicting."
+        )
+    return array
+
+
+def check_y(y, n_samples, *, estimator_name="MLPClassifier"):
+    """Return y as a 1-D array of labels with n_samples entries."""
+    if y is None:
+        raise ValueError(
+            f"{estimator_name} requires y to be passed, but the target y is None."
+        )
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change "
+            "the shape of y to (n_samples,), for example using ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(
+            f"y should be a 1d array of class labels, got an array of shape {y.shape}; "
+            f"{estimator_name} does not do multi-label or multi-output classification."
+        )
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"X and y have inconsistent numbers of samples: X has {n_samples} rows, "
+            f"y has {y.shape[0]} labels."
+        )
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise ValueError("Input y contains NaN or infinity; labels must be finite.")
+        if np.any(y != np.round(y)):
+            raise ValueError(
+                "Unknown label type: continuous. MLPClassifier is a classifier and needs "
+                "discrete class labels; for a continuous target use a regressor."
+            )
+    elif y.dtype.kind == "O":
+        if any(v is None or (isinstance(v, float) and v != v) for v in y):
+            raise ValueError("Input y contains missing labels (None or NaN).")
+    elif y.dtype.kind not in "biuUS":
+        raise ValueError(f"Unknown label type: {y.dtype}; y must hold class labels.")
+    return y
+
+
+def check_sample_weight(sample_weight, n_samples, dtype):
+    """Return sample_weight as a C-contiguous array of dtype, or None."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        return np.full(n_samples, sample_weight, dtype=dtype)
+    sample_weight = np.asarray(sample_weight)
+    if sample_weight.ndim != 1 or sample_weight.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight.shape == {sample_weight.shape}, expected ({n_samples},): "
+            "one weight per row of X."
+        )
+    sample_weight = np.require(sample_weight, dtype=dtype, requirements="C")
+    if not np.isfinite(sample_weight).all():
+        raise ValueError("sample_weight contains NaN or infinity; weights must be finite.")
+    if (sample_weight < 0).any():
+        raise ValueError("sample_weight has negative values; weights must be >= 0.")
+    if not sample_weight.any():
+        raise ValueError("sample_weight is zero everywhere; at least one weight must be > 0.")
+    return sample_weight

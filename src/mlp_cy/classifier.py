@@ -1,0 +1,544 @@
+"""MLPClassifier: scikit-learn's estimator API over the compiled two-layer engine.
+
+Design:
+a) The estimator validates, encodes labels, initialises weights and keeps the epoch
+   bookkeeping (loss curve, stopping, warnings); one call into ``network._train_epoch``
+   per epoch does all per-batch work without the GIL.
+b) Every random draw follows scikit-learn's MLPClassifier (Glorot-uniform init from
+   ``random_state``, coefficients then intercepts; the epoch shuffle of
+   ``sklearn.utils.shuffle``), so both start from the same weights and visit the rows
+   in the same order for the same ``random_state``.
+c) The output layer is a softmax over all K classes, also for K = 2 (the seed's
+   network); scikit-learn uses one logistic unit there, so for binary problems
+   ``coefs_[1]`` is (n_hidden, 2) here and (n_hidden, 1) in scikit-learn.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+
+from . import network
+from ._compat import (
+    HAS_SKLEARN,
+    BaseEstimator,
+    ClassifierMixin,
+    ConvergenceWarning,
+    check_is_fitted,
+)
+from ._validation import check_sample_weight, check_X, check_y
+
+ACTIVATIONS = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
+SOLVERS = ("sgd",)
+LEARNING_RATES = ("constant",)
+
+# Rows per chunk of predict_proba: the hidden activations of a chunk stay in cache.
+PREDICT_CHUNK_ROWS = 1024
+
+
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """Two-layer perceptron classifier trained by minibatch SGD in compiled code.
+
+    The network is the seed's: ``X -> act(X W1 + b1) -> softmax(. W2 + b2)`` with a
+    cross-entropy loss. Parameters and attributes have scikit-learn's names and
+    meanings (``sklearn.neural_network.MLPClassifier``) for one hidden layer; the
+    defaults differ where the seed speaks: a sigmoid hidden layer, plain SGD, no
+    momentum and no L2 penalty.
+
+    float32 input trains in float32 and float64 in float64; other numeric input is
+    converted to float64. Training releases the GIL for each epoch.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or tuple of one int, default=(100,)
+        Number of units in the single hidden layer.
+    activation : {"logistic", "tanh", "relu", "identity"}, default="logistic"
+        Activation of the hidden layer.
+    solver : {"sgd"}, default="sgd"
+        Minibatch stochastic gradient descent.
+    alpha : float, default=0.0
+        L2 penalty, scaled as scikit-learn scales it: the batch loss gains
+        ``alpha / (2 S) * (||W1||^2 + ||W2||^2)``, S the batch's weight sum.
+    batch_size : int or "auto", default="auto"
+        Rows per minibatch; "auto" is ``min(200, n_samples)``. The last batch of an
+        epoch takes the rows left over.
+    learning_rate : {"constant"}, default="constant"
+        Learning-rate schedule.
+    learning_rate_init : float, default=0.001
+        Step size eta of the SGD update ``theta -= eta * grad``.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    shuffle : bool, default=True
+        Visit the rows in a new random order each epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation and the shuffles.
+    tol : float, default=1e-4
+        Stop when the training loss has not improved by at least ``tol`` for
+        ``n_iter_no_change`` consecutive epochs.
+    verbose : bool, default=False
+        Print the loss after each epoch.
+    warm_start : bool, default=False
+        Continue from the current ``coefs_`` and ``intercepts_`` (also ones that the
+        user assigned) instead of initialising new ones.
+    momentum : float, default=0.0
+        Momentum of the SGD update. Only 0.0 (the seed's plain SGD) is supported.
+    n_iter_no_change : int, default=10
+        Epochs without improvement of ``tol`` before stopping.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted as ``np.unique`` sorts them.
+    coefs_ : list of two ndarrays
+        ``[W1 (n_features, n_hidden), W2 (n_hidden, n_classes)]``.
+    intercepts_ : list of two ndarrays
+        ``[b1 (n_hidden,), b2 (n_classes,)]``.
+    loss_ : float
+        Mean training loss of the last epoch, each batch's loss taken at its forward
+        pass and weighted by its row count.
+    best_loss_ : float
+        Lowest ``loss_`` seen.
+    loss_curve_ : list of float
+        ``loss_`` of every epoch.
+    n_iter_ : int
+        Epochs run by the last call to fit (1 for partial_fit).
+    t_ : int
+        Training rows seen since initialisation.
+    n_features_in_ : int
+        Number of features seen in fit.
+    n_layers_ : int
+        3: input, hidden and output layers.
+    n_outputs_ : int
+        Number of output units, ``n_classes``.
+    out_activation_ : str
+        "softmax".
+
+    See Also
+    --------
+    sklearn.neural_network.MLPClassifier : the estimator this one mirrors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mlp_cy import MLPClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(200, 4).astype(np.float32)
+    >>> y = (X[:, 0] + X[:, 1] > 1).astype(int)
+    >>> clf = MLPClassifier(hidden_layer_sizes=16, learning_rate_init=0.5,
+    ...                     max_iter=300, random_state=0).fit(X, y)
+    >>> clf.coefs_[0].dtype
+    dtype('float32')
+    >>> bool(clf.score(X, y) > 0.9)
+    True
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="logistic",
+        *,
+        solver="sgd",
+        alpha=0.0,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.0,
+        n_iter_no_change=10,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.n_iter_no_change = n_iter_no_change
+
+    # Fitting ------------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y) for up to ``max_iter`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; float32 trains in float32.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-row weights; each batch's loss is ``sum_i w_i loss_i / sum_i w_i``.
+
+        Returns
+        -------
+        self : MLPClassifier
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Train for one epoch over (X, y), continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class that will ever appear; required on the first call.
+
+        Returns
+        -------
+        self : MLPClassifier
+        """
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _fit(self, X, y, sample_weight, *, incremental, classes=None):
+        n_hidden = self._validate_hyperparameters()
+        first_pass = not hasattr(self, "coefs_") or (
+            not self.warm_start and not incremental
+        )
+        dtype = None if first_pass else self.coefs_[0].dtype
+        X = check_X(
+            X,
+            dtype=dtype,
+            n_features=None if first_pass else self.n_features_in_,
+        )
+        n_samples = X.shape[0]
+        y = check_y(y, n_samples)
+        self._set_classes(y, first_pass, incremental, classes)
+        y_codes = np.searchsorted(self.classes_, y).astype(np.int32)
+        sample_weight = check_sample_weight(sample_weight, n_samples, X.dtype)
+
+        self._random_state = _check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(X.shape[1], n_hidden, X.dtype)
+        else:
+            self._check_parameters(X.dtype)
+        self._fit_stochastic(X, y_codes, sample_weight, incremental)
+        return self
+
+    def _validate_hyperparameters(self):
+        """Check the constructor's arguments; return the hidden layer's width."""
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+            sizes = (sizes,)
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            sizes = None
+        if sizes is None or len(sizes) != 1:
+            raise ValueError(
+                f"hidden_layer_sizes must be an int or a tuple of one int, got "
+                f"{self.hidden_layer_sizes!r}: mlp_cy has exactly one hidden layer."
+            )
+        n_hidden = sizes[0]
+        if not isinstance(n_hidden, numbers.Integral) or isinstance(n_hidden, bool) \
+                or n_hidden < 1:
+            raise ValueError(
+                f"hidden_layer_sizes must be a positive int, got {n_hidden!r}."
+            )
+        _check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        _check_choice("solver", self.solver, SOLVERS)
+        _check_choice("learning_rate", self.learning_rate, LEARNING_RATES)
+        _check_number("alpha", self.alpha, low=0.0)
+        _check_number("learning_rate_init", self.learning_rate_init, low=0.0,
+                      low_open=True)
+        _check_number("tol", self.tol, low=0.0)
+        _check_int("max_iter", self.max_iter, low=1)
+        _check_int("n_iter_no_change", self.n_iter_no_change, low=1)
+        if self.batch_size != "auto":
+            _check_int("batch_size", self.batch_size, low=1, extra="or 'auto'")
+        _check_number("momentum", self.momentum, low=0.0)
+        if self.momentum != 0:
+            raise ValueError(
+                f"momentum={self.momentum!r} is not supported: mlp_cy trains with plain "
+                "SGD (momentum=0.0), the seed's update theta -= eta * grad."
+            )
+        for name in ("shuffle", "warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        return int(n_hidden)
+
+    def _set_classes(self, y, first_pass, incremental, classes):
+        if incremental and first_pass and not hasattr(self, "classes_") \
+                and classes is None:
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit: every class "
+                "that will ever appear, e.g. classes=np.unique(y_all)."
+            )
+        if first_pass:
+            if incremental and classes is not None:
+                self.classes_ = np.unique(np.asarray(classes))
+                unknown = np.setdiff1d(np.unique(y), self.classes_)
+                if unknown.size:
+                    raise ValueError(
+                        f"y has labels {unknown} that are not in classes={self.classes_}."
+                    )
+            else:
+                self.classes_ = np.unique(y)
+            if self.classes_.shape[0] < 2:
+                raise ValueError(
+                    f"MLPClassifier needs samples of at least 2 classes in the data, "
+                    f"but the data contains only one class: {self.classes_[0]!r}."
+                )
+            return
+        if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes={np.unique(classes)} differs from the classes of the first "
+                f"call, {self.classes_}."
+            )
+        labels = np.unique(y)
+        if self.warm_start and not incremental and not np.array_equal(labels, self.classes_):
+            raise ValueError(
+                "warm_start can only be used where `y` has the same classes as in the "
+                f"previous call to fit. Previously got {self.classes_}, `y` has {labels}."
+            )
+        unknown = np.setdiff1d(labels, self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                f"{self.classes_}. 'y' has {labels}."
+            )
+
+    def _initialize(self, n_features, n_hidden, dtype):
+        """New weights, Glorot-uniform as scikit-learn draws them, and fresh state."""
+        n_classes = self.classes_.shape[0]
+        self.n_features_in_ = n_features
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_layers_ = 3
+        self.n_outputs_ = n_classes
+        self.out_activation_ = "softmax"
+        self.coefs_, self.intercepts_ = [], []
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for fan_in, fan_out in ((n_features, n_hidden), (n_hidden, n_classes)):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coef = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+            intercept = self._random_state.uniform(-bound, bound, fan_out)
+            self.coefs_.append(coef.astype(dtype))
+            self.intercepts_.append(intercept.astype(dtype))
+        self.loss_curve_ = []
+        self.best_loss_ = np.inf
+        self._no_improvement_count = 0
+
+    def _check_parameters(self, dtype):
+        """Bring user-set or loaded weights into the form the engine updates in place."""
+        n_features = self.n_features_in_
+        n_classes = self.classes_.shape[0]
+        n_hidden = np.shape(self.coefs_[0])[1] if np.ndim(self.coefs_[0]) == 2 else -1
+        expected = [(n_features, n_hidden), (n_hidden, n_classes)]
+        if len(self.coefs_) != 2 or len(self.intercepts_) != 2:
+            raise ValueError("coefs_ and intercepts_ must each hold two arrays.")
+        for layer in range(2):
+            coef = np.asarray(self.coefs_[layer])
+            intercept = np.asarray(self.intercepts_[layer])
+            if coef.shape != expected[layer] or intercept.shape != (expected[layer][1],):
+                raise ValueError(
+                    f"coefs_[{layer}] has shape {coef.shape} and intercepts_[{layer}] "
+                    f"{intercept.shape}; expected {expected[layer]} and "
+                    f"({expected[layer][1]},) for {n_features} features, {n_hidden} hidden "
+                    f"units and {n_classes} classes."
+                )
+            if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+                raise ValueError(f"coefs_[{layer}] or intercepts_[{layer}] is not finite.")
+            self.coefs_[layer] = np.require(coef, dtype, ["C", "W", "O"])
+            self.intercepts_[layer] = np.require(intercept, dtype, ["C", "W", "O"])
+        if n_hidden != self._n_hidden_requested():
+            raise ValueError(
+                f"coefs_ has {n_hidden} hidden units but hidden_layer_sizes asks for "
+                f"{self._n_hidden_requested()}; set one to match the other."
+            )
+
+    def _n_hidden_requested(self):
+        sizes = self.hidden_layer_sizes
+        return int(sizes) if isinstance(sizes, numbers.Integral) else int(tuple(sizes)[0])
+
+    def _fit_stochastic(self, X, y_codes, sample_weight, incremental):
+        n_samples, n_features = X.shape
+        W1, W2 = self.coefs_
+        b1, b2 = self.intercepts_
+        n_hidden, n_classes = W2.shape
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going "
+                    "to be clipped",
+                    stacklevel=4,
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        work = np.empty(
+            network._train_workspace_size(batch_size, n_features, n_hidden, n_classes),
+            dtype=X.dtype,
+        )
+        stats = np.zeros(4)
+        activation = ACTIVATIONS[self.activation]
+        sample_idx = np.arange(n_samples, dtype=np.intp)
+        self.n_iter_ = 0
+        for _ in range(self.max_iter):
+            if self.shuffle:
+                # sklearn.utils.shuffle(sample_idx, random_state=...), draw for draw
+                permutation = np.arange(n_samples)
+                self._random_state.shuffle(permutation)
+                sample_idx = sample_idx[permutation]
+            # The last finite weights, should this epoch diverge.
+            snapshot = [p.copy() for p in (W1, b1, W2, b2)]
+            try:
+                network._train_epoch(
+                    X, y_codes, sample_weight, sample_idx if self.shuffle else None,
+                    batch_size, W1, b1, W2, b2, activation,
+                    float(self.learning_rate_init), float(self.alpha), work, stats,
+                )
+            except KeyboardInterrupt:
+                # The weights are those of the last completed batch.
+                self.t_ += int(stats[1])
+                raise
+            if stats[3] or not all(np.isfinite(p).all() for p in (W1, b1, W2, b2)):
+                for param, saved in zip((W1, b1, W2, b2), snapshot):
+                    param[...] = saved
+                warnings.warn(
+                    f"Training diverged in epoch {self.n_iter_ + 1}: the loss is no longer "
+                    f"finite (learning_rate_init={self.learning_rate_init} is likely too "
+                    "large, or X has huge values: scale it). Training stopped; the weights "
+                    "are those from the start of that epoch.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+                break
+            self.n_iter_ += 1
+            self.t_ += n_samples
+            self.loss_ = float(stats[0] / n_samples)
+            self.loss_curve_.append(self.loss_)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+            if self.loss_ > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_ < self.best_loss_:
+                self.best_loss_ = self.loss_
+            if self._no_improvement_count > self.n_iter_no_change:
+                if self.verbose:
+                    print(
+                        f"Training loss did not improve more than tol={self.tol:f} for "
+                        f"{self.n_iter_no_change} consecutive epochs. Stopping."
+                    )
+                break
+            if incremental:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                    "and the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+
+    # Prediction ---------------------------------------------------------------
+
+    def predict_proba(self, X):
+        """Class probabilities, one row per sample, columns in ``classes_`` order.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes), dtype of ``coefs_``
+        """
+        check_is_fitted(self)
+        W1, W2 = self.coefs_
+        b1, b2 = self.intercepts_
+        dtype = W1.dtype if W1.dtype in (np.float32, np.float64) else np.float64
+        X = check_X(X, dtype=dtype, n_features=self.n_features_in_)
+        params = [np.require(p, dtype, "C") for p in (W1, b1, W2, b2)]
+        proba = np.empty((X.shape[0], params[2].shape[1]), dtype=dtype)
+        work = np.empty(PREDICT_CHUNK_ROWS * params[0].shape[1], dtype=dtype)
+        network._predict_proba(X, *params, ACTIVATIONS[self.activation], proba, work)
+        return proba
+
+    def predict_log_proba(self, X):
+        """Natural log of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
+    def predict(self, X):
+        """Most probable class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,), values from ``classes_``
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # scikit-learn protocol ----------------------------------------------------
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "coefs_") and hasattr(self, "classes_")
+
+    if HAS_SKLEARN:
+
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.input_tags.sparse = False
+            tags.input_tags.allow_nan = False
+            tags.classifier_tags.multi_label = False
+            return tags
+
+
+def _check_random_state(seed):
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(seed)
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(
+        f"random_state must be None, an int or a numpy.random.RandomState, got {seed!r}."
+    )
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def _check_number(name, value, *, low, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not np.isfinite(value) or value < low or (low_open and value == low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
+
+
+def _check_int(name, value, *, low, extra=""):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}{' ' + extra if extra else ''}, "
+                         f"got {value!r}.")

@@ -1,0 +1,774 @@
+"""Dataset loaders: IDX files and the MNIST / Fashion-MNIST data sets.
+
+This module is pure Python and needs only NumPy at run time.
+
+* :func:`read_idx` and :func:`write_idx` read and write IDX files, the
+  format in which MNIST and Fashion-MNIST are distributed, gzip-compressed
+  or not.
+* :func:`load_mnist` returns MNIST or Fashion-MNIST as NumPy arrays. It
+  looks for the files in the data home, the user cache and the system data
+  directories, and downloads them (checking their digests) only when they
+  are found nowhere.
+"""
+
+import contextlib
+import gzip
+import hashlib
+import math
+import os
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+import zlib
+from http.client import HTTPException
+
+import numpy as np
+
+__all__ = [
+    "MIRRORS",
+    "ChecksumError",
+    "DatasetNotFoundError",
+    "IDXFormatError",
+    "get_data_home",
+    "load_mnist",
+    "read_idx",
+    "write_idx",
+]
+
+
+class IDXFormatError(ValueError):
+    """Raised when a file is not a well-formed IDX file.
+
+    The message names the file, says what is wrong with it and what to do.
+    """
+
+
+class ChecksumError(ValueError):
+    """Raised when a downloaded file does not have the published digest."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Raised when a data set is neither on disk nor downloadable.
+
+    The message lists every directory that was searched, every URL that
+    was tried and how to obtain the files.
+    """
+
+
+# --------------------------------------------------------------------------
+# IDX format
+# --------------------------------------------------------------------------
+
+# IDX type code -> big-endian NumPy dtype of the data.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_IDX_CODES = {dtype.newbyteorder("="): code for code, dtype in _IDX_DTYPES.items()}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# DEFLATE cannot expand data by more than a factor of 1032, so a gzip file
+# of n bytes holds at most 1032 * n bytes: a header claiming more is a lie
+# that can be rejected before anything is decompressed or allocated.
+_MAX_DEFLATE_RATIO = 1032
+
+_CHUNK_SIZE = 1 << 20
+
+
+def _is_gzip(path):
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _idx_error(path, problem, advice=None):
+    if advice is None:
+        advice = (
+            "Check that this is an IDX (MNIST-format) file; if it was "
+            "downloaded, delete it and download it again."
+        )
+    return IDXFormatError(f"{os.fspath(path)!r}: {problem}. {advice}")
+
+
+def _read_exactly(f, n):
+    """Read ``n`` bytes from ``f``, fewer only at end of file."""
+    parts = []
+    while n > 0:
+        part = f.read(n)
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
+def _read_header(f, path):
+    """Parse an IDX header from the binary file ``f``.
+
+    Returns
+    -------
+    dtype : numpy.dtype
+        Big-endian dtype of the data.
+    shape : tuple of int
+        Shape of the data.
+    offset : int
+        Size of the header in bytes, i.e. the offset of the data.
+    """
+    head = _read_exactly(f, 4)
+    if not head:
+        raise _idx_error(path, "the file is empty (an IDX header was expected)")
+    if len(head) < 4:
+        raise _idx_error(
+            path, f"the file ends after {len(head)} bytes, inside the IDX header"
+        )
+    if head[:2] != b"\x00\x00":
+        raise _idx_error(
+            path,
+            f"bad magic number: the file starts with {head[:2].hex(' ')}, "
+            "not with the two zero bytes of an IDX header",
+        )
+    code, ndim = head[2], head[3]
+    if code not in _IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
+        raise _idx_error(
+            path, f"unknown IDX type code 0x{code:02X} (known codes: {known})"
+        )
+    if ndim < 1:
+        raise _idx_error(path, "the IDX header declares 0 dimensions (at least 1)")
+    raw_dims = _read_exactly(f, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise _idx_error(
+            path,
+            f"the file ends inside the IDX header, which declares {ndim} "
+            f"dimensions ({4 + 4 * ndim} header bytes)",
+        )
+    shape = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
+    return _IDX_DTYPES[code], shape, 4 + 4 * ndim
+
+
+def _size_error(path, dtype, shape, expected, actual, *, at_least=False):
+    holds = f"at least {actual}" if at_least else f"{actual}"
+    problem = (
+        f"the IDX header declares shape {shape} of {dtype.newbyteorder('=').name}, "
+        f"i.e. {expected} data bytes, but the file holds {holds}"
+    )
+    if actual < expected:
+        advice = (
+            "The file is truncated (an interrupted download or copy?) or its "
+            "header is wrong; delete it and download or copy it again."
+        )
+    else:
+        advice = (
+            "The file has trailing data after the array, or its header is "
+            "wrong; check where it came from, delete it and get it again."
+        )
+    return _idx_error(path, problem, advice)
+
+
+def read_idx(path, *, mmap=False):
+    """Read an array from an IDX file.
+
+    IDX is the format of the MNIST and Fashion-MNIST files: a big-endian
+    header (two zero bytes, a type code, the number of dimensions and one
+    uint32 per dimension) followed by the data in big-endian C order.
+    Gzip-compressed files are recognised by their content, whatever their
+    name.
+
+    The header is validated before any large allocation: the data size it
+    declares must match the size of the file exactly. Gzip files are
+    decompressed with a bounded read, so a corrupt or malicious file cannot
+    allocate more memory than its header declares.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to read.
+    mmap : bool, default=False
+        If True, return a read-only :class:`numpy.memmap` of the data instead
+        of reading it into memory, for out-of-core use. Only possible for
+        uncompressed files. The memmap keeps the big-endian dtype of the
+        file, which NumPy handles transparently.
+
+    Returns
+    -------
+    array : ndarray of shape given by the header
+        The data, in native byte order (unless ``mmap=True``).
+
+    Raises
+    ------
+    IDXFormatError
+        If the file is not a well-formed IDX file.
+    ValueError
+        If ``mmap=True`` and the file is gzip-compressed.
+
+    See Also
+    --------
+    write_idx : Write an array to an IDX file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from mlp_cy.datasets import read_idx, write_idx
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "a-idx2-int.gz")
+    ...     write_idx(path, np.arange(6, dtype=np.int32).reshape(2, 3))
+    ...     read_idx(path)
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=int32)
+    """
+    path = os.fspath(path)
+    if _is_gzip(path):
+        if mmap:
+            raise ValueError(
+                f"{path!r} is gzip-compressed and cannot be memory-mapped; "
+                "decompress it first (e.g. `gunzip -k FILE`) and memory-map "
+                "the uncompressed file."
+            )
+        return _read_idx_gzip(path)
+
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        dtype, shape, offset = _read_header(f, path)
+        expected = math.prod(shape) * dtype.itemsize
+        if file_size - offset != expected:
+            raise _size_error(path, dtype, shape, expected, file_size - offset)
+        if mmap:
+            return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        array = np.empty(shape, dtype=dtype)
+        n_read = f.readinto(memoryview(array.reshape(-1).view(np.uint8)))
+        if n_read != expected:  # the file shrank while being read
+            raise _size_error(path, dtype, shape, expected, n_read)
+    return _to_native(array)
+
+
+def _read_idx_gzip(path):
+    compressed_size = os.path.getsize(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            dtype, shape, offset = _read_header(f, path)
+            expected = math.prod(shape) * dtype.itemsize
+            limit = _MAX_DEFLATE_RATIO * compressed_size
+            if expected + offset > limit:
+                raise _idx_error(
+                    path,
+                    f"the IDX header declares shape {shape}, i.e. {expected} "
+                    f"data bytes, but a gzip file of {compressed_size} bytes "
+                    f"cannot hold more than {limit} bytes",
+                    "The header is corrupt or the file is truncated; delete "
+                    "it and download or copy it again.",
+                )
+            # Bounded read: never more than the header declares plus one
+            # byte, which is enough to detect trailing data.
+            buffer = bytearray()
+            while len(buffer) <= expected:
+                chunk = f.read(min(_CHUNK_SIZE, expected + 1 - len(buffer)))
+                if not chunk:
+                    break
+                buffer += chunk
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _idx_error(
+            path,
+            f"the gzip stream is corrupt or truncated ({exc})",
+            "Delete the file and download or copy it again.",
+        ) from exc
+    if len(buffer) != expected:
+        raise _size_error(
+            path, dtype, shape, expected, len(buffer), at_least=len(buffer) > expected
+        )
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    return _to_native(array)
+
+
+def _to_native(array):
+    """Convert a writable big-endian array to native byte order in place."""
+    if array.dtype.isnative:
+        return array
+    return array.byteswap(inplace=True).view(array.dtype.newbyteorder("="))
+
+
+@contextlib.contextmanager
+def _atomic_writer(path):
+    """Open a temporary file next to ``path``, renamed onto it on success.
+
+    On any exception, including KeyboardInterrupt, the temporary file is
+    removed and ``path`` is left untouched, so no partial file ever exists
+    under the final name.
+    """
+    path = os.path.abspath(os.fspath(path))
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_idx(path, array):
+    """Write an array to an IDX file, atomically.
+
+    The data are first written to a temporary file in the same directory,
+    which then replaces ``path``; an interrupted call never leaves a partial
+    file under ``path``. The file is gzip-compressed if ``path`` ends with
+    ``.gz``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    array : array-like
+        The data, of dtype uint8, int8, int16, int32, float32 or float64
+        (any byte order), with 1 to 255 dimensions each smaller than 2**32.
+
+    Raises
+    ------
+    ValueError
+        If the dtype or the shape of ``array`` cannot be stored in IDX.
+
+    See Also
+    --------
+    read_idx : Read an array from an IDX file.
+    """
+    array = np.asarray(array)
+    code = _IDX_CODES.get(array.dtype.newbyteorder("="))
+    if code is None:
+        supported = ", ".join(d.newbyteorder("=").name for d in _IDX_DTYPES.values())
+        raise ValueError(
+            f"IDX cannot store dtype {array.dtype}; convert the array to one "
+            f"of: {supported}."
+        )
+    if not 1 <= array.ndim <= 255:
+        raise ValueError(
+            f"IDX stores arrays with 1 to 255 dimensions, got {array.ndim}."
+        )
+    if any(d >= 2**32 for d in array.shape):
+        raise ValueError(
+            f"IDX stores dimensions smaller than 2**32, got shape {array.shape}."
+        )
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(
+        array.shape, dtype=">u4"
+    ).tobytes()
+    data = np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).reshape(-1)
+
+    path = os.fspath(path)
+    with _atomic_writer(path) as raw:
+        if path.endswith(".gz"):
+            # mtime=0 makes the output reproducible.
+            with gzip.GzipFile(
+                filename=os.path.basename(path), mode="wb", fileobj=raw, mtime=0
+            ) as f:
+                f.write(header)
+                f.write(data.view(np.uint8))
+        else:
+            raw.write(header)
+            raw.write(data.view(np.uint8))
+
+
+# --------------------------------------------------------------------------
+# MNIST and Fashion-MNIST
+# --------------------------------------------------------------------------
+
+_DATASETS = ("mnist", "fashion-mnist")
+
+# (role, file name) of the four files of each data set.
+_FILES = (
+    ("train_images", "train-images-idx3-ubyte.gz"),
+    ("train_labels", "train-labels-idx1-ubyte.gz"),
+    ("test_images", "t10k-images-idx3-ubyte.gz"),
+    ("test_labels", "t10k-labels-idx1-ubyte.gz"),
+)
+
+#: Base URLs of the mirrors that :func:`load_mnist` downloads from, tried in
+#: order. Read at call time, so it can be changed to use another mirror.
+MIRRORS = {
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ],
+    "fashion-mnist": [
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ],
+}
+
+# Published digests of the original .gz files, as "algorithm:hexdigest".
+# MNIST: the SHA-256 digests of the original files.
+# Fashion-MNIST: the MD5 digests published by Zalando Research in the
+# project's README; no SHA-256 digest of the original files is published.
+# (The copies in Debian's dataset-fashion-mnist package are recompressed,
+# with a different gzip header, so their digests differ from these.)
+_CHECKSUMS = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+
+# Where distributions install data sets, e.g. Debian's dataset-fashion-mnist
+# package installs /usr/share/datasets/fashion-mnist/*-ubyte.gz.
+_SYSTEM_DATA_DIRS = ("/usr/share/datasets", "/usr/local/share/datasets")
+
+_DOWNLOAD_TIMEOUT = 60  # seconds, per blocking network operation
+_MAX_DOWNLOAD_SIZE = 128 * 2**20  # the largest file is about 26 MiB
+
+_ENV_DATA_HOME = "MLP_CY_DATA"
+
+
+def _cache_dir():
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return os.path.join(os.path.expanduser(cache), "mlp_cy")
+
+
+def get_data_home(data_home=None):
+    """Return the directory where :func:`load_mnist` stores downloads.
+
+    Parameters
+    ----------
+    data_home : str or os.PathLike, default=None
+        If given, returned as is (with ``~`` expanded). Otherwise the value
+        of the environment variable ``MLP_CY_DATA`` if it is set, else the
+        user cache directory ``$XDG_CACHE_HOME/mlp_cy`` or
+        ``~/.cache/mlp_cy``.
+
+    Returns
+    -------
+    data_home : str
+        The path of the directory, which need not exist yet. Each data set
+        is stored in a subdirectory named after it.
+    """
+    if data_home is None:
+        data_home = os.environ.get(_ENV_DATA_HOME) or _cache_dir()
+    return os.path.expanduser(os.fspath(data_home))
+
+
+def _candidate_dirs(name, data_home):
+    """Directories to search for data set ``name``, in order."""
+    dirs = []
+    base = data_home if data_home is not None else os.environ.get(_ENV_DATA_HOME)
+    if base:
+        base = os.path.expanduser(os.fspath(base))
+        dirs += [os.path.join(base, name), base]
+    dirs.append(os.path.join(_cache_dir(), name))
+    dirs += [os.path.join(d, name) for d in _SYSTEM_DATA_DIRS]
+    return list(dict.fromkeys(os.path.abspath(d) for d in dirs))
+
+
+def _find_files(directory):
+    """Return {role: path} for those of the four files in ``directory``.
+
+    Each file may be named with or without ``.gz``; the ``.gz`` name is
+    preferred when both exist.
+    """
+    found = {}
+    for role, filename in _FILES:
+        for candidate in (filename, filename.removesuffix(".gz")):
+            path = os.path.join(directory, candidate)
+            if os.path.isfile(path):
+                found[role] = path
+                break
+    return found
+
+
+def _parse_digest(digest):
+    algorithm, _, hexdigest = digest.partition(":")
+    return algorithm, hexdigest.lower()
+
+
+def _print_progress(n_bytes, total, file=None):
+    file = sys.stderr if file is None else file
+    if total:
+        msg = f"\r  {n_bytes / 2**20:.1f} / {total / 2**20:.1f} MiB"
+        msg += f" ({100 * n_bytes / total:3.0f}%)"
+    else:
+        msg = f"\r  {n_bytes / 2**20:.1f} MiB"
+    print(msg, end="", file=file, flush=True)
+
+
+def _download(url, path, digest, *, verbose=False):
+    """Download ``url`` to ``path``, checking its digest while streaming.
+
+    The data are streamed to a temporary file in the same directory, which
+    replaces ``path`` only once the digest matches.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise ValueError(f"Mirror URLs must be http or https, got {url!r}.")
+    algorithm, expected = _parse_digest(digest)
+    hasher = hashlib.new(algorithm)
+    if verbose:
+        print(f"Downloading {url}", file=sys.stderr)
+    # A fresh opener reads the proxy settings of the environment now.
+    opener = urllib.request.build_opener()
+    request = urllib.request.Request(url, headers={"User-Agent": "mlp_cy"})
+    with _atomic_writer(path) as out:
+        with opener.open(request, timeout=_DOWNLOAD_TIMEOUT) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            if total > _MAX_DOWNLOAD_SIZE:
+                raise OSError(f"{url} is {total} bytes, more than expected")
+            n_bytes = 0
+            while chunk := response.read(_CHUNK_SIZE):
+                n_bytes += len(chunk)
+                if n_bytes > _MAX_DOWNLOAD_SIZE:
+                    raise OSError(f"{url} sent more data than expected")
+                hasher.update(chunk)
+                out.write(chunk)
+                if verbose:
+                    _print_progress(n_bytes, total)
+            if verbose:
+                print(file=sys.stderr)
+            if total and n_bytes != total:
+                raise OSError(f"{url}: got {n_bytes} of {total} bytes")
+        actual = hasher.hexdigest()
+        if actual != expected:
+            raise ChecksumError(
+                f"its {algorithm} digest is {actual}, not the published {expected}"
+            )
+
+
+def _not_found_message(name, searched, partial, download_dir, failures):
+    lines = [f"Could not find the {name} data set. Searched for the files"]
+    lines += [f"  {', '.join(f for _, f in _FILES)}"]
+    lines += ["(or the same without .gz) in these directories:"]
+    for directory in searched:
+        note = f" (only {partial[directory]} of 4 files)" if directory in partial else ""
+        lines.append(f"  {directory}{note}")
+    if failures:
+        lines.append(f"Downloading into {download_dir} failed:")
+        lines += [f"  {url}: {error}" for url, error in failures]
+    else:
+        lines.append("Downloading was disabled (download=False).")
+    lines.append("To get the files, either:")
+    lines.append(
+        f"  - put them in a directory and pass it as data_home= or set the "
+        f"environment variable {_ENV_DATA_HOME} to it;"
+    )
+    if name == "fashion-mnist":
+        lines.append(
+            "  - on Debian or Ubuntu, `apt-get install dataset-fashion-mnist`;"
+        )
+    lines.append(
+        "  - or call load_mnist with download=True on a machine with network "
+        "access (mirrors: " + ", ".join(MIRRORS.get(name, [])) + ")."
+    )
+    return "\n".join(lines)
+
+
+def _fetch(name, directory, mirrors, *, verbose):
+    """Download the missing files of ``name`` into ``directory``.
+
+    Returns the list of (url, error) of the failed attempts if some file
+    could not be downloaded from any mirror, else an empty list.
+    """
+    os.makedirs(directory, exist_ok=True)
+    present = _find_files(directory)
+    for role, filename in _FILES:
+        if role in present:
+            continue
+        digest = _CHECKSUMS[name][filename]
+        failures, bad_digest = [], False
+        for base in mirrors:
+            url = urllib.parse.urljoin(base.rstrip("/") + "/", filename)
+            try:
+                _download(
+                    url, os.path.join(directory, filename), digest, verbose=verbose
+                )
+                break
+            except ChecksumError as exc:
+                bad_digest = True
+                failures.append((url, str(exc)))
+            except (OSError, HTTPException) as exc:
+                failures.append((url, f"{type(exc).__name__}: {exc}"))
+        else:
+            if bad_digest:
+                raise ChecksumError(
+                    f"No mirror served {filename} of the {name} data set with "
+                    "its published digest, so it was not saved:\n"
+                    + "\n".join(f"  {url}: {error}" for url, error in failures)
+                    + "\nThe mirrors may serve a corrupt or altered file; try "
+                    "again later, or get the files elsewhere and pass their "
+                    f"directory as data_home= (or set {_ENV_DATA_HOME})."
+                )
+            return failures
+    return []
+
+
+def load_mnist(
+    name="mnist",
+    *,
+    data_home=None,
+    download=True,
+    dtype=np.float32,
+    verbose=False,
+    mirrors=None,
+):
+    """Load the MNIST or Fashion-MNIST data set.
+
+    Both data sets have 60,000 training and 10,000 test images of 28 x 28
+    grey-scale pixels, in 10 classes. The four standard files
+    (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+    ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``, or the
+    same names without ``.gz``) are searched for in these directories, in
+    order, and read from the first one that has all four:
+
+    1. ``data_home`` if given, else ``$MLP_CY_DATA`` if set: first the
+       subdirectory ``<name>`` of it, then the directory itself;
+    2. the user cache, ``$XDG_CACHE_HOME/mlp_cy/<name>`` or
+       ``~/.cache/mlp_cy/<name>``;
+    3. the system data directories ``/usr/share/datasets/<name>`` and
+       ``/usr/local/share/datasets/<name>`` (Debian's package
+       ``dataset-fashion-mnist`` installs Fashion-MNIST there).
+
+    If none has them and ``download`` is True, the missing files are
+    downloaded into ``<get_data_home(data_home)>/<name>`` and their digests
+    are checked against the published ones.
+
+    Parameters
+    ----------
+    name : {"mnist", "fashion-mnist"}, default="mnist"
+        The data set.
+    data_home : str or os.PathLike, default=None
+        Directory searched first and where downloads are stored, in a
+        subdirectory ``<name>``. Defaults to ``$MLP_CY_DATA`` if set, else
+        the user cache directory; see :func:`get_data_home`.
+    download : bool, default=True
+        Whether to download the files if they are not found on disk.
+    dtype : {np.float32, np.float64, np.uint8}, default=np.float32
+        The dtype of the images. Floating-point images are scaled to
+        [0, 1]; uint8 images are the raw pixel values in [0, 255].
+    verbose : bool, default=False
+        Whether to print where the data are loaded from and the download
+        progress to standard error.
+    mirrors : list of str, default=None
+        Base URLs to download from, tried in order. Defaults to
+        ``MIRRORS[name]``, read at call time.
+
+    Returns
+    -------
+    X_train : ndarray of shape (60000, 784)
+        The training images, flattened row by row.
+    y_train : ndarray of shape (60000,), dtype=uint8
+        The training labels, in 0..9.
+    X_test : ndarray of shape (10000, 784)
+        The test images.
+    y_test : ndarray of shape (10000,), dtype=uint8
+        The test labels.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the files are not found and could not be (or were not allowed to
+        be) downloaded. The message lists the directories searched, the
+        URLs tried and how to obtain the files.
+    ChecksumError
+        If a downloaded file does not have the published digest on any
+        mirror. Nothing is saved in that case.
+    IDXFormatError
+        If a file is malformed or the arrays do not have the shapes of an
+        MNIST-like data set.
+
+    Examples
+    --------
+    >>> from mlp_cy.datasets import load_mnist
+    >>> X_train, y_train, X_test, y_test = load_mnist("fashion-mnist")  # doctest: +SKIP
+    >>> X_train.shape, X_train.dtype, y_test.shape  # doctest: +SKIP
+    ((60000, 784), dtype('float32'), (10000,))
+    """
+    if name not in _DATASETS:
+        raise ValueError(f"name must be one of {_DATASETS}, got {name!r}.")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64, np.uint8):
+        raise ValueError(
+            f"dtype must be np.float32, np.float64 or np.uint8, got {dtype}."
+        )
+
+    searched = _candidate_dirs(name, data_home)
+    partial = {}
+    files = None
+    for directory in searched:
+        found = _find_files(directory)
+        if len(found) == len(_FILES):
+            files = found
+            break
+        if found:
+            partial[directory] = len(found)
+
+    if files is None:
+        download_dir = os.path.abspath(os.path.join(get_data_home(data_home), name))
+        failures = []
+        if download:
+            mirrors = list(MIRRORS[name] if mirrors is None else mirrors)
+            if mirrors:
+                failures = _fetch(name, download_dir, mirrors, verbose=verbose)
+            else:
+                failures = [("(no mirror)", "the list of mirrors is empty")]
+        if not download or failures:
+            raise DatasetNotFoundError(
+                _not_found_message(name, searched, partial, download_dir, failures)
+            )
+        files = _find_files(download_dir)
+
+    if verbose:
+        directory = os.path.dirname(files["train_images"])
+        print(f"Loading {name} from {directory}", file=sys.stderr)
+    arrays = {role: read_idx(path) for role, path in files.items()}
+    X_train, y_train = _check_split(arrays, files, "train")
+    X_test, y_test = _check_split(arrays, files, "test")
+    return _to_features(X_train, dtype), y_train, _to_features(X_test, dtype), y_test
+
+
+def _check_split(arrays, files, split):
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    images_path, labels_path = files[f"{split}_images"], files[f"{split}_labels"]
+    advice = "The file is not an MNIST-like data file; delete it or get it again."
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise _idx_error(
+            images_path, f"images of shape (n, 28, 28) expected, got {images.shape}", advice
+        )
+    if labels.ndim != 1:
+        raise _idx_error(
+            labels_path, f"labels of shape (n,) expected, got {labels.shape}", advice
+        )
+    for path, array in ((images_path, images), (labels_path, labels)):
+        if array.dtype != np.uint8:
+            raise _idx_error(path, f"uint8 data expected, got {array.dtype}", advice)
+    if images.shape[0] != labels.shape[0]:
+        raise _idx_error(
+            labels_path,
+            f"{labels.shape[0]} labels for the {images.shape[0]} images "
+            f"of {images_path!r}",
+            "The files do not belong together; get both again.",
+        )
+    if labels.size and labels.max() >= 10:
+        raise _idx_error(
+            labels_path, f"labels in 0..9 expected, found {labels.max()}", advice
+        )
+    return images, labels
+
+
+def _to_features(images, dtype):
+    """Flatten images to (n, 784) and scale them to [0, 1] unless uint8."""
+    X = images.reshape(images.shape[0], -1)
+    if dtype == np.uint8:
+        return X
+    X = X.astype(dtype)
+    X /= 255
+    return X

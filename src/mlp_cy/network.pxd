@@ -1,0 +1,70 @@
+# Public Cython API: the engine of the two-layer network
+#     X (n_samples, n_features) -> act(X W1 + b1) (n_samples, n_hidden)
+#       -> softmax(. W2 + b2) (n_samples, n_classes), cross-entropy, minibatch SGD.
+# All functions run without the GIL on typed memoryviews (float or double),
+# with parameters and scratch memory passed in explicitly: there is no global state,
+# so separate models may train concurrently from separate threads.
+# Arrays are C-ordered; X may be a row-sliced view (its row stride is honoured).
+# Shapes: W1 (n_features, n_hidden), b1 (n_hidden,), W2 (n_hidden, n_classes),
+# b2 (n_classes,), y (n_samples,) class codes in [0, n_classes).
+
+from cython cimport floating
+from ._typedefs cimport intp_t, label_t
+from .kernels cimport Activation
+
+
+cdef struct TrainOptions:
+    Activation activation
+    double learning_rate      # eta
+    double alpha              # L2 penalty, scaled as scikit-learn: alpha / (2 sum w) ||W||^2
+
+
+cdef struct EpochStats:
+    double loss_sum           # sum over batches of batch loss * batch rows (scikit-learn's)
+    intp_t n_rows_done        # rows trained on, in completed batches
+    intp_t n_batches_done
+    bint diverged             # stopped at a batch whose loss was not finite (weights untouched by it)
+
+
+cdef intp_t train_workspace_size(intp_t batch_size, intp_t n_features,
+                                 intp_t n_hidden, intp_t n_classes) noexcept nogil
+# Length of the `work` buffer that train_step and train_epoch need.
+
+cdef int predict_proba(
+    const floating[:, ::1] X,          # IN  (n_samples, n_features)
+    const floating[:, ::1] W1,         # IN  (n_features, n_hidden)
+    const floating[::1] b1,            # IN  (n_hidden,)
+    const floating[:, ::1] W2,         # IN  (n_hidden, n_classes)
+    const floating[::1] b2,            # IN  (n_classes,)
+    Activation activation,
+    floating[:, ::1] proba_out,        # OUT (n_samples, n_classes)
+    floating[::1] work,                # scratch, any length >= n_hidden: rows go through
+                                       # in chunks of len(work) // n_hidden
+) except -1 nogil
+
+cdef double train_step(
+    const floating[:, ::1] X_batch,    # IN  (m, n_features)
+    const label_t[::1] y_batch,        # IN  (m,)
+    const floating[::1] sample_weight, # IN  (m,), or None for unit weights
+    floating[:, ::1] W1, floating[::1] b1,   # IN/OUT, updated in place
+    floating[:, ::1] W2, floating[::1] b2,   # IN/OUT, updated in place
+    const TrainOptions *options,
+    floating[::1] work,                # scratch, train_workspace_size(m, ...)
+) except -1 nogil
+# One SGD step on one batch. Returns the batch loss at its forward pass (mean
+# weighted cross-entropy plus the L2 term); if it is not finite, nothing is updated.
+
+cdef int train_epoch(
+    const floating[:, ::1] X,          # IN  (n_samples, n_features)
+    const label_t[::1] y,              # IN  (n_samples,)
+    const floating[::1] sample_weight, # IN  (n_samples,), or None
+    const intp_t[::1] order,           # IN  (n_samples,) row visiting order, or None: 0 .. n-1
+    intp_t batch_size,                 # the last batch takes the rows left over
+    floating[:, ::1] W1, floating[::1] b1,   # IN/OUT
+    floating[:, ::1] W2, floating[::1] b2,   # IN/OUT
+    const TrainOptions *options,
+    floating[::1] work,                # scratch, train_workspace_size(batch_size, ...)
+    EpochStats *stats_out,             # OUT, valid also when an exception stops the epoch
+) except -1 nogil
+# One pass over the data, batch after batch. Checks for signals (Ctrl-C) every few
+# milliseconds of work and raises KeyboardInterrupt there, between two batches.

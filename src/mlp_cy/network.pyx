@@ -1,0 +1,339 @@
+# Design:
+# a) One nogil call trains a whole epoch (design notes §4): batches are slices of X,
+#    or rows gathered by `order` into the preallocated `work`; nothing is allocated
+#    and no Python runs per batch.
+# b) The SGD update is the gemm itself: W := (1 - eta alpha / S) W - eta op(A)^T dZ
+#    is one gemm with beta = the L2 decay, so no dW buffer exists. dA1 = dZ2 W2^T is
+#    taken before W2 changes (design notes §1).
+# c) The 1/S (S = the batch's weight sum, its row count without weights) is folded
+#    into dZ2 once, so every later gradient inherits it.
+# d) Signals are checked with the GIL every CHECK_WORK multiply-adds, not every batch,
+#    so another busy Python thread costs this loop almost nothing.
+
+from libc.math cimport isfinite
+from libc.string cimport memcpy
+from cpython.exc cimport PyErr_CheckSignals
+
+from ._typedefs cimport blas_int
+from ._blas cimport _gemm, RowMajor, NoTrans, Trans
+from .kernels cimport (bias_activation, activation_backward, bias_softmax,
+                       softmax_cross_entropy, sum_of_squares)
+
+# About 10 ms of gemm work on one core between two looks at the signal handlers.
+cdef intp_t CHECK_WORK = 1 << 28
+
+
+cdef intp_t train_workspace_size(intp_t batch_size, intp_t n_features,
+                                 intp_t n_hidden, intp_t n_classes) noexcept nogil:
+    # X_batch (m, d) | hidden (m, h) | hidden_grad (m, h) | output (m, K) | db1 (h) | db2 (K)
+    return (batch_size * (n_features + 2 * n_hidden + n_classes)
+            + n_hidden + n_classes)
+
+
+cdef inline intp_t _row_stride(intp_t stride_bytes, intp_t n_rows, intp_t n_cols,
+                              intp_t itemsize) noexcept nogil:
+    """Leading dimension, in items, of a C-order (n_rows, n_cols) view; 0 if unusable."""
+    if n_rows <= 1:
+        return n_cols if n_cols > 0 else 1
+    if stride_bytes % itemsize != 0 or stride_bytes // itemsize < n_cols:
+        return 0
+    return stride_bytes // itemsize
+
+
+cdef double _step(
+    intp_t m, intp_t n_features, intp_t n_hidden, intp_t n_classes,
+    const floating *X_batch, blas_int ldx,   # IN  (m, n_features), row stride ldx
+    const label_t *y,                        # IN  class codes, y[i] or y[rows[i]]
+    const floating *sample_weight,           # IN  same indexing, or NULL
+    const intp_t *rows,                      # IN  (m,) or NULL
+    floating *W1, floating *b1, floating *W2, floating *b2,   # IN/OUT
+    const TrainOptions *options,
+    floating *work,
+) noexcept nogil:
+    cdef intp_t i
+    cdef floating *hidden = work + m * n_features        # (m, n_hidden)   A1
+    cdef floating *hidden_grad = hidden + m * n_hidden   # (m, n_hidden)   dA1, then dZ1
+    cdef floating *output = hidden_grad + m * n_hidden   # (m, n_classes)  Z2, then dZ2
+    cdef floating *b1_grad = output + m * n_classes      # (n_hidden,)
+    cdef floating *b2_grad = b1_grad + n_hidden          # (n_classes,)
+    cdef blas_int d = <blas_int> n_features, h = <blas_int> n_hidden
+    cdef blas_int K = <blas_int> n_classes, mb = <blas_int> m
+    cdef double weight_sum = m
+    cdef double loss, penalty = 0
+    cdef floating eta = <floating> options.learning_rate
+    cdef floating decay
+
+    if sample_weight != NULL:
+        weight_sum = 0
+        for i in range(m):
+            weight_sum += sample_weight[rows[i] if rows != NULL else i]
+        if weight_sum <= 0:      # a batch with no weight carries no gradient
+            return 0
+    if options.alpha > 0:
+        penalty = 0.5 * options.alpha * (
+            sum_of_squares(W1, n_features * n_hidden)
+            + sum_of_squares(W2, n_hidden * n_classes)) / weight_sum
+
+    # Forward: A1 = act(X W1 + b1), Z2 = A1 W2
+    _gemm(RowMajor, NoTrans, NoTrans, mb, h, d, <floating> 1, X_batch, ldx,
+          W1, h, <floating> 0, hidden, h)
+    bias_activation(hidden, b1, m, n_hidden, options.activation)
+    _gemm(RowMajor, NoTrans, NoTrans, mb, K, h, <floating> 1, hidden, h,
+          W2, K, <floating> 0, output, K)
+    # dZ2 = w (softmax(Z2 + b2) - Y) / S, in place of Z2
+    loss = softmax_cross_entropy(output, b2, y, sample_weight, rows, m, n_classes,
+                                 <floating> (1 / weight_sum), b2_grad)
+    loss = loss / weight_sum + penalty
+    if not isfinite(loss):
+        return loss
+
+    decay = <floating> (1 - options.learning_rate * options.alpha / weight_sum)
+    # dA1 = dZ2 W2^T, with W2 as it was at the forward pass
+    _gemm(RowMajor, NoTrans, Trans, mb, h, K, <floating> 1, output, K,
+          W2, K, <floating> 0, hidden_grad, h)
+    # W2 := decay W2 - eta A1^T dZ2 ;  b2 -= eta sum dZ2
+    _gemm(RowMajor, Trans, NoTrans, h, K, mb, -eta, hidden, h,
+          output, K, decay, W2, K)
+    for i in range(n_classes):
+        b2[i] -= eta * b2_grad[i]
+    # dZ1 = dA1 act'(Z1) ;  W1 := decay W1 - eta X^T dZ1 ;  b1 -= eta sum dZ1
+    activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
+    _gemm(RowMajor, Trans, NoTrans, d, h, mb, -eta, X_batch, ldx,
+          hidden_grad, h, decay, W1, h)
+    for i in range(n_hidden):
+        b1[i] -= eta * b1_grad[i]
+    return loss
+
+
+cdef int _check_parameters(intp_t n_features, intp_t n_hidden, intp_t n_classes,
+                           const floating[:, ::1] W1, const floating[::1] b1,
+                           const floating[:, ::1] W2,
+                           const floating[::1] b2) except -1 nogil:
+    if (W1.shape[0] != n_features or W1.shape[1] != n_hidden
+            or b1.shape[0] != n_hidden or W2.shape[0] != n_hidden
+            or W2.shape[1] != n_classes or b2.shape[0] != n_classes
+            or n_hidden < 1 or n_classes < 1):
+        with gil:
+            raise ValueError(
+                f"parameter shapes disagree: X has {n_features} features, "
+                f"W1 is ({W1.shape[0]}, {W1.shape[1]}), b1 ({b1.shape[0]},), "
+                f"W2 ({W2.shape[0]}, {W2.shape[1]}), b2 ({b2.shape[0]},)")
+    return 0
+
+
+cdef int predict_proba(
+    const floating[:, ::1] X,
+    const floating[:, ::1] W1, const floating[::1] b1,
+    const floating[:, ::1] W2, const floating[::1] b2,
+    Activation activation,
+    floating[:, ::1] proba_out,
+    floating[::1] work,
+) except -1 nogil:
+    cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
+    cdef intp_t chunk, start, m, i
+    cdef floating *hidden = &work[0] if work.shape[0] > 0 else NULL
+    _check_parameters(n_features, n_hidden, n_classes, W1, b1, W2, b2)
+    if proba_out.shape[0] != n_samples or proba_out.shape[1] != n_classes:
+        with gil:
+            raise ValueError(f"proba_out must be ({n_samples}, {n_classes}), "
+                             f"got ({proba_out.shape[0]}, {proba_out.shape[1]})")
+    chunk = work.shape[0] // n_hidden
+    if chunk < 1:
+        with gil:
+            raise ValueError(f"work must hold at least n_hidden={n_hidden} values")
+    if n_samples == 0:
+        return 0
+    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(floating))
+    cdef intp_t ldp = _row_stride(proba_out.strides[0], n_samples, n_classes,
+                                  sizeof(floating))
+    if ldx == 0 or ldp == 0:
+        with gil:
+            raise ValueError("X and proba_out need rows that do not overlap")
+    start = 0
+    while start < n_samples:
+        m = min(chunk, n_samples - start)
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_hidden,
+              <blas_int> n_features, <floating> 1, &X[start, 0], <blas_int> ldx,
+              &W1[0, 0], <blas_int> n_hidden, <floating> 0, hidden, <blas_int> n_hidden)
+        bias_activation(hidden, &b1[0], m, n_hidden, activation)
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_classes,
+              <blas_int> n_hidden, <floating> 1, hidden, <blas_int> n_hidden,
+              &W2[0, 0], <blas_int> n_classes, <floating> 0, &proba_out[start, 0], <blas_int> ldp)
+        for i in range(start, start + m):
+            bias_softmax(&proba_out[i, 0], &b2[0], 1, n_classes)
+        start += m
+    return 0
+
+
+cdef double train_step(
+    const floating[:, ::1] X_batch,
+    const label_t[::1] y_batch,
+    const floating[::1] sample_weight,
+    floating[:, ::1] W1, floating[::1] b1,
+    floating[:, ::1] W2, floating[::1] b2,
+    const TrainOptions *options,
+    floating[::1] work,
+) except -1 nogil:
+    cdef intp_t m = X_batch.shape[0], n_features = X_batch.shape[1]
+    cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
+    _check_parameters(n_features, n_hidden, n_classes, W1, b1, W2, b2)
+    _check_batch(m, n_classes, y_batch, sample_weight)
+    if work.shape[0] < train_workspace_size(m, n_features, n_hidden, n_classes):
+        with gil:
+            raise ValueError("work is shorter than train_workspace_size(...)")
+    cdef intp_t ldx = _row_stride(X_batch.strides[0], m, n_features, sizeof(floating))
+    if ldx == 0:
+        with gil:
+            raise ValueError("X_batch needs rows that do not overlap")
+    if m == 0:
+        return 0
+    return _step(m, n_features, n_hidden, n_classes, &X_batch[0, 0], <blas_int> ldx,
+                 &y_batch[0], &sample_weight[0] if sample_weight is not None else NULL,
+                 NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options, &work[0])
+
+
+cdef int _check_batch(intp_t n_samples, intp_t n_classes, const label_t[::1] y,
+                      const floating[::1] sample_weight) except -1 nogil:
+    cdef intp_t i
+    if y.shape[0] != n_samples or (
+            sample_weight is not None and sample_weight.shape[0] != n_samples):
+        with gil:
+            raise ValueError(f"y and sample_weight need {n_samples} entries, one per row of X")
+    for i in range(n_samples):
+        if y[i] < 0 or y[i] >= n_classes:
+            with gil:
+                raise ValueError(f"y[{i}] = {y[i]} is not a class code in [0, {n_classes})")
+    return 0
+
+
+cdef int train_epoch(
+    const floating[:, ::1] X,
+    const label_t[::1] y,
+    const floating[::1] sample_weight,
+    const intp_t[::1] order,
+    intp_t batch_size,
+    floating[:, ::1] W1, floating[::1] b1,
+    floating[:, ::1] W2, floating[::1] b2,
+    const TrainOptions *options,
+    floating[::1] work,
+    EpochStats *stats_out,
+) except -1 nogil:
+    cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
+    cdef intp_t start, m, i, work_since_check = 0
+    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(floating))
+    cdef const floating *X_batch
+    cdef const floating *weights = NULL
+    cdef const intp_t *rows = NULL
+    cdef const label_t *labels
+    cdef floating *gathered
+    cdef double loss
+
+    stats_out.loss_sum = 0
+    stats_out.n_rows_done = 0
+    stats_out.n_batches_done = 0
+    stats_out.diverged = False
+    _check_parameters(n_features, n_hidden, n_classes, W1, b1, W2, b2)
+    _check_batch(n_samples, n_classes, y, sample_weight)
+    if batch_size < 1:
+        with gil:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = min(batch_size, max(n_samples, 1))
+    if work.shape[0] < train_workspace_size(batch_size, n_features, n_hidden, n_classes):
+        with gil:
+            raise ValueError("work is shorter than train_workspace_size(...)")
+    if ldx == 0:
+        with gil:
+            raise ValueError("X needs rows that do not overlap")
+    if order is not None:
+        if order.shape[0] != n_samples:
+            with gil:
+                raise ValueError(f"order needs {n_samples} entries, got {order.shape[0]}")
+        for i in range(n_samples):
+            if order[i] < 0 or order[i] >= n_samples:
+                with gil:
+                    raise ValueError(f"order[{i}] = {order[i]} is not a row of X")
+    if n_samples == 0:
+        return 0
+
+    gathered = &work[0]        # the first batch_size * n_features values of work
+    start = 0
+    while start < n_samples:
+        m = min(batch_size, n_samples - start)
+        if order is None:
+            X_batch = &X[start, 0]
+            labels = &y[start]
+            if sample_weight is not None:
+                weights = &sample_weight[start]
+        else:
+            rows = &order[start]
+            for i in range(m):
+                memcpy(gathered + i * n_features, &X[rows[i], 0],
+                       n_features * sizeof(floating))
+            X_batch = gathered
+            labels = &y[0]
+            if sample_weight is not None:
+                weights = &sample_weight[0]
+        loss = _step(m, n_features, n_hidden, n_classes, X_batch,
+                     <blas_int> (ldx if order is None else n_features),
+                     labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
+                     options, &work[0])
+        if not isfinite(loss):
+            stats_out.diverged = True
+            return 0
+        stats_out.loss_sum += loss * m
+        stats_out.n_rows_done += m
+        stats_out.n_batches_done += 1
+        start += m
+        work_since_check += m * (n_features + n_classes) * n_hidden
+        if work_since_check >= CHECK_WORK:
+            work_since_check = 0
+            with gil:
+                PyErr_CheckSignals()
+    return 0
+
+
+# Python entry points, used by the estimator ##################################
+
+def _predict_proba(const floating[:, ::1] X,
+                   const floating[:, ::1] W1, const floating[::1] b1,
+                   const floating[:, ::1] W2, const floating[::1] b2,
+                   Activation activation,
+                   floating[:, ::1] proba_out, floating[::1] work):
+    """proba_out := softmax(act(X W1 + b1) W2 + b2), without the GIL."""
+    with nogil:
+        predict_proba(X, W1, b1, W2, b2, activation, proba_out, work)
+
+
+def _train_epoch(const floating[:, ::1] X, const label_t[::1] y,
+                 const floating[::1] sample_weight, const intp_t[::1] order,
+                 intp_t batch_size,
+                 floating[:, ::1] W1, floating[::1] b1,
+                 floating[:, ::1] W2, floating[::1] b2,
+                 Activation activation, double learning_rate, double alpha,
+                 floating[::1] work, double[::1] stats_out):
+    """One epoch of SGD without the GIL; see train_epoch.
+
+    stats_out (4,) receives loss_sum, n_rows_done, n_batches_done, diverged,
+    also when KeyboardInterrupt stops the epoch between two batches.
+    """
+    cdef TrainOptions options
+    cdef EpochStats stats
+    options.activation = activation
+    options.learning_rate = learning_rate
+    options.alpha = alpha
+    try:
+        with nogil:
+            train_epoch(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
+                        &options, work, &stats)
+    finally:
+        stats_out[0] = stats.loss_sum
+        stats_out[1] = stats.n_rows_done
+        stats_out[2] = stats.n_batches_done
+        stats_out[3] = stats.diverged
+
+
+def _train_workspace_size(intp_t batch_size, intp_t n_features, intp_t n_hidden,
+                          intp_t n_classes):
+    return train_workspace_size(batch_size, n_features, n_hidden, n_classes)
