@@ -499,6 +499,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
+    # Model files ----------------------------------------------------------------
+
+    def save(self, path):
+        """Write the fitted model to ``path`` (an .npz file, no pickle); see mlp_cy.load.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        """
+        from .persistence import save_model
+
+        save_model(self, path)
+
     # scikit-learn protocol ----------------------------------------------------
 
     def __sklearn_is_fitted__(self):
