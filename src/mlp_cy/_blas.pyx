@@ -51,9 +51,9 @@ cdef void _gemm(BLAS_Order order, BLAS_Trans ta, BLAS_Trans tb,
 
 # Python shims, for the tests only ############################################
 
-def _gemm_memview(BLAS_Trans ta, BLAS_Trans tb, floating alpha,
+def _gemm_memview(BLAS_Trans ta, BLAS_Trans tb, double alpha,
                   const floating[:, :] A, const floating[:, :] B,
-                  floating beta, floating[:, :] C):
+                  double beta, floating[:, :] C):
     """C := alpha * op(A).op(B) + beta * C on (possibly sliced) C-order views.
 
     Leading dimensions come from the row strides, so row-sliced views work.
@@ -68,14 +68,15 @@ def _gemm_memview(BLAS_Trans ta, BLAS_Trans tb, floating alpha,
     cdef blas_int ldb = B.strides[0] // sizeof(floating)
     cdef blas_int ldc = C.strides[0] // sizeof(floating)
     with nogil:
-        _gemm(RowMajor, ta, tb, m, n, k, alpha, &A[0, 0], lda, &B[0, 0], ldb,
-              beta, &C[0, 0], ldc)
+        _gemm(RowMajor, ta, tb, m, n, k, <floating> alpha, &A[0, 0], lda, &B[0, 0], ldb,
+              <floating> beta, &C[0, 0], ldc)
 
 
-def _gemv_memview(BLAS_Trans ta, floating alpha, const floating[:, ::1] A,
-                  const floating[::1] x, floating beta, floating[::1] y):
+def _gemv_memview(BLAS_Trans ta, double alpha, const floating[:, ::1] A,
+                  const floating[::1] x, double beta, floating[::1] y):
     """y := alpha * op(A).x + beta * y on C-contiguous arrays."""
     cdef blas_int m = A.shape[0]
     cdef blas_int n = A.shape[1]
     with nogil:
-        _gemv(RowMajor, ta, m, n, alpha, &A[0, 0], n, &x[0], 1, beta, &y[0], 1)
+        _gemv(RowMajor, ta, m, n, <floating> alpha, &A[0, 0], n, &x[0], 1, <floating> beta,
+              &y[0], 1)

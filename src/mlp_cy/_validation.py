@@ -144,3 +144,61 @@ def check_sample_weight(sample_weight, n_samples, dtype):
     if not sample_weight.any():
         raise ValueError("sample_weight is zero everywhere; at least one weight must be > 0.")
     return sample_weight
+
+
+def _feature_names(X):
+    """Column names of a DataFrame-like X when they are all strings, else None."""
+    columns = getattr(X, "columns", None)
+    if columns is None or not hasattr(X, "shape"):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    is_str = np.array([isinstance(name, str) for name in names], dtype=bool)
+    if names.size and is_str.all():
+        return names
+    if is_str.any():
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {sorted({type(n).__name__ for n in names})} as feature "
+            "name / column name types. Convert them all to str, e.g. X.columns = "
+            "X.columns.astype(str)."
+        )
+    return None
+
+
+def check_feature_names(estimator, X, *, reset):
+    """Set ``feature_names_in_`` (reset=True) or check X against it, as scikit-learn."""
+    names = _feature_names(X)
+    name = type(estimator).__name__
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None and names is None:
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {name} was fitted without feature names",
+                      UserWarning, stacklevel=4)
+        return
+    if names is None:
+        warnings.warn(f"X does not have valid feature names, but {name} was fitted with "
+                      "feature names", UserWarning, stacklevel=4)
+        return
+    if len(fitted) != len(names) or np.any(fitted != names):
+        unseen = sorted(set(names) - set(fitted))
+        missing = sorted(set(fitted) - set(names))
+        message = "The feature names should match those that were passed during fit.\n"
+        if unseen:
+            message += "Feature names unseen at fit time:\n" + _name_list(unseen)
+        if missing:
+            message += "Feature names seen at fit time, yet now missing:\n" + _name_list(missing)
+        if not unseen and not missing:
+            message += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(message)
+
+
+def _name_list(names, limit=5):
+    lines = [f"- {n}\n" for n in names[:limit]]
+    return "".join(lines) + ("- ...\n" if len(names) > limit else "")

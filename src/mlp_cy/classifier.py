@@ -26,7 +26,7 @@ from ._compat import (
     ConvergenceWarning,
     check_is_fitted,
 )
-from ._validation import check_sample_weight, check_X, check_y
+from ._validation import check_feature_names, check_sample_weight, check_X, check_y
 
 ACTIVATIONS = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
 SOLVERS = ("sgd",)
@@ -209,15 +209,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
-        dtype = None if first_pass else self.coefs_[0].dtype
+        # Weights that the user assigned to an estimator never fitted: X decides the
+        # dtype, y the classes; the weights are checked against both below.
+        user_weights = not first_pass and not hasattr(self, "n_features_in_")
+        fresh = first_pass or user_weights
+        check_feature_names(self, X, reset=fresh)
         X = check_X(
             X,
-            dtype=dtype,
-            n_features=None if first_pass else self.n_features_in_,
+            dtype=None if fresh else self.coefs_[0].dtype,
+            n_features=None if fresh else self.n_features_in_,
         )
         n_samples = X.shape[0]
         y = check_y(y, n_samples)
-        self._set_classes(y, first_pass, incremental, classes)
+        self._set_classes(y, fresh, incremental, classes)
         y_codes = np.searchsorted(self.classes_, y).astype(np.int32)
         sample_weight = check_sample_weight(sample_weight, n_samples, X.dtype)
 
@@ -225,6 +229,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if first_pass:
             self._initialize(X.shape[1], n_hidden, X.dtype)
         else:
+            if user_weights:
+                self._reset_state(X.shape[1])
             self._check_parameters(X.dtype)
         self._fit_stochastic(X, y_codes, sample_weight, incremental)
         return self
@@ -315,12 +321,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _initialize(self, n_features, n_hidden, dtype):
         """New weights, Glorot-uniform as scikit-learn draws them, and fresh state."""
         n_classes = self.classes_.shape[0]
-        self.n_features_in_ = n_features
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.n_layers_ = 3
-        self.n_outputs_ = n_classes
-        self.out_activation_ = "softmax"
+        self._reset_state(n_features)
         self.coefs_, self.intercepts_ = [], []
         factor = 2.0 if self.activation == "logistic" else 6.0
         for fan_in, fan_out in ((n_features, n_hidden), (n_hidden, n_classes)):
@@ -329,6 +330,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             intercept = self._random_state.uniform(-bound, bound, fan_out)
             self.coefs_.append(coef.astype(dtype))
             self.intercepts_.append(intercept.astype(dtype))
+
+    def _reset_state(self, n_features):
+        """The fitted attributes other than the weights, as before a first epoch."""
+        self.n_features_in_ = n_features
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_layers_ = 3
+        self.n_outputs_ = self.classes_.shape[0]
+        self.out_activation_ = "softmax"
         self.loss_curve_ = []
         self.best_loss_ = np.inf
         self._no_improvement_count = 0
@@ -464,6 +474,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         W1, W2 = self.coefs_
         b1, b2 = self.intercepts_
         dtype = W1.dtype if W1.dtype in (np.float32, np.float64) else np.float64
+        check_feature_names(self, X, reset=False)
         X = check_X(X, dtype=dtype, n_features=self.n_features_in_)
         params = [np.require(p, dtype, "C") for p in (W1, b1, W2, b2)]
         proba = np.empty((X.shape[0], params[2].shape[1]), dtype=dtype)
@@ -497,6 +508,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,), values from ``classes_``
         """
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     # Model files ----------------------------------------------------------------

@@ -198,11 +198,11 @@ def _bias_softmax(floating[:, ::1] Z, const floating[::1] bias):
 
 def _softmax_cross_entropy(floating[:, ::1] Z, const floating[::1] bias,
                            const label_t[::1] y, const floating[::1] sample_weight,
-                           floating scale, floating[::1] bias_grad_out):
+                           double scale, floating[::1] bias_grad_out):
     cdef double loss_sum
     with nogil:
         loss_sum = softmax_cross_entropy(
             &Z[0, 0], &bias[0], &y[0],
             &sample_weight[0] if sample_weight is not None else NULL, NULL,
-            Z.shape[0], Z.shape[1], scale, &bias_grad_out[0])
+            Z.shape[0], Z.shape[1], <floating> scale, &bias_grad_out[0])
     return loss_sum

@@ -1,0 +1,219 @@
+"""The estimator's API: labels, dtypes, partial_fit, warm_start, pickling, sklearn tools."""
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from mlp_cy import MLPClassifier
+
+
+def _blobs(n_samples=300, n_features=6, n_classes=3, dtype=np.float64, seed=0):
+    rng = np.random.RandomState(seed)
+    centers = 4 * rng.randn(n_classes, n_features)
+    y = rng.randint(0, n_classes, n_samples)
+    X = centers[y] + rng.randn(n_samples, n_features)
+    return X.astype(dtype), y
+
+
+def _fit(clf, X, y, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return clf.fit(X, y, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.array([-3, 7, 12]), np.array(["setosa", "versicolor", "virginica"]),
+     np.array([1.0, 2.0, 3.0]), np.array([True, False]), np.array(["a", "b"], dtype=object)],
+)
+def test_any_sortable_labels(labels):
+    X, y = _blobs(n_classes=len(labels))
+    clf = _fit(MLPClassifier(hidden_layer_sizes=10, learning_rate_init=0.3, max_iter=50,
+                             random_state=0), X, labels[y])
+    np.testing.assert_array_equal(clf.classes_, np.unique(labels))
+    pred = clf.predict(X)
+    assert pred.dtype == clf.classes_.dtype
+    assert np.mean(pred == labels[y]) > 0.9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept_end_to_end(dtype):
+    X, y = _blobs(dtype=dtype)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=3, random_state=0), X, y)
+    for p in clf.coefs_ + clf.intercepts_:
+        assert p.dtype == dtype
+    assert clf.predict_proba(X).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float16])
+def test_other_numeric_dtypes_train_in_float64(dtype):
+    X, y = _blobs()
+    X = np.abs(X * 10).astype(dtype)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=3, random_state=0), X, y)
+    assert clf.coefs_[0].dtype == np.float64
+    np.testing.assert_allclose(clf.predict_proba(X),
+                               clf.predict_proba(X.astype(np.float64)))
+
+
+def test_predict_proba_log_proba_and_predict_agree():
+    X, y = _blobs()
+    clf = _fit(MLPClassifier(hidden_layer_sizes=8, learning_rate_init=0.3, max_iter=30,
+                             random_state=0), X, y)
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    assert clf.score(X, y) == np.mean(clf.predict(X) == y)
+
+
+def test_predict_proba_large_input_goes_through_in_chunks():
+    # More rows than one predict chunk: the chunked forward pass equals a
+    # NumPy forward pass over all rows at once.
+    X, y = _blobs(n_samples=2500)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=7, max_iter=2, random_state=0), X, y)
+    from scipy.special import expit, softmax
+
+    W1, W2 = clf.coefs_
+    b1, b2 = clf.intercepts_
+    expected = softmax(expit(X @ W1 + b1) @ W2 + b2, axis=1)
+    np.testing.assert_allclose(clf.predict_proba(X), expected, rtol=1e-12)
+
+
+def test_fitted_attributes():
+    X, y = _blobs()
+    clf = _fit(MLPClassifier(hidden_layer_sizes=(9,), max_iter=4, random_state=0), X, y)
+    assert [c.shape for c in clf.coefs_] == [(6, 9), (9, 3)]
+    assert [b.shape for b in clf.intercepts_] == [(9,), (3,)]
+    assert (clf.n_features_in_, clf.n_layers_, clf.n_outputs_) == (6, 3, 3)
+    assert clf.out_activation_ == "softmax"
+    assert clf.n_iter_ == 4 and clf.t_ == 4 * len(X)
+    assert len(clf.loss_curve_) == 4 and clf.loss_ == clf.loss_curve_[-1]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+
+
+def test_max_iter_reached_warns_and_tol_stops_early():
+    X, y = _blobs()
+    from mlp_cy._compat import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        MLPClassifier(hidden_layer_sizes=4, max_iter=2, random_state=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=4, max_iter=500, tol=10.0, n_iter_no_change=2,
+                        random_state=0).fit(X, y)
+    # The first epoch improves on inf; the next three do not improve by 10: 3 > 2.
+    assert clf.n_iter_ == 4
+
+
+def test_partial_fit_needs_classes_first_and_then_continues():
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=5, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:100], y[:100], classes=[0, 1, 2])
+    W1 = clf.coefs_[0].copy()
+    clf.partial_fit(X[100:], y[100:])
+    assert not np.array_equal(W1, clf.coefs_[0])
+    assert clf.t_ == len(X) and len(clf.loss_curve_) == 2 and clf.n_iter_ == 1
+    with pytest.raises(ValueError, match="not in `self.classes_`"):
+        clf.partial_fit(X[:10], np.full(10, 5))
+
+
+def test_warm_start_continues_and_cold_start_restarts():
+    X, y = _blobs()
+    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=3, random_state=0,
+                             warm_start=True), X, y)
+    t_after_first = clf.t_
+    _fit(clf, X, y)
+    assert clf.t_ == 2 * t_after_first and len(clf.loss_curve_) == 6
+    clf.set_params(warm_start=False)
+    _fit(clf, X, y)
+    assert clf.t_ == t_after_first and len(clf.loss_curve_) == 3
+
+
+def test_fit_is_reproducible_and_refit_is_idempotent():
+    X, y = _blobs()
+    a = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=5, random_state=3), X, y)
+    b = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=5, random_state=3), X, y)
+    np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
+    _fit(a, X, y)
+    np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
+
+
+def test_pickle_round_trip_gives_identical_predictions():
+    X, y = _blobs()
+    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=5, random_state=0), X, y)
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(X), clf.predict_proba(X))
+    _fit(clone.set_params(warm_start=True), X, y)        # and it keeps training
+
+
+def test_bad_hyperparameters_are_named():
+    X, y = _blobs()
+    cases = [
+        (dict(hidden_layer_sizes=(10, 10)), "exactly one hidden layer"),
+        (dict(hidden_layer_sizes=0), "positive int"),
+        (dict(activation="softplus"), "activation must be one of"),
+        (dict(solver="lbfgs"), "solver must be one of"),
+        (dict(learning_rate_init=0), "learning_rate_init must be a finite number > 0"),
+        (dict(alpha=-1), "alpha must be"),
+        (dict(batch_size=0), "batch_size must be an int >= 1 or 'auto'"),
+        (dict(max_iter=0), "max_iter must be an int >= 1"),
+        (dict(momentum=0.9), "momentum=0.9 is not supported"),
+        (dict(random_state="seed"), "random_state must be"),
+    ]
+    for params, message in cases:
+        with pytest.raises(ValueError, match=message):
+            MLPClassifier(**params).fit(X, y)
+
+
+def test_works_without_scikit_learn():
+    # numpy and scipy are the only runtime dependencies.
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "import pickle, numpy as np\n"
+        "from mlp_cy import MLPClassifier\n"
+        "from mlp_cy._compat import HAS_SKLEARN, NotFittedError\n"
+        "assert not HAS_SKLEARN\n"
+        "rng = np.random.RandomState(0); X = rng.randn(200, 3); y = (X[:, 0] > 0)\n"
+        "clf = MLPClassifier(hidden_layer_sizes=4, learning_rate_init=0.5, max_iter=50,"
+        " random_state=0)\n"
+        "try:\n    clf.predict(X)\nexcept NotFittedError:\n    pass\n"
+        "else:\n    raise AssertionError('predict before fit must raise')\n"
+        "clf.fit(X, y)\n"
+        "assert clf.score(X, y) > 0.9, clf.score(X, y)\n"
+        "assert clf.get_params()['hidden_layer_sizes'] == 4\n"
+        "assert clf.set_params(alpha=0.1).alpha == 0.1\n"
+        "assert 'alpha=0.1' in repr(clf)\n"
+        "pickle.loads(pickle.dumps(clf)).predict(X)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn is a test dependency")
+
+
+def test_clone_pipeline_grid_search_cross_val_score():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _blobs()
+    base = MLPClassifier(hidden_layer_sizes=8, learning_rate_init=0.3, batch_size=32, max_iter=40,
+                         random_state=0)
+    assert clone(base).get_params() == base.get_params()
+    pipe = make_pipeline(StandardScaler(), base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = cross_val_score(pipe, X, y, cv=3)
+        search = GridSearchCV(pipe, {"mlpclassifier__learning_rate_init": [1e-4, 0.3]},
+                              cv=3).fit(X, y)
+    assert scores.min() > 0.8
+    assert search.best_params_ == {"mlpclassifier__learning_rate_init": 0.3}
+    assert search.score(X, y) > 0.9

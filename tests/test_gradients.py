@@ -1,0 +1,65 @@
+"""Backpropagation against central finite differences of the loss (float64)."""
+
+import numpy as np
+import pytest
+
+from mlp_cy import network
+from reference import loss as reference_loss
+from reference import one_hot
+
+LOGISTIC = 1
+
+
+def _problem(seed=0, n_samples=7, n_features=5, n_hidden=4, n_classes=3):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n_samples, n_features)
+    y = rng.randint(0, n_classes, n_samples).astype(np.int32)
+    params = [
+        rng.randn(n_features, n_hidden),
+        rng.randn(n_hidden),
+        rng.randn(n_hidden, n_classes),
+        rng.randn(n_classes),
+    ]
+    return X, y, params
+
+
+def _engine_gradient(X, y, params, sample_weight, alpha):
+    """One full-batch step with eta = 1: the step taken is minus the gradient."""
+    n_samples, n_features = X.shape
+    n_hidden, n_classes = params[2].shape
+    updated = [p.copy() for p in params]
+    work = np.empty(network._train_workspace_size(n_samples, n_features, n_hidden, n_classes))
+    stats = np.zeros(4)
+    network._train_epoch(X, y, sample_weight, None, n_samples, *updated, LOGISTIC,
+                         1.0, alpha, work, stats)
+    return [before - after for before, after in zip(params, updated)], stats[0] / n_samples
+
+
+def _numeric_gradient(X, Y, params, sample_weight, alpha, eps=1e-6):
+    grads = []
+    for i, p in enumerate(params):
+        grad = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            shifted = [q.copy() for q in params]
+            shifted[i][idx] += eps
+            up = reference_loss(X, Y, *shifted, sample_weight=sample_weight, alpha=alpha)
+            shifted[i][idx] -= 2 * eps
+            down = reference_loss(X, Y, *shifted, sample_weight=sample_weight, alpha=alpha)
+            grad[idx] = (up - down) / (2 * eps)
+        grads.append(grad)
+    return grads
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backprop_matches_finite_differences(alpha, weighted):
+    X, y, params = _problem(seed=int(alpha * 10) + weighted)
+    sample_weight = np.random.RandomState(5).rand(len(X)) * 2 if weighted else None
+    Y = one_hot(y, params[2].shape[1])
+    analytic, loss = _engine_gradient(X, y, params, sample_weight, alpha)
+    numeric = _numeric_gradient(X, Y, params, sample_weight, alpha)
+    for name, a, n in zip(["W1", "b1", "W2", "b2"], analytic, numeric):
+        np.testing.assert_allclose(a, n, rtol=1e-6, atol=1e-8, err_msg=name)
+    assert loss == pytest.approx(
+        reference_loss(X, Y, *params, sample_weight=sample_weight, alpha=alpha), rel=1e-12
+    )

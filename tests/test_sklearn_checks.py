@@ -1,0 +1,22 @@
+"""scikit-learn's own estimator checks, run on mlp_cy.MLPClassifier."""
+
+import pytest
+
+pytest.importorskip("sklearn", reason="scikit-learn is a test dependency")
+
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from mlp_cy import MLPClassifier  # noqa: E402
+
+# Each declared failure with its reason. None today: every check passes, including
+# check_sample_weight_equivalence_on_dense_data, which scikit-learn's own MLPClassifier
+# declares as failing.
+EXPECTED_FAILED_CHECKS = {}
+
+
+@parametrize_with_checks(
+    [MLPClassifier(max_iter=300, learning_rate_init=0.1, random_state=0)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
