@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,25 +78,25 @@ def make_fake_dataset(directory, *, gz=True, seed=0, n_train=N_TRAIN, n_test=N_T
 
 def sha256_table(directory):
     return {
-        name: "sha256:" + hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
         for name in FILE_NAMES
     }
 
 
 def assert_loaded(result, arrays, dtype=np.float32):
-    X_train, y_train, X_test, y_test = result
-    images_train, labels_train, images_test, labels_test = arrays
-    assert X_train.shape == (len(labels_train), 784)
-    assert X_test.shape == (len(labels_test), 784)
-    assert X_train.dtype == dtype and X_test.dtype == dtype
-    assert y_train.dtype == np.uint8 and y_test.dtype == np.uint8
-    assert_array_equal(y_train, labels_train)
-    assert_array_equal(y_test, labels_test)
-    expected = images_train.reshape(-1, 784).astype(np.float64)
-    if dtype != np.uint8:
-        expected /= 255
-        assert 0 <= X_train.min() and X_train.max() <= 1
-    assert_allclose(X_train, expected, rtol=1e-6)
+    """Check load_mnist's result against the arrays of make_fake_dataset."""
+    for X, y, images, labels in [
+        (*result[:2], *arrays[:2]),
+        (*result[2:], *arrays[2:]),
+    ]:
+        assert X.shape == (len(labels), 784) and X.dtype == dtype
+        assert y.shape == labels.shape and y.dtype == np.uint8
+        assert_array_equal(y, labels)
+        expected = images.reshape(-1, 784).astype(np.float64)
+        if dtype != np.uint8:
+            expected /= 255
+            assert X.min() >= 0 and X.max() <= 1
+        assert_allclose(X, expected, rtol=1e-6)
 
 
 def assert_no_temp_files(directory):
@@ -144,7 +145,9 @@ def test_write_idx_exact_bytes(tmp_path):
 def test_read_idx_hand_made_file(tmp_path):
     path = tmp_path / "a.idx"
     path.write_bytes(
-        bytes([0, 0, 0x0E, 2]) + struct.pack(">II", 2, 2) + struct.pack(">4d", 0.5, -1, 2, 1e300)
+        bytes([0, 0, 0x0E, 2])
+        + struct.pack(">II", 2, 2)
+        + struct.pack(">4d", 0.5, -1, 2, 1e300)
     )
     result = read_idx(path)
     assert result.dtype == np.float64 and result.dtype.isnative
@@ -197,7 +200,10 @@ MALFORMED = {
     "bad magic": (b"\x01\x02\x08\x01" + struct.pack(">I", 1) + b"x", "magic"),
     "bad type code": (_header(0x0A, 1) + b"x", "type code 0x0A"),
     "zero ndim": (bytes([0, 0, 0x08, 0]) + b"xxxx", "0 dimensions"),
-    "truncated header": (bytes([0, 0, 0x08, 3]) + b"\x00\x00\x00\x01", "inside the IDX header"),
+    "truncated header": (
+        bytes([0, 0, 0x08, 3]) + b"\x00\x00\x00\x01",
+        "inside the IDX header",
+    ),
     "truncated data": (_header(0x0C, 2, 5) + bytes(39), "truncated"),
     "extra data": (_header(0x08, 10) + bytes(11), "trailing data"),
     "2**40 elements": (_header(0x08, 2**20, 2**20) + bytes(100), "1099511627776"),
@@ -355,7 +361,9 @@ def test_load_mnist_search_order(tmp_path, monkeypatch):
     assert_loaded(load_mnist(download=False), cache)
 
     monkeypatch.delenv("XDG_CACHE_HOME")
-    home_cache = make_fake_dataset(tmp_path / "home" / ".cache" / "mlp_cy" / "mnist", seed=5)
+    home_cache = make_fake_dataset(
+        tmp_path / "home" / ".cache" / "mlp_cy" / "mnist", seed=5
+    )
     assert_loaded(load_mnist(download=False), home_cache)
 
     flat = make_fake_dataset(tmp_path / "env", seed=2)
@@ -388,7 +396,12 @@ def test_load_mnist_not_found_offline(tmp_path):
         tmp_path / "system-datasets" / "fashion-mnist",
     ]:
         assert str(directory) in message
-    for hint in ["download=False", "MLP_CY_DATA", "data_home", "apt-get install dataset-fashion-mnist"]:
+    for hint in [
+        "download=False",
+        "MLP_CY_DATA",
+        "data_home",
+        "apt-get install dataset-fashion-mnist",
+    ]:
         assert hint in message
     assert not (tmp_path / "data").exists()
 
@@ -414,7 +427,10 @@ def test_load_mnist_validates_shapes(tmp_path, corrupt, match):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"name": "cifar10"}, "name must be one of"), ({"dtype": np.int32}, "dtype must be")],
+    [
+        ({"name": "cifar10"}, "name must be one of"),
+        ({"dtype": np.int32}, "dtype must be"),
+    ],
 )
 def test_load_mnist_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -476,20 +492,19 @@ def dead_url():
 def fake_checksums(server, monkeypatch):
     table = sha256_table(server["dir"])
     for name in ("mnist", "fashion-mnist"):
-        monkeypatch.setitem(datasets._CHECKSUMS, name, dict(table))
+        monkeypatch.setitem(datasets._SHA256, name, dict(table))
     return table
 
 
 def test_published_checksum_table():
     for name in ("mnist", "fashion-mnist"):
-        assert sorted(datasets._CHECKSUMS[name]) == sorted(FILE_NAMES)
+        assert sorted(datasets._SHA256[name]) == sorted(FILE_NAMES)
         assert MIRRORS[name]
-        for digest in datasets._CHECKSUMS[name].values():
-            algorithm, _, hexdigest = digest.partition(":")
-            assert len(hexdigest) == hashlib.new(algorithm).digest_size * 2
-            int(hexdigest, 16)
-    assert datasets._CHECKSUMS["mnist"]["train-images-idx3-ubyte.gz"] == (
-        "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+        for digest in datasets._SHA256[name].values():
+            assert len(digest) == 64
+            int(digest, 16)
+    assert datasets._SHA256["mnist"]["t10k-labels-idx1-ubyte.gz"] == (
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
     )
 
 
@@ -519,16 +534,6 @@ def test_download_into_data_home_with_module_mirrors(
     assert not (tmp_path / "xdg-cache").exists()
 
 
-def test_download_md5_digest(server, tmp_path, monkeypatch):
-    table = {
-        name: "md5:" + hashlib.md5((server["dir"] / name).read_bytes()).hexdigest()
-        for name in FILE_NAMES
-    }
-    monkeypatch.setitem(datasets._CHECKSUMS, "fashion-mnist", table)
-    result = load_mnist("fashion-mnist", mirrors=[server["url"]])
-    assert_loaded(result, server["arrays"])
-
-
 def test_download_resumes_missing_files(server, fake_checksums, tmp_path):
     cache = tmp_path / "xdg-cache" / "mlp_cy" / "mnist"
     cache.mkdir(parents=True)
@@ -539,9 +544,9 @@ def test_download_resumes_missing_files(server, fake_checksums, tmp_path):
 
 
 def test_download_bad_checksum(server, fake_checksums, dead_url, tmp_path, monkeypatch):
-    bad = {name: "sha256:" + "0" * 64 for name in FILE_NAMES}
-    monkeypatch.setitem(datasets._CHECKSUMS, "mnist", bad)
-    with pytest.raises(ChecksumError, match="published digest") as excinfo:
+    bad = {name: "0" * 64 for name in FILE_NAMES}
+    monkeypatch.setitem(datasets._SHA256, "mnist", bad)
+    with pytest.raises(ChecksumError, match="published SHA-256") as excinfo:
         load_mnist(mirrors=[server["url"], dead_url, server["url"]])
     assert isinstance(excinfo.value, ValueError)
     message = str(excinfo.value)
@@ -552,10 +557,12 @@ def test_download_bad_checksum(server, fake_checksums, dead_url, tmp_path, monke
     assert list(cache.iterdir()) == []
 
 
-def test_download_bad_checksum_of_one_file(server, fake_checksums, tmp_path, monkeypatch):
+def test_download_bad_checksum_of_one_file(
+    server, fake_checksums, tmp_path, monkeypatch
+):
     table = dict(fake_checksums)
-    table[FILE_NAMES[2]] = "sha256:" + "f" * 64
-    monkeypatch.setitem(datasets._CHECKSUMS, "mnist", table)
+    table[FILE_NAMES[2]] = "f" * 64
+    monkeypatch.setitem(datasets._SHA256, "mnist", table)
     with pytest.raises(ChecksumError, match=FILE_NAMES[2]):
         load_mnist(mirrors=[server["url"]])
     cache = tmp_path / "xdg-cache" / "mlp_cy" / "mnist"
@@ -577,7 +584,9 @@ def test_download_server_down(dead_url, tmp_path, name):
         assert str(directory) in message
     assert dead_url + FILE_NAMES[0] in message
     assert "MLP_CY_DATA" in message
-    assert ("apt-get install dataset-fashion-mnist" in message) == (name == "fashion-mnist")
+    assert ("apt-get install dataset-fashion-mnist" in message) == (
+        name == "fashion-mnist"
+    )
     assert list((tmp_path / "data" / name).iterdir()) == []
 
 
@@ -616,10 +625,13 @@ def test_download_rejects_non_http_mirror(tmp_path):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
+needs_debian_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir(DEBIAN_FASHION_MNIST),
     reason=f"{DEBIAN_FASHION_MNIST} is absent (apt-get install dataset-fashion-mnist)",
 )
+
+
+@needs_debian_fashion_mnist
 def test_load_debian_fashion_mnist(monkeypatch):
     monkeypatch.setattr(datasets, "_SYSTEM_DATA_DIRS", SYSTEM_DATA_DIRS)
     X_train, y_train, X_test, y_test = load_mnist("fashion-mnist", download=False)
@@ -633,3 +645,32 @@ def test_load_debian_fashion_mnist(monkeypatch):
     assert_array_equal(np.bincount(y_test), [1000] * 10)
     assert_array_equal(y_train[:4], [9, 0, 0, 3])
     assert_array_equal(y_test[:4], [9, 2, 1, 1])
+
+
+@needs_debian_fashion_mnist
+@pytest.mark.parametrize(
+    "name, mtime",
+    [
+        ("train-images-idx3-ubyte.gz", 1504176606),
+        ("train-labels-idx1-ubyte.gz", 1504176606),
+        ("t10k-images-idx3-ubyte.gz", 1504176627),
+        ("t10k-labels-idx1-ubyte.gz", 1504176627),
+    ],
+)
+def test_fashion_mnist_digests_match_debian_files(name, mtime):
+    # Debian's files hold the original compressed data behind a normalised
+    # gzip header (no file name, no original mtime). Restoring the original
+    # header must give the published file, whose SHA-256 is in the table.
+    debian = (Path(DEBIAN_FASHION_MNIST) / name).read_bytes()
+    assert debian[:4] == b"\x1f\x8b\x08\x00"  # deflate, no optional fields
+    original = (
+        b"\x1f\x8b\x08\x08"  # deflate, FNAME
+        + struct.pack("<I", mtime)
+        + debian[8:10]
+        + name.removesuffix(".gz").encode()
+        + b"\x00"
+        + debian[10:]
+    )
+    assert (
+        hashlib.sha256(original).hexdigest() == datasets._SHA256["fashion-mnist"][name]
+    )

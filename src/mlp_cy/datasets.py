@@ -357,9 +357,9 @@ def write_idx(path, array):
         raise ValueError(
             f"IDX stores dimensions smaller than 2**32, got shape {array.shape}."
         )
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(
-        array.shape, dtype=">u4"
-    ).tobytes()
+    header = (
+        bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    )
     data = np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).reshape(-1)
 
     path = os.fspath(path)
@@ -402,24 +402,43 @@ MIRRORS = {
     ],
 }
 
-# Published digests of the original .gz files, as "algorithm:hexdigest".
-# MNIST: the SHA-256 digests of the original files.
-# Fashion-MNIST: the MD5 digests published by Zalando Research in the
-# project's README; no SHA-256 digest of the original files is published.
-# (The copies in Debian's dataset-fashion-mnist package are recompressed,
-# with a different gzip header, so their digests differ from these.)
-_CHECKSUMS = {
+# SHA-256 digests of the original .gz files, as published.
+# MNIST: the published digests of the original files (the same files are
+# served by both mirrors).
+# Fashion-MNIST: the digests of the files that Zalando Research publishes
+# with the MD5 sums of its README. Debian's dataset-fashion-mnist package
+# ships the same compressed data with a normalised gzip header (no file
+# name, build-time mtime), so its files have other digests; restoring the
+# original header (file name and mtime 2017-08-31) gives files with exactly
+# the published MD5 sums and these SHA-256 digests.
+_SHA256 = {
     "mnist": {
-        "train-images-idx3-ubyte.gz": "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-        "train-labels-idx1-ubyte.gz": "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-        "t10k-images-idx3-ubyte.gz": "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-        "t10k-labels-idx1-ubyte.gz": "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        "train-images-idx3-ubyte.gz": (
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+        ),
+        "train-labels-idx1-ubyte.gz": (
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"
+        ),
+        "t10k-images-idx3-ubyte.gz": (
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+        ),
+        "t10k-labels-idx1-ubyte.gz": (
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
+        ),
     },
     "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+        "train-images-idx3-ubyte.gz": (
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"
+        ),
+        "train-labels-idx1-ubyte.gz": (
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"
+        ),
+        "t10k-images-idx3-ubyte.gz": (
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"
+        ),
+        "t10k-labels-idx1-ubyte.gz": (
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
+        ),
     },
 }
 
@@ -488,11 +507,6 @@ def _find_files(directory):
     return found
 
 
-def _parse_digest(digest):
-    algorithm, _, hexdigest = digest.partition(":")
-    return algorithm, hexdigest.lower()
-
-
 def _print_progress(n_bytes, total, file=None):
     file = sys.stderr if file is None else file
     if total:
@@ -503,8 +517,8 @@ def _print_progress(n_bytes, total, file=None):
     print(msg, end="", file=file, flush=True)
 
 
-def _download(url, path, digest, *, verbose=False):
-    """Download ``url`` to ``path``, checking its digest while streaming.
+def _download(url, path, sha256, *, verbose=False):
+    """Download ``url`` to ``path``, checking its SHA-256 while streaming.
 
     The data are streamed to a temporary file in the same directory, which
     replaces ``path`` only once the digest matches.
@@ -512,8 +526,7 @@ def _download(url, path, digest, *, verbose=False):
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise ValueError(f"Mirror URLs must be http or https, got {url!r}.")
-    algorithm, expected = _parse_digest(digest)
-    hasher = hashlib.new(algorithm)
+    hasher = hashlib.sha256()
     if verbose:
         print(f"Downloading {url}", file=sys.stderr)
     # A fresh opener reads the proxy settings of the environment now.
@@ -538,10 +551,8 @@ def _download(url, path, digest, *, verbose=False):
             if total and n_bytes != total:
                 raise OSError(f"{url}: got {n_bytes} of {total} bytes")
         actual = hasher.hexdigest()
-        if actual != expected:
-            raise ChecksumError(
-                f"its {algorithm} digest is {actual}, not the published {expected}"
-            )
+        if actual != sha256.lower():
+            raise ChecksumError(f"its SHA-256 is {actual}, not the published {sha256}")
 
 
 def _not_found_message(name, searched, partial, download_dir, failures):
@@ -549,7 +560,9 @@ def _not_found_message(name, searched, partial, download_dir, failures):
     lines += [f"  {', '.join(f for _, f in _FILES)}"]
     lines += ["(or the same without .gz) in these directories:"]
     for directory in searched:
-        note = f" (only {partial[directory]} of 4 files)" if directory in partial else ""
+        note = (
+            f" (only {partial[directory]} of 4 files)" if directory in partial else ""
+        )
         lines.append(f"  {directory}{note}")
     if failures:
         lines.append(f"Downloading into {download_dir} failed:")
@@ -583,13 +596,13 @@ def _fetch(name, directory, mirrors, *, verbose):
     for role, filename in _FILES:
         if role in present:
             continue
-        digest = _CHECKSUMS[name][filename]
+        sha256 = _SHA256[name][filename]
         failures, bad_digest = [], False
         for base in mirrors:
-            url = urllib.parse.urljoin(base.rstrip("/") + "/", filename)
+            url = f"{base.rstrip('/')}/{filename}"
             try:
                 _download(
-                    url, os.path.join(directory, filename), digest, verbose=verbose
+                    url, os.path.join(directory, filename), sha256, verbose=verbose
                 )
                 break
             except ChecksumError as exc:
@@ -601,7 +614,7 @@ def _fetch(name, directory, mirrors, *, verbose):
             if bad_digest:
                 raise ChecksumError(
                     f"No mirror served {filename} of the {name} data set with "
-                    "its published digest, so it was not saved:\n"
+                    "its published SHA-256, so it was not saved:\n"
                     + "\n".join(f"  {url}: {error}" for url, error in failures)
                     + "\nThe mirrors may serve a corrupt or altered file; try "
                     "again later, or get the files elsewhere and pass their "
@@ -741,7 +754,9 @@ def _check_split(arrays, files, split):
     advice = "The file is not an MNIST-like data file; delete it or get it again."
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise _idx_error(
-            images_path, f"images of shape (n, 28, 28) expected, got {images.shape}", advice
+            images_path,
+            f"images of shape (n, 28, 28) expected, got {images.shape}",
+            advice,
         )
     if labels.ndim != 1:
         raise _idx_error(
