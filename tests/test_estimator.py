@@ -161,7 +161,12 @@ def test_bad_hyperparameters_are_named():
         (dict(alpha=-1), "alpha must be"),
         (dict(batch_size=0), "batch_size must be an int >= 1 or 'auto'"),
         (dict(max_iter=0), "max_iter must be an int >= 1"),
-        (dict(momentum=0.9), "momentum=0.9 is not supported"),
+        (dict(momentum=1.0), "momentum must be a finite number >= 0.0 and < 1.0"),
+        (dict(solver="adam", beta_2=1.0), "beta_2 must be"),
+        (dict(early_stopping=True, validation_fraction=1.0), "validation_fraction must be"),
+        (dict(learning_rate="optimal"), "learning_rate must be one of"),
+        (dict(class_weight="auto"), "class_weight must be None, 'balanced' or a dict"),
+        (dict(class_weight={7: 2.0}), "class_weight has label 7"),
         (dict(random_state="seed"), "random_state must be"),
     ]
     for params, message in cases:

@@ -28,10 +28,12 @@ def _engine_gradient(X, y, params, sample_weight, alpha):
     n_samples, n_features = X.shape
     n_hidden, n_classes = params[2].shape
     updated = [p.copy() for p in params]
-    work = np.empty(network._train_workspace_size(n_samples, n_features, n_hidden, n_classes))
-    stats = np.zeros(4)
-    network._train_epoch(X, y, sample_weight, None, n_samples, *updated, LOGISTIC,
-                         1.0, alpha, work, stats)
+    options = {"activation": LOGISTIC, "learning_rate": 1.0, "alpha": alpha}
+    work = np.empty(network._train_workspace_size(options, n_samples, n_features, n_hidden,
+                                                  n_classes))
+    stats = np.zeros(5)
+    network._train_epoch(X, y, sample_weight, None, n_samples, *updated, options, None,
+                         work, stats)
     return [before - after for before, after in zip(params, updated)], stats[0] / n_samples
 
 

@@ -29,8 +29,8 @@ from ._compat import (
 from ._validation import check_feature_names, check_sample_weight, check_X, check_y
 
 ACTIVATIONS = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
-SOLVERS = ("sgd",)
-LEARNING_RATES = ("constant",)
+SOLVERS = {"sgd": 0, "adam": 1}
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 # Rows per chunk of predict_proba: the hidden activations of a chunk stay in cache.
 PREDICT_CHUNK_ROWS = 1024
@@ -142,6 +142,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         batch_size="auto",
         learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
@@ -149,7 +150,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         verbose=False,
         warm_start=False,
         momentum=0.0,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
         n_iter_no_change=10,
+        class_weight=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -158,6 +166,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -165,7 +174,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
         self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
 
     # Fitting ------------------------------------------------------------------
 
@@ -232,8 +248,51 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if user_weights:
                 self._reset_state(X.shape[1])
             self._check_parameters(X.dtype)
+        if self.early_stopping and getattr(self, "validation_scores_", None) is None:
+            self._reset_early_stopping()
+        if fresh or not hasattr(self, "_best_params"):
+            self._best_params = [p.copy() for p in self._parameters()]
+        sample_weight = self._apply_class_weight(y_codes, sample_weight, incremental, X.dtype)
         self._fit_stochastic(X, y_codes, sample_weight, incremental)
         return self
+
+    def _reset_early_stopping(self):
+        # warm_start into early_stopping: start the validation record now.
+        self.validation_scores_ = []
+        self.validation_loss_curve_ = []
+        self.best_validation_score_ = -np.inf
+        self.best_loss_ = None
+
+    def _apply_class_weight(self, y_codes, sample_weight, incremental, dtype):
+        """sample_weight times the weight of each row's class (None when neither is set)."""
+        if self.class_weight is None:
+            return sample_weight
+        n_classes = len(self.classes_)
+        if self.class_weight == "balanced":
+            if incremental:
+                raise ValueError(
+                    "class_weight='balanced' needs the class counts of all the data and "
+                    "is not supported by partial_fit; pass a dict {label: weight}."
+                )
+            counts = np.bincount(y_codes, minlength=n_classes)
+            per_class = len(y_codes) / (n_classes * np.maximum(counts, 1))
+        else:
+            per_class = np.ones(n_classes)
+            for label, weight in self.class_weight.items():
+                k = np.searchsorted(self.classes_, label)
+                if k >= n_classes or self.classes_[k] != label:
+                    raise ValueError(
+                        f"class_weight has label {label!r}, which is not in classes_ "
+                        f"{self.classes_}."
+                    )
+                _check_number(f"class_weight[{label!r}]", weight, low=0.0)
+                per_class[k] = weight
+        weights = per_class[y_codes].astype(dtype)
+        if sample_weight is not None:
+            weights *= sample_weight
+        if not weights.any():
+            raise ValueError("class_weight and sample_weight give every row weight 0.")
+        return weights
 
     def _validate_hyperparameters(self):
         """Check the constructor's arguments; return the hidden layer's width."""
@@ -266,13 +325,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         _check_int("n_iter_no_change", self.n_iter_no_change, low=1)
         if self.batch_size != "auto":
             _check_int("batch_size", self.batch_size, low=1, extra="or 'auto'")
-        _check_number("momentum", self.momentum, low=0.0)
-        if self.momentum != 0:
+        _check_number("power_t", self.power_t, low=0.0)
+        _check_number("momentum", self.momentum, low=0.0, high=1.0)
+        _check_number("validation_fraction", self.validation_fraction, low=0.0,
+                      low_open=True, high=1.0)
+        _check_number("beta_1", self.beta_1, low=0.0, high=1.0)
+        _check_number("beta_2", self.beta_2, low=0.0, high=1.0)
+        _check_number("epsilon", self.epsilon, low=0.0, low_open=True)
+        if not (self.class_weight is None or self.class_weight == "balanced"
+                or isinstance(self.class_weight, dict)):
             raise ValueError(
-                f"momentum={self.momentum!r} is not supported: mlp_cy trains with plain "
-                "SGD (momentum=0.0), the seed's update theta -= eta * grad."
+                f"class_weight must be None, 'balanced' or a dict {{label: weight}}, got "
+                f"{self.class_weight!r}."
             )
-        for name in ("shuffle", "warm_start"):
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         return int(n_hidden)
@@ -340,8 +406,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.n_outputs_ = self.classes_.shape[0]
         self.out_activation_ = "softmax"
         self.loss_curve_ = []
-        self.best_loss_ = np.inf
         self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.validation_loss_curve_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.validation_loss_curve_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
 
     def _check_parameters(self, dtype):
         """Bring user-set or loaded weights into the form the engine updates in place."""
@@ -375,27 +450,67 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         sizes = self.hidden_layer_sizes
         return int(sizes) if isinstance(sizes, numbers.Integral) else int(tuple(sizes)[0])
 
-    def _fit_stochastic(self, X, y_codes, sample_weight, incremental):
-        n_samples, n_features = X.shape
-        W1, W2 = self.coefs_
-        b1, b2 = self.intercepts_
-        n_hidden, n_classes = W2.shape
+    def _parameters(self):
+        """(W1, b1, W2, b2): the arrays the engine updates in place."""
+        return (self.coefs_[0], self.intercepts_[0], self.coefs_[1], self.intercepts_[1])
+
+    def _batch_size(self, n_samples):
         if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than sample size. It is going "
-                    "to be clipped",
-                    stacklevel=4,
-                )
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going "
+                "to be clipped",
+                stacklevel=5,
+            )
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _train_options(self):
+        """The engine's TrainOptions, by name; learning_rate is set per epoch."""
+        return {
+            "activation": ACTIVATIONS[self.activation],
+            "solver": SOLVERS[self.solver],
+            "learning_rate": float(self.learning_rate_init),
+            "alpha": float(self.alpha),
+            "momentum": float(self.momentum) if self.solver == "sgd" else 0.0,
+            "nesterov": bool(self.nesterovs_momentum),
+            "beta_1": float(self.beta_1),
+            "beta_2": float(self.beta_2),
+            "epsilon": float(self.epsilon),
+        }
+
+    def _fit_stochastic(self, X, y_codes, sample_weight, incremental):
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True; use fit.")
+        options = self._train_options()
+        params = self._parameters()
+        W1, b1, W2, b2 = params
+        n_hidden, n_classes = W2.shape
+        state_size = network._optimizer_state_size(options, X.shape[1], n_hidden, n_classes)
+        # As scikit-learn: a new optimiser for each fit; partial_fit keeps its state
+        # (velocities or moments, Adam's step count, the scheduled learning rate).
+        state = getattr(self, "_optimizer_state", None)
+        if not incremental or state is None or state.shape != (state_size,) \
+                or state.dtype != X.dtype:
+            self._optimizer_state = np.zeros(state_size, dtype=X.dtype)
+            self._n_updates = 0
+            self._learning_rate = float(self.learning_rate_init)
+
+        early_stopping = self.early_stopping
+        if early_stopping:
+            train, val = self._validation_split(y_codes)
+            X_val, y_val = X[val], y_codes[val]
+            sample_weight_val = None if sample_weight is None else sample_weight[val]
+            X, y_codes = X[train], y_codes[train]
+            sample_weight = None if sample_weight is None else sample_weight[train]
+        n_samples = X.shape[0]
+        batch_size = self._batch_size(n_samples)
         work = np.empty(
-            network._train_workspace_size(batch_size, n_features, n_hidden, n_classes),
+            network._train_workspace_size(options, batch_size, X.shape[1], n_hidden,
+                                          n_classes),
             dtype=X.dtype,
         )
-        stats = np.zeros(4)
-        activation = ACTIVATIONS[self.activation]
+        stats = np.zeros(5)
         sample_idx = np.arange(n_samples, dtype=np.intp)
         self.n_iter_ = 0
         for _ in range(self.max_iter):
@@ -404,21 +519,24 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 permutation = np.arange(n_samples)
                 self._random_state.shuffle(permutation)
                 sample_idx = sample_idx[permutation]
-            # The last finite weights, should this epoch diverge.
-            snapshot = [p.copy() for p in (W1, b1, W2, b2)]
+            # The last finite state, should this epoch diverge.
+            snapshot = [p.copy() for p in params + (self._optimizer_state,)]
+            options["learning_rate"] = self._learning_rate
+            stats[4] = self._n_updates
             try:
                 network._train_epoch(
                     X, y_codes, sample_weight, sample_idx if self.shuffle else None,
-                    batch_size, W1, b1, W2, b2, activation,
-                    float(self.learning_rate_init), float(self.alpha), work, stats,
+                    batch_size, W1, b1, W2, b2, options, self._optimizer_state, work,
+                    stats,
                 )
             except KeyboardInterrupt:
                 # The weights are those of the last completed batch.
                 self.t_ += int(stats[1])
+                self._n_updates = int(stats[4])
                 raise
-            if stats[3] or not all(np.isfinite(p).all() for p in (W1, b1, W2, b2)):
-                for param, saved in zip((W1, b1, W2, b2), snapshot):
-                    param[...] = saved
+            if stats[3] or not all(np.isfinite(p).all() for p in params):
+                for current, saved in zip(params + (self._optimizer_state,), snapshot):
+                    current[...] = saved
                 warnings.warn(
                     f"Training diverged in epoch {self.n_iter_ + 1}: the loss is no longer "
                     f"finite (learning_rate_init={self.learning_rate_init} is likely too "
@@ -428,25 +546,34 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=4,
                 )
                 break
+            self._n_updates = int(stats[4])
             self.n_iter_ += 1
             self.t_ += n_samples
             self.loss_ = float(stats[0] / n_samples)
             self.loss_curve_.append(self.loss_)
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-            if self.loss_ > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
+            if early_stopping:
+                self._score_validation(X_val, y_val, sample_weight_val)
             else:
-                self._no_improvement_count = 0
-            if self.loss_ < self.best_loss_:
-                self.best_loss_ = self.loss_
+                self._update_loss_improvement()
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                self._learning_rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
             if self._no_improvement_count > self.n_iter_no_change:
-                if self.verbose:
-                    print(
-                        f"Training loss did not improve more than tol={self.tol:f} for "
-                        f"{self.n_iter_no_change} consecutive epochs. Stopping."
-                    )
-                break
+                what = "Validation score" if early_stopping else "Training loss"
+                message = (f"{what} did not improve more than tol={self.tol:f} for "
+                           f"{self.n_iter_no_change} consecutive epochs.")
+                adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+                if adaptive and self._learning_rate > 1e-6:
+                    self._learning_rate /= 5.0
+                    self._no_improvement_count = 0
+                    if self.verbose:
+                        print(f"{message} Setting learning rate to {self._learning_rate:f}")
+                else:
+                    if self.verbose:
+                        print(message + (" Learning rate too small. Stopping."
+                                         if adaptive else ""))
+                    break
             if incremental:
                 break
             if self.n_iter_ == self.max_iter:
@@ -456,6 +583,67 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     ConvergenceWarning,
                     stacklevel=4,
                 )
+        if early_stopping:
+            for current, best in zip(params, self._best_params):
+                current[...] = best
+
+    def _update_loss_improvement(self):
+        """scikit-learn's stopping rule on the training loss."""
+        if self.loss_ > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if self.loss_ < self.best_loss_:
+            self.best_loss_ = self.loss_
+
+    def _score_validation(self, X_val, y_val, sample_weight_val):
+        """Accuracy and loss on the held-out rows; keep the best weights so far."""
+        proba = self.predict_proba(X_val)
+        correct = np.argmax(proba, axis=1) == y_val
+        score = float(np.average(correct, weights=sample_weight_val))
+        tiny = np.finfo(proba.dtype).tiny
+        log_likelihood = np.log(np.maximum(proba[np.arange(len(y_val)), y_val], tiny))
+        self.validation_scores_.append(score)
+        self.validation_loss_curve_.append(
+            float(-np.average(log_likelihood, weights=sample_weight_val)))
+        if self.verbose:
+            print(f"Validation score: {score:f}")
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            self._best_params = [p.copy() for p in self._parameters()]
+
+    def _validation_split(self, y_codes):
+        """Stratified held-out rows for early stopping: (train, validation) indices.
+
+        Each class gives validation rows in proportion to its size (at least one
+        from every class with two or more rows), drawn from ``_random_state``.
+        """
+        n_samples = len(y_codes)
+        n_val = int(np.ceil(self.validation_fraction * n_samples))
+        counts = np.bincount(y_codes, minlength=len(self.classes_))
+        share = counts * (n_val / n_samples)
+        per_class = np.floor(share).astype(np.intp)
+        remainder = share - per_class
+        # Hand out the rows lost to rounding, largest remainders first.
+        for k in np.argsort(-remainder, kind="stable")[: n_val - per_class.sum()]:
+            per_class[k] += 1
+        per_class = np.minimum(per_class, np.maximum(counts - 1, 0))
+        val = []
+        for k in range(len(counts)):
+            rows = np.flatnonzero(y_codes == k)
+            val.append(self._random_state.permutation(rows)[: per_class[k]])
+        val = np.sort(np.concatenate(val))
+        if val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the "
+                "size of your dataset."
+            )
+        train = np.setdiff1d(np.arange(n_samples), val, assume_unique=True)
+        return self._random_state.permutation(train), val
 
     # Prediction ---------------------------------------------------------------
 
@@ -556,10 +744,14 @@ def _check_choice(name, value, choices):
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
 
 
-def _check_number(name, value, *, low, low_open=False):
+def _check_number(name, value, *, low, low_open=False, high=None):
+    """A finite real in [low, high) (or (low, high) with low_open)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not np.isfinite(value) or value < low or (low_open and value == low):
+            or not np.isfinite(value) or value < low or (low_open and value == low) \
+            or (high is not None and value >= high):
         bound = f"> {low}" if low_open else f">= {low}"
+        if high is not None:
+            bound += f" and < {high}"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
 
 

@@ -13,10 +13,21 @@ from ._typedefs cimport intp_t, label_t
 from .kernels cimport Activation
 
 
+cpdef enum Solver:
+    SGD = 0           # the seed's plain SGD when momentum == 0 (fused update, no gradient buffer)
+    ADAM = 1
+
+
 cdef struct TrainOptions:
     Activation activation
-    double learning_rate      # eta
+    Solver solver
+    double learning_rate      # eta; Adam scales it by its bias correction at each step
     double alpha              # L2 penalty, scaled as scikit-learn: alpha / (2 sum w) ||W||^2
+    double momentum           # SGD: velocity v := momentum v - eta grad
+    bint nesterov             # SGD: step momentum v - eta grad instead of v
+    double beta_1             # Adam: decay of the first moment
+    double beta_2             # Adam: decay of the second moment
+    double epsilon            # Adam: added to sqrt(second moment)
 
 
 cdef struct EpochStats:
@@ -26,8 +37,19 @@ cdef struct EpochStats:
     bint diverged             # stopped at a batch whose loss was not finite (weights untouched by it)
 
 
-cdef intp_t train_workspace_size(intp_t batch_size, intp_t n_features,
+cdef TrainOptions sgd_options(Activation activation, double learning_rate,
+                              double alpha) noexcept nogil
+# Plain SGD with every other field set (momentum 0; Adam's fields at scikit-learn's defaults).
+
+cdef intp_t optimizer_state_size(const TrainOptions *options, intp_t n_features,
                                  intp_t n_hidden, intp_t n_classes) noexcept nogil
+# Length of `optimizer_state`: 0 for plain SGD, one value per parameter for momentum
+# (the velocity), two for Adam (first and second moments), laid out as W1, b1, W2, b2.
+# Start it at zeros; keep it between epochs to continue an optimisation.
+
+cdef intp_t train_workspace_size(const TrainOptions *options, intp_t batch_size,
+                                 intp_t n_features, intp_t n_hidden,
+                                 intp_t n_classes) noexcept nogil
 # Length of the `work` buffer that train_step and train_epoch need.
 
 cdef int predict_proba(
@@ -49,9 +71,11 @@ cdef double train_step(
     floating[:, ::1] W1, floating[::1] b1,   # IN/OUT, updated in place
     floating[:, ::1] W2, floating[::1] b2,   # IN/OUT, updated in place
     const TrainOptions *options,
-    floating[::1] work,                # scratch, train_workspace_size(m, ...)
+    floating[::1] optimizer_state,     # IN/OUT (optimizer_state_size(...),), None for plain SGD
+    intp_t *n_updates,                 # IN/OUT updates made so far (Adam's t)
+    floating[::1] work,                # scratch, train_workspace_size(options, m, ...)
 ) except -1 nogil
-# One SGD step on one batch. Returns the batch loss at its forward pass (mean
+# One optimiser step on one batch. Returns the batch loss at its forward pass (mean
 # weighted cross-entropy plus the L2 term); if it is not finite, nothing is updated.
 
 cdef int train_epoch(
@@ -63,7 +87,9 @@ cdef int train_epoch(
     floating[:, ::1] W1, floating[::1] b1,   # IN/OUT
     floating[:, ::1] W2, floating[::1] b2,   # IN/OUT
     const TrainOptions *options,
-    floating[::1] work,                # scratch, train_workspace_size(batch_size, ...)
+    floating[::1] optimizer_state,     # IN/OUT (optimizer_state_size(...),), None for plain SGD
+    intp_t *n_updates,                 # IN/OUT updates made so far (Adam's t)
+    floating[::1] work,                # scratch, train_workspace_size(options, batch_size, ...)
     EpochStats *stats_out,             # OUT, valid also when an exception stops the epoch
 ) except -1 nogil
 # One pass over the data, batch after batch. Checks for signals (Ctrl-C) every few

@@ -1,16 +1,20 @@
 # Design:
 # a) One nogil call trains a whole epoch (design notes §4): batches are slices of X,
 #    or rows gathered by `order` into the preallocated `work`; nothing is allocated
-#    and no Python runs per batch.
-# b) The SGD update is the gemm itself: W := (1 - eta alpha / S) W - eta op(A)^T dZ
-#    is one gemm with beta = the L2 decay, so no dW buffer exists. dA1 = dZ2 W2^T is
-#    taken before W2 changes (design notes §1).
+#    and no Python runs per batch, whatever the optimiser.
+# b) Plain SGD (the seed's, momentum 0) updates inside the gemm itself:
+#    W := (1 - eta alpha / S) W - eta op(A)^T dZ is one gemm with beta = the L2 decay,
+#    so no dW buffer exists. dA1 = dZ2 W2^T is taken before W2 changes (design §1).
+#    Momentum and Adam need the gradient itself: it goes to one flat buffer laid out
+#    as W1 | b1 | W2 | b2, like the optimiser state, and one loop applies the update.
 # c) The 1/S (S = the batch's weight sum, its row count without weights) is folded
 #    into dZ2 once, so every later gradient inherits it.
 # d) Signals are checked with the GIL every CHECK_WORK multiply-adds, not every batch,
 #    so another busy Python thread costs this loop almost nothing.
+# e) The optimisers follow scikit-learn's SGDOptimizer and AdamOptimizer update for
+#    update, so both give the same weights from the same start.
 
-from libc.math cimport isfinite
+from libc.math cimport isfinite, pow, sqrt
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 
@@ -23,11 +27,46 @@ from .kernels cimport (bias_activation, activation_backward, bias_softmax,
 cdef intp_t CHECK_WORK = 1 << 28
 
 
-cdef intp_t train_workspace_size(intp_t batch_size, intp_t n_features,
+cdef TrainOptions sgd_options(Activation activation, double learning_rate,
+                              double alpha) noexcept nogil:
+    cdef TrainOptions options
+    options.activation = activation
+    options.solver = SGD
+    options.learning_rate = learning_rate
+    options.alpha = alpha
+    options.momentum = 0
+    options.nesterov = False
+    options.beta_1 = 0.9
+    options.beta_2 = 0.999
+    options.epsilon = 1e-8
+    return options
+
+
+cdef inline bint _plain_sgd(const TrainOptions *options) noexcept nogil:
+    return options.solver == SGD and options.momentum == 0
+
+
+cdef inline intp_t _n_parameters(intp_t n_features, intp_t n_hidden,
+                                 intp_t n_classes) noexcept nogil:
+    return (n_features + 1) * n_hidden + (n_hidden + 1) * n_classes
+
+
+cdef intp_t optimizer_state_size(const TrainOptions *options, intp_t n_features,
                                  intp_t n_hidden, intp_t n_classes) noexcept nogil:
-    # X_batch (m, d) | hidden (m, h) | hidden_grad (m, h) | output (m, K) | db1 (h) | db2 (K)
-    return (batch_size * (n_features + 2 * n_hidden + n_classes)
-            + n_hidden + n_classes)
+    if _plain_sgd(options):
+        return 0
+    return ((2 if options.solver == ADAM else 1)
+            * _n_parameters(n_features, n_hidden, n_classes))
+
+
+cdef intp_t train_workspace_size(const TrainOptions *options, intp_t batch_size,
+                                 intp_t n_features, intp_t n_hidden,
+                                 intp_t n_classes) noexcept nogil:
+    # X_batch (m, d) | hidden (m, h) | hidden_grad (m, h) | output (m, K)
+    # | gradient W1 | b1 | W2 | b2 (only the biases for plain SGD)
+    cdef intp_t gradient = (n_hidden + n_classes if _plain_sgd(options)
+                            else _n_parameters(n_features, n_hidden, n_classes))
+    return batch_size * (n_features + 2 * n_hidden + n_classes) + gradient
 
 
 cdef inline intp_t _row_stride(intp_t stride_bytes, intp_t n_rows, intp_t n_cols,
@@ -40,6 +79,41 @@ cdef inline intp_t _row_stride(intp_t stride_bytes, intp_t n_rows, intp_t n_cols
     return stride_bytes // itemsize
 
 
+cdef void _apply_update(
+    floating *param,              # IN/OUT (n,)
+    const floating *grad,         # IN     (n,) gradient without the L2 term
+    floating *state,              # IN/OUT (n,) velocity, or (2n,) Adam moments m | v
+    intp_t n, intp_t state_stride,   # state_stride: n, the offset from m to v (Adam)
+    double l2,                    # alpha / S for weights, 0 for biases
+    const TrainOptions *options,
+    double step_size,             # eta, or Adam's bias-corrected rate
+) noexcept nogil:
+    cdef intp_t i
+    cdef floating g, v
+    cdef floating mu = <floating> options.momentum, eta = <floating> step_size
+    cdef floating beta_1 = <floating> options.beta_1, beta_2 = <floating> options.beta_2
+    cdef floating eps = <floating> options.epsilon, decay = <floating> l2
+    cdef floating *second = state + state_stride
+    if options.solver == ADAM:
+        for i in range(n):
+            g = grad[i] + decay * param[i]
+            state[i] = beta_1 * state[i] + (1 - beta_1) * g
+            second[i] = beta_2 * second[i] + (1 - beta_2) * (g * g)
+            param[i] -= eta * state[i] / (sqrt(second[i]) + eps)
+    elif options.nesterov:
+        for i in range(n):
+            g = grad[i] + decay * param[i]
+            v = mu * state[i] - eta * g
+            state[i] = v
+            param[i] += mu * v - eta * g
+    else:
+        for i in range(n):
+            g = grad[i] + decay * param[i]
+            v = mu * state[i] - eta * g
+            state[i] = v
+            param[i] += v
+
+
 cdef double _step(
     intp_t m, intp_t n_features, intp_t n_hidden, intp_t n_classes,
     const floating *X_batch, blas_int ldx,   # IN  (m, n_features), row stride ldx
@@ -48,20 +122,26 @@ cdef double _step(
     const intp_t *rows,                      # IN  (m,) or NULL
     floating *W1, floating *b1, floating *W2, floating *b2,   # IN/OUT
     const TrainOptions *options,
+    floating *optimizer_state,               # IN/OUT, NULL for plain SGD
+    intp_t *n_updates,                       # IN/OUT
     floating *work,
 ) noexcept nogil:
     cdef intp_t i
+    cdef bint fused = _plain_sgd(options)
     cdef floating *hidden = work + m * n_features        # (m, n_hidden)   A1
     cdef floating *hidden_grad = hidden + m * n_hidden   # (m, n_hidden)   dA1, then dZ1
     cdef floating *output = hidden_grad + m * n_hidden   # (m, n_classes)  Z2, then dZ2
-    cdef floating *b1_grad = output + m * n_classes      # (n_hidden,)
-    cdef floating *b2_grad = b1_grad + n_hidden          # (n_classes,)
+    cdef floating *W1_grad = output + m * n_classes      # (n_features, n_hidden), not fused
+    cdef floating *b1_grad = W1_grad + (0 if fused else n_features * n_hidden)  # (n_hidden,)
+    cdef floating *W2_grad = b1_grad + n_hidden          # (n_hidden, n_classes), not fused
+    cdef floating *b2_grad = W2_grad + (0 if fused else n_hidden * n_classes)   # (n_classes,)
     cdef blas_int d = <blas_int> n_features, h = <blas_int> n_hidden
     cdef blas_int K = <blas_int> n_classes, mb = <blas_int> m
     cdef double weight_sum = m
-    cdef double loss, penalty = 0
+    cdef double loss, penalty = 0, l2, step_size
     cdef floating eta = <floating> options.learning_rate
     cdef floating decay
+    cdef intp_t n_params, offset
 
     if sample_weight != NULL:
         weight_sum = 0
@@ -80,28 +160,58 @@ cdef double _step(
     bias_activation(hidden, b1, m, n_hidden, options.activation)
     _gemm(RowMajor, NoTrans, NoTrans, mb, K, h, <floating> 1, hidden, h,
           W2, K, <floating> 0, output, K)
-    # dZ2 = w (softmax(Z2 + b2) - Y) / S, in place of Z2
+    # dZ2 = w (softmax(Z2 + b2) - Y) / S, in place of Z2; b2_grad = sum dZ2
     loss = softmax_cross_entropy(output, b2, y, sample_weight, rows, m, n_classes,
                                  <floating> (1 / weight_sum), b2_grad)
     loss = loss / weight_sum + penalty
     if not isfinite(loss):
         return loss
+    l2 = options.alpha / weight_sum
 
-    decay = <floating> (1 - options.learning_rate * options.alpha / weight_sum)
     # dA1 = dZ2 W2^T, with W2 as it was at the forward pass
     _gemm(RowMajor, NoTrans, Trans, mb, h, K, <floating> 1, output, K,
           W2, K, <floating> 0, hidden_grad, h)
-    # W2 := decay W2 - eta A1^T dZ2 ;  b2 -= eta sum dZ2
-    _gemm(RowMajor, Trans, NoTrans, h, K, mb, -eta, hidden, h,
-          output, K, decay, W2, K)
-    for i in range(n_classes):
-        b2[i] -= eta * b2_grad[i]
-    # dZ1 = dA1 act'(Z1) ;  W1 := decay W1 - eta X^T dZ1 ;  b1 -= eta sum dZ1
+    if fused:
+        decay = <floating> (1 - options.learning_rate * l2)
+        # W2 := decay W2 - eta A1^T dZ2 ;  b2 -= eta sum dZ2
+        _gemm(RowMajor, Trans, NoTrans, h, K, mb, -eta, hidden, h,
+              output, K, decay, W2, K)
+        for i in range(n_classes):
+            b2[i] -= eta * b2_grad[i]
+        # dZ1 = dA1 act'(Z1) ;  W1 := decay W1 - eta X^T dZ1 ;  b1 -= eta sum dZ1
+        activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
+        _gemm(RowMajor, Trans, NoTrans, d, h, mb, -eta, X_batch, ldx,
+              hidden_grad, h, decay, W1, h)
+        for i in range(n_hidden):
+            b1[i] -= eta * b1_grad[i]
+        n_updates[0] += 1
+        return loss
+
+    # The gradient, W1 | b1 | W2 | b2, then one update over all of it.
+    _gemm(RowMajor, Trans, NoTrans, h, K, mb, <floating> 1, hidden, h,
+          output, K, <floating> 0, W2_grad, K)
     activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-    _gemm(RowMajor, Trans, NoTrans, d, h, mb, -eta, X_batch, ldx,
-          hidden_grad, h, decay, W1, h)
-    for i in range(n_hidden):
-        b1[i] -= eta * b1_grad[i]
+    _gemm(RowMajor, Trans, NoTrans, d, h, mb, <floating> 1, X_batch, ldx,
+          hidden_grad, h, <floating> 0, W1_grad, h)
+    n_updates[0] += 1
+    step_size = options.learning_rate
+    if options.solver == ADAM:
+        step_size = (options.learning_rate
+                     * sqrt(1 - pow(options.beta_2, <double> n_updates[0]))
+                     / (1 - pow(options.beta_1, <double> n_updates[0])))
+    n_params = _n_parameters(n_features, n_hidden, n_classes)
+    offset = 0
+    _apply_update(W1, W1_grad, optimizer_state, n_features * n_hidden, n_params,
+                  l2, options, step_size)
+    offset += n_features * n_hidden
+    _apply_update(b1, b1_grad, optimizer_state + offset, n_hidden, n_params,
+                  0, options, step_size)
+    offset += n_hidden
+    _apply_update(W2, W2_grad, optimizer_state + offset, n_hidden * n_classes, n_params,
+                  l2, options, step_size)
+    offset += n_hidden * n_classes
+    _apply_update(b2, b2_grad, optimizer_state + offset, n_classes, n_params,
+                  0, options, step_size)
     return loss
 
 
@@ -166,6 +276,32 @@ cdef int predict_proba(
     return 0
 
 
+cdef int _check_training(const TrainOptions *options, intp_t n_features,
+                         intp_t n_hidden, intp_t n_classes, intp_t batch_size,
+                         const floating[::1] optimizer_state,
+                         const floating[::1] work) except -1 nogil:
+    if options.solver != SGD and options.solver != ADAM:
+        with gil:
+            raise ValueError(f"unknown solver code {<int> options.solver}")
+    if not (options.learning_rate > 0 and options.alpha >= 0 and options.momentum >= 0
+            and options.momentum < 1 and options.beta_1 >= 0 and options.beta_1 < 1
+            and options.beta_2 >= 0 and options.beta_2 < 1 and options.epsilon > 0):
+        with gil:
+            raise ValueError(
+                "options out of range: need learning_rate > 0, alpha >= 0, "
+                "0 <= momentum < 1, 0 <= beta_1, beta_2 < 1, epsilon > 0")
+    cdef intp_t needed = optimizer_state_size(options, n_features, n_hidden, n_classes)
+    if needed > 0 and (optimizer_state is None or optimizer_state.shape[0] < needed):
+        with gil:
+            raise ValueError(f"optimizer_state must hold optimizer_state_size(...) = "
+                             f"{needed} values")
+    if work.shape[0] < train_workspace_size(options, batch_size, n_features, n_hidden,
+                                            n_classes):
+        with gil:
+            raise ValueError("work is shorter than train_workspace_size(...)")
+    return 0
+
+
 cdef double train_step(
     const floating[:, ::1] X_batch,
     const label_t[::1] y_batch,
@@ -173,15 +309,15 @@ cdef double train_step(
     floating[:, ::1] W1, floating[::1] b1,
     floating[:, ::1] W2, floating[::1] b2,
     const TrainOptions *options,
+    floating[::1] optimizer_state,
+    intp_t *n_updates,
     floating[::1] work,
 ) except -1 nogil:
     cdef intp_t m = X_batch.shape[0], n_features = X_batch.shape[1]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
     _check_parameters(n_features, n_hidden, n_classes, W1, b1, W2, b2)
     _check_batch(m, n_classes, y_batch, sample_weight)
-    if work.shape[0] < train_workspace_size(m, n_features, n_hidden, n_classes):
-        with gil:
-            raise ValueError("work is shorter than train_workspace_size(...)")
+    _check_training(options, n_features, n_hidden, n_classes, m, optimizer_state, work)
     cdef intp_t ldx = _row_stride(X_batch.strides[0], m, n_features, sizeof(floating))
     if ldx == 0:
         with gil:
@@ -190,7 +326,14 @@ cdef double train_step(
         return 0
     return _step(m, n_features, n_hidden, n_classes, &X_batch[0, 0], <blas_int> ldx,
                  &y_batch[0], &sample_weight[0] if sample_weight is not None else NULL,
-                 NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options, &work[0])
+                 NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options,
+                 _state_pointer(optimizer_state), n_updates, &work[0])
+
+
+cdef inline floating *_state_pointer(floating[::1] optimizer_state) noexcept nogil:
+    if optimizer_state is None or optimizer_state.shape[0] == 0:
+        return NULL
+    return &optimizer_state[0]
 
 
 cdef int _check_batch(intp_t n_samples, intp_t n_classes, const label_t[::1] y,
@@ -216,6 +359,8 @@ cdef int train_epoch(
     floating[:, ::1] W1, floating[::1] b1,
     floating[:, ::1] W2, floating[::1] b2,
     const TrainOptions *options,
+    floating[::1] optimizer_state,
+    intp_t *n_updates,
     floating[::1] work,
     EpochStats *stats_out,
 ) except -1 nogil:
@@ -228,6 +373,7 @@ cdef int train_epoch(
     cdef const intp_t *rows = NULL
     cdef const label_t *labels
     cdef floating *gathered
+    cdef floating *state = _state_pointer(optimizer_state)
     cdef double loss
 
     stats_out.loss_sum = 0
@@ -240,9 +386,8 @@ cdef int train_epoch(
         with gil:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batch_size = min(batch_size, max(n_samples, 1))
-    if work.shape[0] < train_workspace_size(batch_size, n_features, n_hidden, n_classes):
-        with gil:
-            raise ValueError("work is shorter than train_workspace_size(...)")
+    _check_training(options, n_features, n_hidden, n_classes, batch_size,
+                    optimizer_state, work)
     if ldx == 0:
         with gil:
             raise ValueError("X needs rows that do not overlap")
@@ -278,7 +423,7 @@ cdef int train_epoch(
         loss = _step(m, n_features, n_hidden, n_classes, X_batch,
                      <blas_int> (ldx if order is None else n_features),
                      labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
-                     options, &work[0])
+                     options, state, n_updates, &work[0])
         if not isfinite(loss):
             stats_out.diverged = True
             return 0
@@ -306,34 +451,56 @@ def _predict_proba(const floating[:, ::1] X,
         predict_proba(X, W1, b1, W2, b2, activation, proba_out, work)
 
 
+cdef TrainOptions _options_from_dict(dict options) except *:
+    cdef TrainOptions result = sgd_options(options["activation"],
+                                           options["learning_rate"], options["alpha"])
+    result.solver = options.get("solver", SGD)
+    result.momentum = options.get("momentum", 0.0)
+    result.nesterov = options.get("nesterov", False)
+    result.beta_1 = options.get("beta_1", 0.9)
+    result.beta_2 = options.get("beta_2", 0.999)
+    result.epsilon = options.get("epsilon", 1e-8)
+    return result
+
+
 def _train_epoch(const floating[:, ::1] X, const label_t[::1] y,
                  const floating[::1] sample_weight, const intp_t[::1] order,
                  intp_t batch_size,
                  floating[:, ::1] W1, floating[::1] b1,
                  floating[:, ::1] W2, floating[::1] b2,
-                 Activation activation, double learning_rate, double alpha,
+                 dict options, floating[::1] optimizer_state,
                  floating[::1] work, double[::1] stats_out):
-    """One epoch of SGD without the GIL; see train_epoch.
+    """One epoch without the GIL; see train_epoch.
 
-    stats_out (4,) receives loss_sum, n_rows_done, n_batches_done, diverged,
-    also when KeyboardInterrupt stops the epoch between two batches.
+    options holds the TrainOptions fields by name (activation, learning_rate, alpha,
+    and optionally solver, momentum, nesterov, beta_1, beta_2, epsilon).
+    stats_out (5,) receives loss_sum, n_rows_done, n_batches_done, diverged, and
+    holds n_updates in [4] (read and written), also when KeyboardInterrupt stops the
+    epoch between two batches.
     """
-    cdef TrainOptions options
+    cdef TrainOptions train_options = _options_from_dict(options)
     cdef EpochStats stats
-    options.activation = activation
-    options.learning_rate = learning_rate
-    options.alpha = alpha
+    cdef intp_t n_updates = <intp_t> stats_out[4]
     try:
         with nogil:
             train_epoch(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
-                        &options, work, &stats)
+                        &train_options, optimizer_state, &n_updates, work, &stats)
     finally:
         stats_out[0] = stats.loss_sum
         stats_out[1] = stats.n_rows_done
         stats_out[2] = stats.n_batches_done
         stats_out[3] = stats.diverged
+        stats_out[4] = n_updates
 
 
-def _train_workspace_size(intp_t batch_size, intp_t n_features, intp_t n_hidden,
+def _train_workspace_size(dict options, intp_t batch_size, intp_t n_features,
+                          intp_t n_hidden, intp_t n_classes):
+    cdef TrainOptions train_options = _options_from_dict(options)
+    return train_workspace_size(&train_options, batch_size, n_features, n_hidden,
+                                n_classes)
+
+
+def _optimizer_state_size(dict options, intp_t n_features, intp_t n_hidden,
                           intp_t n_classes):
-    return train_workspace_size(batch_size, n_features, n_hidden, n_classes)
+    cdef TrainOptions train_options = _options_from_dict(options)
+    return optimizer_state_size(&train_options, n_features, n_hidden, n_classes)
