@@ -43,47 +43,70 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     cross-entropy loss. Parameters and attributes have scikit-learn's names and
     meanings (``sklearn.neural_network.MLPClassifier``) for one hidden layer; the
     defaults differ where the seed speaks: a sigmoid hidden layer, plain SGD, no
-    momentum and no L2 penalty.
+    momentum and no L2 penalty. From the same ``random_state`` and parameters both
+    draw the same initial weights and shuffles and train to the same weights.
 
     float32 input trains in float32 and float64 in float64; other numeric input is
-    converted to float64. Training releases the GIL for each epoch.
+    converted to float64. Training releases the GIL for each epoch, and Ctrl-C
+    stops it between two batches, leaving the weights of the last completed batch.
 
     Parameters
     ----------
     hidden_layer_sizes : int or tuple of one int, default=(100,)
         Number of units in the single hidden layer.
     activation : {"logistic", "tanh", "relu", "identity"}, default="logistic"
-        Activation of the hidden layer.
-    solver : {"sgd"}, default="sgd"
-        Minibatch stochastic gradient descent.
+        Activation of the hidden layer; "logistic" is the seed's sigmoid.
+    solver : {"sgd", "adam"}, default="sgd"
+        Minibatch stochastic gradient descent (with ``momentum``), or Adam.
     alpha : float, default=0.0
         L2 penalty, scaled as scikit-learn scales it: the batch loss gains
         ``alpha / (2 S) * (||W1||^2 + ||W2||^2)``, S the batch's weight sum.
     batch_size : int or "auto", default="auto"
         Rows per minibatch; "auto" is ``min(200, n_samples)``. The last batch of an
         epoch takes the rows left over.
-    learning_rate : {"constant"}, default="constant"
-        Learning-rate schedule.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule of the SGD step size. "invscaling" sets it to
+        ``learning_rate_init / (t_ + 1) ** power_t`` after each epoch; "adaptive"
+        divides it by 5 each time ``n_iter_no_change`` epochs fail to improve by
+        ``tol``, and stops once it is below 1e-6. Only for solver="sgd".
     learning_rate_init : float, default=0.001
-        Step size eta of the SGD update ``theta -= eta * grad``.
+        Initial step size eta.
+    power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
     max_iter : int, default=200
         Maximum number of epochs.
     shuffle : bool, default=True
         Visit the rows in a new random order each epoch.
     random_state : int, RandomState instance or None, default=None
-        Seeds the weight initialisation and the shuffles.
+        Seeds the weight initialisation, the shuffles and the validation split.
     tol : float, default=1e-4
-        Stop when the training loss has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs.
+        Stop when the training loss (or, with early stopping, the validation
+        accuracy) has not improved by at least ``tol`` for ``n_iter_no_change``
+        consecutive epochs.
     verbose : bool, default=False
         Print the loss after each epoch.
     warm_start : bool, default=False
         Continue from the current ``coefs_`` and ``intercepts_`` (also ones that the
         user assigned) instead of initialising new ones.
     momentum : float, default=0.0
-        Momentum of the SGD update. Only 0.0 (the seed's plain SGD) is supported.
+        Momentum of the SGD update, in [0, 1). 0 is the seed's plain SGD.
+    nesterovs_momentum : bool, default=True
+        Use Nesterov's momentum (when ``momentum > 0``).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (stratified by class), stop
+        when their accuracy stops improving, and keep the best weights seen.
+    validation_fraction : float, default=0.1
+        Share of the rows held out for early stopping, in (0, 1).
+    beta_1, beta_2 : float, default=0.9, 0.999
+        Adam's decay rates of the first and second moment estimates, in [0, 1).
+    epsilon : float, default=1e-8
+        Adam's numerical-stability term.
     n_iter_no_change : int, default=10
         Epochs without improvement of ``tol`` before stopping.
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class, ``{label: weight}``, multiplying ``sample_weight``;
+        "balanced" uses ``n_samples / (n_classes * np.bincount(y))``. Not part of
+        scikit-learn's MLPClassifier.
 
     Attributes
     ----------
@@ -96,16 +119,25 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     loss_ : float
         Mean training loss of the last epoch, each batch's loss taken at its forward
         pass and weighted by its row count.
-    best_loss_ : float
-        Lowest ``loss_`` seen.
+    best_loss_ : float or None
+        Lowest ``loss_`` seen; None with early stopping.
     loss_curve_ : list of float
         ``loss_`` of every epoch.
+    validation_scores_ : list of float or None
+        Accuracy on the held-out rows after each epoch (early stopping only).
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    validation_loss_curve_ : list of float or None
+        Mean cross-entropy on the held-out rows after each epoch (early stopping
+        only). Not part of scikit-learn's MLPClassifier.
     n_iter_ : int
         Epochs run by the last call to fit (1 for partial_fit).
     t_ : int
         Training rows seen since initialisation.
     n_features_in_ : int
         Number of features seen in fit.
+    feature_names_in_ : ndarray of str
+        Column names of X in fit, when it had string column names.
     n_layers_ : int
         3: input, hidden and output layers.
     n_outputs_ : int

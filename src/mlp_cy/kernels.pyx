@@ -5,16 +5,22 @@
 # b) Numerics (design notes §1): sigmoid clamps its argument so exp never overflows;
 #    softmax subtracts the row maximum; the loss is logsumexp(z) - z_y, never
 #    log of a probability that may underflow to 0.
+# d) float's exp is _fastexp.h's: libm's expf is an opaque call that keeps the
+#    sigmoid loop scalar, and that loop alone cost a quarter of an epoch's GEMM time.
+#    double keeps libm's exp, whose accuracy float64 users expect.
 # c) Bias gradients are summed in the same pass that forms dZ, while the row is hot.
 
-from libc.math cimport exp, expf, log, logf, tanh, tanhf
+from libc.math cimport exp, log, logf, tanh, tanhf
 
 from ._typedefs cimport intp_t, label_t
+
+cdef extern from "_fastexp.h" nogil:
+    float mlp_cy_expf(float x)
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
     if floating is float:
-        return expf(x)
+        return mlp_cy_expf(x)     # vectorisable, clamps its argument
     else:
         return exp(x)
 
