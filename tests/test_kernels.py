@@ -99,3 +99,24 @@ def test_cross_entropy_is_finite_when_the_true_class_probability_underflows(dtyp
                                           None, 1.0, bias_grad)
     assert loss == pytest.approx(1e4, rel=1e-6)
     np.testing.assert_allclose(Z, [[-1.0, 1.0, 0.0]], atol=1e-6)
+
+
+def test_float_sigmoid_is_accurate_over_its_whole_range():
+    # float's exp is mlp_cy's own vectorisable one (_fastexp.h): sweep it densely.
+    z = np.linspace(-87, 87, 200001).astype(np.float32)[None, :]
+    out = z.copy()
+    kernels._bias_activation(out, np.zeros(z.shape[1], np.float32),
+                             kernels.Activation.LOGISTIC)
+    expected = expit(z.astype(np.float64))
+    np.testing.assert_allclose(out, expected, rtol=4 * np.finfo(np.float32).eps, atol=0)
+
+
+def test_float_softmax_is_accurate_for_wide_logit_ranges():
+    rng = np.random.RandomState(4)
+    Z = (rng.rand(500, 10) * 170 - 85).astype(np.float32)
+    out = Z.copy()
+    kernels._bias_softmax(out, np.zeros(10, np.float32))
+    expected = softmax(Z.astype(np.float64), axis=1)
+    # z - max is itself rounded to float (about 1e-5 absolute at |z| ~ 85), which
+    # bounds the relative accuracy of tiny probabilities for any exp.
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-7)
