@@ -3,10 +3,11 @@
 import os
 
 from .classifier import MLPClassifier
+from .persistence import load
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPClassifier", "get_include", "__version__"]
+__all__ = ["MLPClassifier", "get_include", "load", "__version__"]
 
 
 def get_include():

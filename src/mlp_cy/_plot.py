@@ -1,0 +1,93 @@
+"""The training report of ``mlp-cy train --plot``: one PNG, drawn with matplotlib.
+
+matplotlib is an optional dependency (``pip install 'mlp_cy[plot]'``); it is
+imported only when a plot is asked for. The figure is drawn on an Agg canvas
+directly, without pyplot, so the caller's matplotlib backend is left alone.
+"""
+
+import numpy as np
+
+__all__ = ["MatplotlibMissingError", "check_available", "plot_training"]
+
+
+class MatplotlibMissingError(ImportError):
+    """Raised when a plot is asked for and matplotlib cannot be imported."""
+
+
+def check_available():
+    """Raise MatplotlibMissingError unless matplotlib's Agg backend can be imported.
+
+    Raises
+    ------
+    MatplotlibMissingError
+        With a message that says how to install it.
+    """
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    except ImportError as exc:
+        raise MatplotlibMissingError(
+            "--plot needs matplotlib, which is not installed: "
+            "pip install 'mlp_cy[plot]' (or: pip install matplotlib)"
+        ) from exc
+
+
+def plot_training(path, loss_curve, val_accuracy, confusion, labels, *, title=""):
+    """Write a PNG with the loss curve, the held-out accuracy and a confusion matrix.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The PNG file to write.
+    loss_curve : sequence of float
+        Mean training loss of each epoch (NaN for an epoch without one).
+    val_accuracy : sequence of float
+        Held-out accuracy after each epoch; may be empty (no validation split).
+    confusion : ndarray of shape (n_labels, n_labels)
+        Counts, rows the true labels and columns the predicted ones.
+    labels : sequence of str
+        Names of the labels, in the order of the rows of ``confusion``.
+    title : str, default=""
+        Title of the figure.
+    """
+    check_available()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc, ax_cm = fig.subplots(
+        1, 3, gridspec_kw={"width_ratios": [1, 1, 1.35]}
+    )
+    epochs = np.arange(1, len(loss_curve) + 1)
+    ax_loss.plot(epochs, loss_curve, marker="o", color="tab:blue")
+    ax_loss.set(xlabel="epoch", ylabel="mean cross-entropy", title="Training loss")
+    ax_loss.grid(alpha=0.3)
+
+    if len(val_accuracy):
+        ax_acc.plot(np.arange(1, len(val_accuracy) + 1), val_accuracy,
+                    marker="o", color="tab:green")
+    else:
+        ax_acc.text(0.5, 0.5, "no held-out split\n(--val-fraction 0)",
+                    ha="center", va="center", transform=ax_acc.transAxes)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Held-out accuracy")
+    ax_acc.grid(alpha=0.3)
+    for ax in (ax_loss, ax_acc):
+        # Integer epochs only: a 1-epoch run should not show ticks at 0.5.
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+    confusion = np.asarray(confusion)
+    image = ax_cm.imshow(confusion, cmap="Blues")
+    fig.colorbar(image, ax=ax_cm, shrink=0.8, label="test images")
+    ticks = np.arange(len(labels))
+    ax_cm.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=8)
+    ax_cm.set_yticks(ticks, labels, fontsize=8)
+    ax_cm.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    threshold = confusion.max() / 2 if confusion.size else 0
+    if len(labels) <= 20:  # counts stay legible up to about 20 x 20 cells
+        for (i, j), count in np.ndenumerate(confusion):
+            ax_cm.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                       color="white" if count > threshold else "black")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)

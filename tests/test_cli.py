@@ -1,0 +1,301 @@
+"""Tests for the mlp-cy command line, end to end on small synthetic IDX data.
+
+The synthetic data set has the four files of Fashion-MNIST, with 28 x 28 uint8
+images of 10 classes: class k is a bright 6 x 6 square at its own place in a 2 x 5
+grid, plus noise, so that a small network learns it in a few epochs.
+"""
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import mlp_cy
+from mlp_cy import datasets
+from mlp_cy.cli import confusion_matrix, main
+from mlp_cy.datasets import load_mnist, write_idx
+
+N_TRAIN, N_TEST = 400, 150
+TRAIN_ARGS = ["--epochs", "4", "--hidden", "24", "--lr", "0.5", "--batch-size", "20"]
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # ConvergenceWarning
+
+
+def _images(labels, rng):
+    images = rng.randint(0, 60, size=(len(labels), 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        row, col = 3 + 12 * (label // 5), 1 + 5 * (label % 5)
+        image[row:row + 6, col:col + 6] = rng.randint(180, 256, size=(6, 6))
+    return images
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory):
+    """A data home with synthetic data in data_home/fashion-mnist/."""
+    home = tmp_path_factory.mktemp("data")
+    rng = np.random.RandomState(0)
+    y_train = (np.arange(N_TRAIN) % 10).astype(np.uint8)
+    y_test = rng.randint(0, 10, size=N_TEST).astype(np.uint8)
+    directory = home / "fashion-mnist"
+    directory.mkdir()
+    write_idx(directory / "train-images-idx3-ubyte.gz", _images(y_train, rng))
+    write_idx(directory / "train-labels-idx1-ubyte.gz", y_train)
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", _images(y_test, rng))
+    write_idx(directory / "t10k-labels-idx1-ubyte", y_test)  # uncompressed works too
+    return home
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Keep the real cache, data directories and network out of every test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("MLP_CY_DATA", raising=False)
+    monkeypatch.setattr(datasets, "_SYSTEM_DATA_DIRS", (str(tmp_path / "system"),))
+
+
+def run(*argv):
+    """Run main(argv); return (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(status, err, expected_status=1):
+    assert status == expected_status
+    # "Loading <data set> from <dir>" may come first: progress, not the error.
+    lines = [line for line in err.strip().splitlines() if not line.startswith("Loading ")]
+    assert len(lines) == 1 and lines[0].startswith("mlp-cy: error: "), err
+    assert "Traceback" not in err
+
+
+def printed_accuracy(out):
+    lines = [line for line in out.splitlines() if line.startswith("test accuracy: ")]
+    assert len(lines) == 1, out
+    return float(lines[0].split()[2])
+
+
+@pytest.fixture(scope="module")
+def trained(data_home, tmp_path_factory):
+    """(model path, stdout of train) of one training run on the synthetic data."""
+    model = tmp_path_factory.mktemp("model") / "model.npz"
+    status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS,
+                           "--out", model)
+    assert status == 0, err
+    return model, out
+
+
+# train, evaluate, predict -----------------------------------------------------------
+
+def test_train_prints_progress_and_saves_the_model(trained, data_home):
+    model, out = trained
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 4
+    assert all("loss" in e and "held-out accuracy" in e and "samples/s" in e
+               for e in epochs)
+    assert "360 images (40 held out)" in out
+    accuracy = printed_accuracy(out)
+    assert accuracy > 0.9
+    clf = mlp_cy.load(model)
+    assert clf.coefs_[0].shape == (784, 24) and clf.coefs_[0].dtype == np.float32
+    assert clf.n_iter_ == 1 and clf.t_ == 4 * 360 and len(clf.loss_curve_) == 4
+    assert clf.random_state == 0
+    _, _, X_test, y_test = load_mnist("fashion-mnist", data_home=data_home)
+    assert np.mean(clf.predict(X_test) == y_test) == pytest.approx(accuracy, abs=1e-4)
+
+
+def test_train_is_reproducible_with_a_seed(trained, data_home, tmp_path):
+    model, out = trained
+    status, out2, _ = run("train", "--data-home", data_home, *TRAIN_ARGS,
+                          "--out", tmp_path / "again.npz")
+    assert status == 0
+    assert_array_equal(mlp_cy.load(tmp_path / "again.npz").coefs_[0],
+                       mlp_cy.load(model).coefs_[0])
+
+
+def test_train_float64_without_validation(data_home, tmp_path):
+    status, out, _ = run("train", "--data-home", data_home, "--epochs", "1",
+                         "--hidden", "8", "--dtype", "float64", "--val-fraction", "0",
+                         "--out", tmp_path / "m")
+    assert status == 0
+    assert "held-out" not in out and "training on 400 images" in out
+    assert mlp_cy.load(tmp_path / "m").coefs_[0].dtype == np.float64
+
+
+def test_evaluate_prints_the_same_accuracy(trained, data_home):
+    model, train_out = trained
+    status, out, _ = run("evaluate", model, "--data-home", data_home)
+    assert status == 0
+    assert printed_accuracy(out) == printed_accuracy(train_out)
+    assert "precision" in out and "recall" in out and "9 Ankle boot" in out
+    assert "confusion matrix" in out
+    # The confusion matrix: a header and 10 rows whose counts add up to N_TEST.
+    rows = out.split("confusion matrix")[1].strip().splitlines()[2:]
+    assert len(rows) == 10
+    assert sum(int(c) for row in rows for c in row.split()[1:]) == N_TEST
+
+
+def test_predict_idx_and_npy_files(trained, data_home, tmp_path):
+    model, _ = trained
+    images = data_home / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+    status, out, _ = run("predict", model, images)
+    assert status == 0
+    labels = out.split()
+    assert len(labels) == N_TEST
+
+    _, _, X_test, y_test = load_mnist("fashion-mnist", data_home=data_home)
+    expected = [str(v) for v in mlp_cy.load(model).predict(X_test)]
+    assert labels == expected
+
+    # .npy: raw uint8 images, and float rows already in [0, 1]
+    raw = datasets.read_idx(images)
+    np.save(tmp_path / "raw.npy", raw)
+    np.save(tmp_path / "rows.npy", X_test)
+    for name in ("raw.npy", "rows.npy"):
+        status, out, _ = run("predict", model, tmp_path / name)
+        assert status == 0 and out.split() == expected
+
+    status, out, _ = run("predict", model, tmp_path / "rows.npy",
+                         "--out", tmp_path / "labels.txt")
+    assert status == 0 and out == ""
+    assert (tmp_path / "labels.txt").read_text().split() == expected
+
+
+def test_confusion_matrix():
+    labels = np.array([0, 1, 2])
+    cm = confusion_matrix([0, 0, 1, 2, 2, 5], [0, 1, 1, 2, 0, 2], labels)
+    assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
+
+
+# Errors -----------------------------------------------------------------------------
+
+def test_corrupt_idx_gives_one_line_error_without_traceback(trained, tmp_path):
+    model, _ = trained
+    bad = tmp_path / "bad-idx3-ubyte"
+    bad.write_bytes(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05" * 3 + b"short")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlp_cy", "predict", str(model), str(bad)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert_one_line_error(result.returncode, result.stderr)
+    assert "bad-idx3-ubyte" in result.stderr and "truncated" in result.stderr
+    assert result.stdout == ""
+
+
+def test_corrupt_dataset_file(data_home, tmp_path):
+    broken = tmp_path / "broken" / "fashion-mnist"
+    broken.mkdir(parents=True)
+    for name in os.listdir(data_home / "fashion-mnist"):
+        (broken / name).write_bytes((data_home / "fashion-mnist" / name).read_bytes())
+    labels = broken / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-9])
+    status, out, err = run("train", "--data-home", broken.parent, "--epochs", "1",
+                           "--out", tmp_path / "m.npz")
+    assert_one_line_error(status, err)
+    assert "train-labels-idx1-ubyte.gz" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_corrupt_model_file(trained, data_home, tmp_path):
+    model, _ = trained
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(model.read_bytes()[:1000])
+    status, _, err = run("evaluate", broken, "--data-home", data_home)
+    assert_one_line_error(status, err)
+    assert "not a valid mlp_cy model file" in err
+
+
+def test_model_for_other_features(data_home, tmp_path):
+    X = np.random.RandomState(0).rand(40, 4)
+    mlp_cy.MLPClassifier(hidden_layer_sizes=3, max_iter=2).fit(
+        X, np.arange(40) % 2).save(tmp_path / "small.npz")
+    images = data_home / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+    status, _, err = run("predict", tmp_path / "small.npz", images)
+    assert_one_line_error(status, err)
+    assert "784 values per row" in err and "trained on 4" in err
+
+
+def test_missing_data_set(tmp_path):
+    status, out, err = run("train", "--dataset", "mnist", "--no-download",
+                           "--data-home", tmp_path / "empty", "--out", tmp_path / "m")
+    assert_one_line_error(status, err)
+    assert "--data-home DIR" in err and "--dataset fashion-mnist" in err
+    assert "apt-get install dataset-fashion-mnist" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--lr", "0"],
+        ["train", "--epochs", "-3"],
+        ["train", "--dataset", "cifar"],
+        ["train", "--val-fraction", "1"],
+        ["predict", "model.npz"],
+        [],
+    ],
+)
+def test_bad_arguments_exit_2(argv):
+    status, out, err = run(*argv)
+    assert status == 2
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_unwritable_output_fails_before_training(data_home, tmp_path):
+    status, out, err = run("train", "--data-home", data_home,
+                           "--out", tmp_path / "no" / "such" / "dir" / "m.npz")
+    assert_one_line_error(status, err)
+    assert "does not exist" in err and out == ""
+
+
+def test_keyboard_interrupt_exits_130(data_home, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlp_cy.MLPClassifier, "partial_fit", interrupt)
+    status, _, err = run("train", "--data-home", data_home, "--out", tmp_path / "m")
+    assert status == 130
+    assert err.strip().splitlines()[-1] == "mlp-cy: interrupted"
+    assert not (tmp_path / "m").exists()
+
+
+# --plot -----------------------------------------------------------------------------
+
+def test_plot_writes_a_png(data_home, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (mlp_cy[plot])")
+    png = tmp_path / "report.png"
+    status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS,
+                           "--out", tmp_path / "m.npz", "--plot", png)
+    assert status == 0, err
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert f"plot saved to {png}" in out
+
+
+def test_plot_without_matplotlib_fails_before_training(data_home, tmp_path, monkeypatch):
+    # None in sys.modules makes `import matplotlib` raise ImportError.
+    for name in [m for m in sys.modules if m.startswith("matplotlib")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    status, out, err = run("train", "--data-home", data_home, "--out", tmp_path / "m",
+                           "--plot", tmp_path / "p.png")
+    assert_one_line_error(status, err)
+    assert "matplotlib" in err and "pip install" in err
+    assert out == "" and not (tmp_path / "m").exists()
+
+
+# Real data --------------------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST),
+                    reason="Debian's dataset-fashion-mnist package is not installed")
+def test_train_on_debian_fashion_mnist(tmp_path):
+    status, out, err = run("train", "--data-home", os.path.dirname(DEBIAN_FASHION_MNIST),
+                           "--no-download", "--epochs", "1", "--hidden", "64",
+                           "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    assert "training on 54000 images (6000 held out), testing on 10000" in out
+    assert printed_accuracy(out) > 0.7
