@@ -50,13 +50,50 @@ def test_dtype_is_kept_end_to_end(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float16])
-def test_other_numeric_dtypes_train_in_float64(dtype):
+@pytest.mark.parametrize("batch_size", [1, 16])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_other_numeric_dtypes_train_in_float64(dtype, batch_size, shuffle):
+    # As in scikit-learn, they train as float64; uint8 is read directly by the
+    # engine (converted row by row as batches are gathered), the others are copied.
     X, y = _blobs()
     X = np.abs(X * 10).astype(dtype)
-    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=3, random_state=0), X, y)
+    params = dict(hidden_layer_sizes=5, max_iter=3, batch_size=batch_size, shuffle=shuffle,
+                  random_state=0)
+    clf = _fit(MLPClassifier(**params), X, y)
+    ref = _fit(MLPClassifier(**params), X.astype(np.float64), y)
     assert clf.coefs_[0].dtype == np.float64
-    np.testing.assert_allclose(clf.predict_proba(X),
-                               clf.predict_proba(X.astype(np.float64)))
+    np.testing.assert_allclose(clf.coefs_[0], ref.coefs_[0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X.astype(np.float64)),
+                               rtol=1e-12)
+
+
+def test_float32_rows_train_a_float64_model_without_a_copy_of_x():
+    X, y = _blobs(dtype=np.float32)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=2, random_state=0),
+               X.astype(np.float64), y)
+    ref = pickle.loads(pickle.dumps(clf))
+    clf.partial_fit(X, y)                        # float32 X, float64 weights
+    ref.partial_fit(X.astype(np.float64), y)
+    assert clf.coefs_[0].dtype == np.float64
+    np.testing.assert_allclose(clf.coefs_[0], ref.coefs_[0], rtol=1e-12)
+
+
+def test_uint8_pixels_train_without_a_float_copy():
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, size=(20000, 784)).astype(np.uint8)     # 15.7 MB
+    y = rng.randint(0, 10, len(X))
+    clf = MLPClassifier(hidden_layer_sizes=32, batch_size=64, max_iter=1, random_state=0)
+    tracemalloc.start()
+    try:
+        _fit(clf, X, y)
+        clf.predict_proba(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A float64 copy of X would be 125 MB; predict_proba's output is 1.6 MB.
+    assert peak < 12e6, peak
 
 
 def test_predict_proba_log_proba_and_predict_agree():

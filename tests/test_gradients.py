@@ -32,7 +32,7 @@ def _engine_gradient(X, y, params, sample_weight, alpha):
     work = np.empty(network._train_workspace_size(options, n_samples, n_features, n_hidden,
                                                   n_classes))
     stats = np.zeros(5)
-    network._train_epoch(X, y, sample_weight, None, n_samples, *updated, options, None,
+    network._train_epoch(X, y, *updated, sample_weight, None, n_samples, options, None,
                          work, stats)
     return [before - after for before, after in zip(params, updated)], stats[0] / n_samples
 

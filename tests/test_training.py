@@ -71,7 +71,7 @@ def test_partial_fit_epochs_match_reference(dtype):
     X, y, params = _problem(dtype, seed=1)
     clf = _with_weights(params, learning_rate_init=0.2, batch_size=10)
     expected = [p.astype(np.float64) for p in params]
-    for epoch in range(3):
+    for _ in range(3):
         expected, expected_loss = sgd_epoch(X.astype(np.float64), y, expected,
                                             learning_rate=0.2, batch_size=10, n_classes=4)
         clf.partial_fit(X, y, classes=np.arange(4))

@@ -11,3 +11,10 @@ ctypedef int32_t label_t         # class codes 0 .. n_classes - 1
 # scipy.linalg.cython_blas takes LP64 ints. Newer SciPy can export an ILP64
 # `blas_int`; everything here goes through this one alias so a switch is one line.
 ctypedef int blas_int
+
+# The element types X may have: raw pixels are converted as rows are gathered into
+# a batch, so uint8 images train without a full floating-point copy.
+ctypedef fused input_t:
+    unsigned char
+    float
+    double

@@ -17,12 +17,11 @@ def _is_sparse(X):
     return hasattr(X, "tocsr") and hasattr(X, "nnz")
 
 
-def check_X(X, *, dtype=None, estimator_name="MLPClassifier", n_features=None):
-    """Return X as a C-contiguous 2-D float array, validated.
+def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=None):
+    """Return X as a validated, C-contiguous 2-D numeric array.
 
-    float32 and float64 input keep their dtype and are not copied when already
-    C-contiguous; anything else numeric becomes ``dtype`` (float64 by default).
-    With ``dtype`` given, the result has that dtype.
+    Arrays of a dtype in ``keep`` keep it, and are not copied when already
+    C-contiguous; anything else numeric becomes float64, as scikit-learn does.
     """
     if X is None:
         raise ValueError(f"{estimator_name} needs an array X, got None.")
@@ -71,10 +70,9 @@ def check_X(X, *, dtype=None, estimator_name="MLPClassifier", n_features=None):
             f"X has {n_cols} features, but {estimator_name} is expecting {n_features} "
             "features as input."
         )
-    if dtype is None:
-        dtype = array.dtype if array.dtype in FLOAT_DTYPES else np.float64
+    dtype = array.dtype if array.dtype in keep else np.float64
     array = np.require(array, dtype=dtype, requirements="C")
-    if not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = "NaN" if np.isnan(array).any() else "infinity"
         raise ValueError(
             f"Input X contains {bad}; {estimator_name} needs finite values. Remove or "

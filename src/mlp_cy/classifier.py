@@ -26,7 +26,13 @@ from ._compat import (
     ConvergenceWarning,
     check_is_fitted,
 )
-from ._validation import check_feature_names, check_sample_weight, check_X, check_y
+from ._validation import (
+    FLOAT_DTYPES,
+    check_feature_names,
+    check_sample_weight,
+    check_X,
+    check_y,
+)
 
 ACTIVATIONS = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
 SOLVERS = {"sgd": 0, "adam": 1}
@@ -34,6 +40,8 @@ LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 # Rows per chunk of predict_proba: the hidden activations of a chunk stay in cache.
 PREDICT_CHUNK_ROWS = 1024
+# X dtypes the engine reads directly (uint8 pixels are converted batch by batch).
+ENGINE_INPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
@@ -262,29 +270,34 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         user_weights = not first_pass and not hasattr(self, "n_features_in_")
         fresh = first_pass or user_weights
         check_feature_names(self, X, reset=fresh)
-        X = check_X(
-            X,
-            dtype=None if fresh else self.coefs_[0].dtype,
-            n_features=None if fresh else self.n_features_in_,
-        )
+        X = check_X(X, keep=ENGINE_INPUT_DTYPES,
+                    n_features=None if fresh else self.n_features_in_)
+        # The weights' dtype: X's when it is float32 or float64, else float64, as in
+        # scikit-learn; once trained, the weights keep theirs and the engine converts
+        # the rows of X as it gathers them (no full copy).
+        if fresh:
+            dtype = X.dtype if X.dtype in FLOAT_DTYPES else np.dtype(np.float64)
+        else:
+            dtype = np.asarray(self.coefs_[0]).dtype
+            dtype = dtype if dtype in FLOAT_DTYPES else np.dtype(np.float64)
         n_samples = X.shape[0]
         y = check_y(y, n_samples)
         self._set_classes(y, fresh, incremental, classes)
         y_codes = np.searchsorted(self.classes_, y).astype(np.int32)
-        sample_weight = check_sample_weight(sample_weight, n_samples, X.dtype)
+        sample_weight = check_sample_weight(sample_weight, n_samples, dtype)
 
         self._random_state = _check_random_state(self.random_state)
         if first_pass:
-            self._initialize(X.shape[1], n_hidden, X.dtype)
+            self._initialize(X.shape[1], n_hidden, dtype)
         else:
             if user_weights:
                 self._reset_state(X.shape[1])
-            self._check_parameters(X.dtype)
+            self._check_parameters(dtype)
         if self.early_stopping and getattr(self, "validation_scores_", None) is None:
             self._reset_early_stopping()
         if fresh or not hasattr(self, "_best_params"):
             self._best_params = [p.copy() for p in self._parameters()]
-        sample_weight = self._apply_class_weight(y_codes, sample_weight, incremental, X.dtype)
+        sample_weight = self._apply_class_weight(y_codes, sample_weight, incremental, dtype)
         self._fit_stochastic(X, y_codes, sample_weight, incremental)
         return self
 
@@ -523,8 +536,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         # (velocities or moments, Adam's step count, the scheduled learning rate).
         state = getattr(self, "_optimizer_state", None)
         if not incremental or state is None or state.shape != (state_size,) \
-                or state.dtype != X.dtype:
-            self._optimizer_state = np.zeros(state_size, dtype=X.dtype)
+                or state.dtype != W1.dtype:
+            self._optimizer_state = np.zeros(state_size, dtype=W1.dtype)
             self._n_updates = 0
             self._learning_rate = float(self.learning_rate_init)
 
@@ -540,7 +553,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         work = np.empty(
             network._train_workspace_size(options, batch_size, X.shape[1], n_hidden,
                                           n_classes),
-            dtype=X.dtype,
+            dtype=W1.dtype,
         )
         stats = np.zeros(5)
         sample_idx = np.arange(n_samples, dtype=np.intp)
@@ -557,9 +570,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             stats[4] = self._n_updates
             try:
                 network._train_epoch(
-                    X, y_codes, sample_weight, sample_idx if self.shuffle else None,
-                    batch_size, W1, b1, W2, b2, options, self._optimizer_state, work,
-                    stats,
+                    X, y_codes, W1, b1, W2, b2, sample_weight,
+                    sample_idx if self.shuffle else None, batch_size, options,
+                    self._optimizer_state, work, stats,
                 )
             except KeyboardInterrupt:
                 # The weights are those of the last completed batch.
@@ -693,12 +706,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         W1, W2 = self.coefs_
         b1, b2 = self.intercepts_
-        dtype = W1.dtype if W1.dtype in (np.float32, np.float64) else np.float64
+        dtype = W1.dtype if W1.dtype in FLOAT_DTYPES else np.float64
         check_feature_names(self, X, reset=False)
-        X = check_X(X, dtype=dtype, n_features=self.n_features_in_)
+        X = check_X(X, keep=ENGINE_INPUT_DTYPES, n_features=self.n_features_in_)
         params = [np.require(p, dtype, "C") for p in (W1, b1, W2, b2)]
         proba = np.empty((X.shape[0], params[2].shape[1]), dtype=dtype)
-        work = np.empty(PREDICT_CHUNK_ROWS * params[0].shape[1], dtype=dtype)
+        # Per chunk row: the hidden activations, and the row converted if X needs it.
+        work = np.empty(PREDICT_CHUNK_ROWS * (params[0].shape[1] + X.shape[1]), dtype=dtype)
         network._predict_proba(X, *params, ACTIVATIONS[self.activation], proba, work)
         return proba
 

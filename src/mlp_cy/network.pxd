@@ -5,11 +5,13 @@
 # with parameters and scratch memory passed in explicitly: there is no global state,
 # so separate models may train concurrently from separate threads.
 # Arrays are C-ordered; X may be a row-sliced view (its row stride is honoured).
+# X may be uint8, float or double whatever the parameters' type (floating): rows that
+# are not of the parameters' type are converted as they are gathered, never all at once.
 # Shapes: W1 (n_features, n_hidden), b1 (n_hidden,), W2 (n_hidden, n_classes),
 # b2 (n_classes,), y (n_samples,) class codes in [0, n_classes).
 
 from cython cimport floating
-from ._typedefs cimport intp_t, label_t
+from ._typedefs cimport input_t, intp_t, label_t
 from .kernels cimport Activation
 
 
@@ -53,19 +55,20 @@ cdef intp_t train_workspace_size(const TrainOptions *options, intp_t batch_size,
 # Length of the `work` buffer that train_step and train_epoch need.
 
 cdef int predict_proba(
-    const floating[:, ::1] X,          # IN  (n_samples, n_features)
+    const input_t[:, ::1] X,           # IN  (n_samples, n_features)
     const floating[:, ::1] W1,         # IN  (n_features, n_hidden)
     const floating[::1] b1,            # IN  (n_hidden,)
     const floating[:, ::1] W2,         # IN  (n_hidden, n_classes)
     const floating[::1] b2,            # IN  (n_classes,)
     Activation activation,
     floating[:, ::1] proba_out,        # OUT (n_samples, n_classes)
-    floating[::1] work,                # scratch, any length >= n_hidden: rows go through
-                                       # in chunks of len(work) // n_hidden
+    floating[::1] work,                # scratch, any length >= n_hidden (+ n_features when X
+                                       # needs converting): rows go through in chunks of
+                                       # len(work) // that
 ) except -1 nogil
 
 cdef double train_step(
-    const floating[:, ::1] X_batch,    # IN  (m, n_features)
+    const input_t[:, ::1] X_batch,     # IN  (m, n_features)
     const label_t[::1] y_batch,        # IN  (m,)
     const floating[::1] sample_weight, # IN  (m,), or None for unit weights
     floating[:, ::1] W1, floating[::1] b1,   # IN/OUT, updated in place
@@ -79,7 +82,7 @@ cdef double train_step(
 # weighted cross-entropy plus the L2 term); if it is not finite, nothing is updated.
 
 cdef int train_epoch(
-    const floating[:, ::1] X,          # IN  (n_samples, n_features)
+    const input_t[:, ::1] X,           # IN  (n_samples, n_features)
     const label_t[::1] y,              # IN  (n_samples,)
     const floating[::1] sample_weight, # IN  (n_samples,), or None
     const intp_t[::1] order,           # IN  (n_samples,) row visiting order, or None: 0 .. n-1

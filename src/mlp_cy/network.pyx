@@ -24,7 +24,7 @@ from libc.math cimport isfinite, pow, sqrt
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 
-from ._typedefs cimport blas_int
+from ._typedefs cimport blas_int, input_t
 from ._blas cimport _gemm, RowMajor, NoTrans, Trans
 from .kernels cimport (bias_activation, activation_backward, bias_softmax,
                        softmax_cross_entropy, sum_of_squares)
@@ -70,10 +70,11 @@ cdef intp_t train_workspace_size(const TrainOptions *options, intp_t batch_size,
                                  intp_t n_classes) noexcept nogil:
     # X_batch (m, d) | hidden (m, h) | hidden_grad (m, h) | output (m, K)
     # | gradient W1 | b1 | W2 | b2 (only the biases for plain SGD)
-    # | (h,) the next sample's X W1 (the sample-by-sample path of batch_size 1)
+    # | (h,) the next sample's X W1 and (d,) its converted row (batch_size 1, plain SGD)
     cdef intp_t gradient = (n_hidden + n_classes if _plain_sgd(options)
                             else _n_parameters(n_features, n_hidden, n_classes))
-    return batch_size * (n_features + 2 * n_hidden + n_classes) + gradient + n_hidden
+    return (batch_size * (n_features + 2 * n_hidden + n_classes) + gradient
+            + n_hidden + n_features)
 
 
 cdef inline intp_t _row_stride(intp_t stride_bytes, intp_t n_rows, intp_t n_cols,
@@ -84,6 +85,27 @@ cdef inline intp_t _row_stride(intp_t stride_bytes, intp_t n_rows, intp_t n_cols
     if stride_bytes % itemsize != 0 or stride_bytes // itemsize < n_cols:
         return 0
     return stride_bytes // itemsize
+
+
+cdef inline bint _needs_conversion(const input_t *x, const floating *w) noexcept nogil:
+    # Resolved at compile time for each (input_t, floating) specialisation.
+    return not ((input_t is float and floating is float)
+                or (input_t is double and floating is double))
+
+
+cdef inline void _convert_row(const input_t *x, floating *out, intp_t n) noexcept nogil:
+    cdef intp_t j
+    for j in range(n):
+        out[j] = <floating> x[j]
+
+
+cdef inline const floating *_as_floating(const input_t *x, floating *buffer,
+                                         intp_t n) noexcept nogil:
+    """x itself when it is already of the parameters' type, else x converted into buffer."""
+    if _needs_conversion(x, buffer):
+        _convert_row(x, buffer, n)
+        return buffer
+    return <const floating *> x
 
 
 cdef void _apply_update(
@@ -239,7 +261,7 @@ cdef int _check_parameters(intp_t n_features, intp_t n_hidden, intp_t n_classes,
 
 
 cdef int predict_proba(
-    const floating[:, ::1] X,
+    const input_t[:, ::1] X,
     const floating[:, ::1] W1, const floating[::1] b1,
     const floating[:, ::1] W2, const floating[::1] b2,
     Activation activation,
@@ -248,20 +270,26 @@ cdef int predict_proba(
 ) except -1 nogil:
     cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
-    cdef intp_t chunk, start, m, i
+    cdef intp_t chunk, start, m, i, per_row = n_hidden
     cdef floating *hidden = &work[0] if work.shape[0] > 0 else NULL
+    cdef floating *converted                # (chunk, n_features) when X needs it
+    cdef const floating *X_chunk
+    cdef bint convert = _needs_conversion(<const input_t *> NULL, hidden)
     _check_parameters(n_features, n_hidden, n_classes, W1, b1, W2, b2)
     if proba_out.shape[0] != n_samples or proba_out.shape[1] != n_classes:
         with gil:
             raise ValueError(f"proba_out must be ({n_samples}, {n_classes}), "
                              f"got ({proba_out.shape[0]}, {proba_out.shape[1]})")
-    chunk = work.shape[0] // n_hidden
+    if convert:
+        per_row += n_features
+    chunk = work.shape[0] // per_row
     if chunk < 1:
         with gil:
-            raise ValueError(f"work must hold at least n_hidden={n_hidden} values")
+            raise ValueError(f"work must hold at least {per_row} values")
     if n_samples == 0:
         return 0
-    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(floating))
+    converted = hidden + chunk * n_hidden
+    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
     cdef intp_t ldp = _row_stride(proba_out.strides[0], n_samples, n_classes,
                                   sizeof(floating))
     if ldx == 0 or ldp == 0:
@@ -270,13 +298,21 @@ cdef int predict_proba(
     start = 0
     while start < n_samples:
         m = min(chunk, n_samples - start)
+        if convert:
+            for i in range(m):
+                _convert_row(&X[start + i, 0], converted + i * n_features, n_features)
+            X_chunk = converted
+        else:
+            X_chunk = <const floating *> &X[start, 0]
         _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_hidden,
-              <blas_int> n_features, <floating> 1, &X[start, 0], <blas_int> ldx,
+              <blas_int> n_features, <floating> 1, X_chunk,
+              <blas_int> (n_features if convert else ldx),
               &W1[0, 0], <blas_int> n_hidden, <floating> 0, hidden, <blas_int> n_hidden)
         bias_activation(hidden, &b1[0], m, n_hidden, activation)
         _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_classes,
               <blas_int> n_hidden, <floating> 1, hidden, <blas_int> n_hidden,
-              &W2[0, 0], <blas_int> n_classes, <floating> 0, &proba_out[start, 0], <blas_int> ldp)
+              &W2[0, 0], <blas_int> n_classes, <floating> 0, &proba_out[start, 0],
+              <blas_int> ldp)
         for i in range(start, start + m):
             bias_softmax(&proba_out[i, 0], &b2[0], 1, n_classes)
         start += m
@@ -406,7 +442,7 @@ cdef int _check_training(const TrainOptions *options, intp_t n_features,
 
 
 cdef double train_step(
-    const floating[:, ::1] X_batch,
+    const input_t[:, ::1] X_batch,
     const label_t[::1] y_batch,
     const floating[::1] sample_weight,
     floating[:, ::1] W1, floating[::1] b1,
@@ -421,13 +457,22 @@ cdef double train_step(
     _check_parameters(n_features, n_hidden, n_classes, W1, b1, W2, b2)
     _check_batch(m, n_classes, y_batch, sample_weight)
     _check_training(options, n_features, n_hidden, n_classes, m, optimizer_state, work)
-    cdef intp_t ldx = _row_stride(X_batch.strides[0], m, n_features, sizeof(floating))
+    cdef intp_t ldx = _row_stride(X_batch.strides[0], m, n_features, sizeof(input_t))
+    cdef intp_t i
+    cdef const floating *rows_in = NULL
     if ldx == 0:
         with gil:
             raise ValueError("X_batch needs rows that do not overlap")
     if m == 0:
         return 0
-    return _step(m, n_features, n_hidden, n_classes, &X_batch[0, 0], <blas_int> ldx,
+    if _needs_conversion(<const input_t *> NULL, &work[0]):
+        for i in range(m):       # into the batch region at the start of work
+            _convert_row(&X_batch[i, 0], &work[0] + i * n_features, n_features)
+        rows_in = &work[0]
+        ldx = n_features
+    else:
+        rows_in = <const floating *> &X_batch[0, 0]
+    return _step(m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx,
                  &y_batch[0], &sample_weight[0] if sample_weight is not None else NULL,
                  NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options,
                  _state_pointer(optimizer_state), n_updates, &work[0])
@@ -454,7 +499,7 @@ cdef int _check_batch(intp_t n_samples, intp_t n_classes, const label_t[::1] y,
 
 
 cdef int train_epoch(
-    const floating[:, ::1] X,
+    const input_t[:, ::1] X,
     const label_t[::1] y,
     const floating[::1] sample_weight,
     const intp_t[::1] order,
@@ -470,7 +515,7 @@ cdef int train_epoch(
     cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
     cdef intp_t start, m, i, work_since_check = 0
-    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(floating))
+    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
     cdef const floating *X_batch
     cdef const floating *weights = NULL
     cdef const intp_t *rows = NULL
@@ -510,25 +555,34 @@ cdef int train_epoch(
                                        options, n_updates, work, stats_out)
 
     gathered = &work[0]        # the first batch_size * n_features values of work
+    cdef bint convert = _needs_conversion(<const input_t *> NULL, gathered)
     start = 0
     while start < n_samples:
         m = min(batch_size, n_samples - start)
         if order is None:
-            X_batch = &X[start, 0]
             labels = &y[start]
             if sample_weight is not None:
                 weights = &sample_weight[start]
+            if convert:
+                for i in range(m):
+                    _convert_row(&X[start + i, 0], gathered + i * n_features, n_features)
+                X_batch = gathered
+            else:
+                X_batch = <const floating *> &X[start, 0]
         else:
             rows = &order[start]
-            for i in range(m):
-                memcpy(gathered + i * n_features, &X[rows[i], 0],
-                       n_features * sizeof(floating))
-            X_batch = gathered
             labels = &y[0]
             if sample_weight is not None:
                 weights = &sample_weight[0]
+            for i in range(m):
+                if convert:
+                    _convert_row(&X[rows[i], 0], gathered + i * n_features, n_features)
+                else:
+                    memcpy(gathered + i * n_features, &X[rows[i], 0],
+                           n_features * sizeof(floating))
+            X_batch = gathered
         loss = _step(m, n_features, n_hidden, n_classes, X_batch,
-                     <blas_int> (ldx if order is None else n_features),
+                     <blas_int> (n_features if X_batch == gathered else ldx),
                      labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
                      options, state, n_updates, &work[0])
         if not isfinite(loss):
@@ -547,7 +601,7 @@ cdef int train_epoch(
 
 
 cdef int _epoch_sample_by_sample(
-    const floating[:, ::1] X, const label_t[::1] y,
+    const input_t[:, ::1] X, const label_t[::1] y,
     const floating[::1] sample_weight, const intp_t[::1] order,
     floating[:, ::1] W1, floating[::1] b1, floating[:, ::1] W2, floating[::1] b2,
     const TrainOptions *options, intp_t *n_updates, floating[::1] work,
@@ -556,20 +610,26 @@ cdef int _epoch_sample_by_sample(
     """train_epoch for batch_size 1 and plain SGD without L2 (design note f)."""
     cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
-    cdef intp_t t, r, r_next, work_since_check = 0
-    cdef floating *pre = &work[0]
-    cdef floating *scratch = pre + n_hidden
-    cdef const floating *x_next
+    cdef intp_t t, r, work_since_check = 0
+    cdef floating *pre = &work[0]                              # (n_hidden,)
+    cdef floating *scratch = pre + n_hidden                    # (3 n_hidden + 2 n_classes,)
+    cdef floating *row_buffers[2]                              # 2 x (n_features,), if converting
+    cdef const floating *x
+    cdef const floating *x_next = NULL
     cdef double loss
+    row_buffers[0] = scratch + 3 * n_hidden + 2 * n_classes
+    row_buffers[1] = row_buffers[0] + n_features
 
     r = order[0] if order is not None else 0
-    _accumulate_rows(&X[r, 0], &W1[0, 0], n_features, n_hidden, pre)
+    x_next = _as_floating(&X[r, 0], row_buffers[0], n_features)
+    _accumulate_rows(x_next, &W1[0, 0], n_features, n_hidden, pre)
     for t in range(n_samples):
         r = order[t] if order is not None else t
+        x = x_next
         x_next = NULL
         if t + 1 < n_samples:
-            r_next = order[t + 1] if order is not None else t + 1
-            x_next = &X[r_next, 0]
+            x_next = _as_floating(&X[order[t + 1] if order is not None else t + 1, 0],
+                                  row_buffers[(t + 1) % 2], n_features)
         if sample_weight is not None and sample_weight[r] <= 0:
             # A row of no weight carries no gradient (and the loss counts it as 0).
             if x_next != NULL:
@@ -577,7 +637,7 @@ cdef int _epoch_sample_by_sample(
             loss = 0
         else:
             # For one row of weight w, dZ2 = w (p - y) / w: the weight cancels.
-            loss = _sample_step(n_features, n_hidden, n_classes, &X[r, 0], x_next, y[r],
+            loss = _sample_step(n_features, n_hidden, n_classes, x, x_next, y[r],
                                 &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options, pre,
                                 scratch)
             if not isfinite(loss):
@@ -597,7 +657,7 @@ cdef int _epoch_sample_by_sample(
 
 # Python entry points, used by the estimator ##################################
 
-def _predict_proba(const floating[:, ::1] X,
+def _predict_proba(const input_t[:, ::1] X,
                    const floating[:, ::1] W1, const floating[::1] b1,
                    const floating[:, ::1] W2, const floating[::1] b2,
                    Activation activation,
@@ -619,14 +679,14 @@ cdef TrainOptions _options_from_dict(dict options) except *:
     return result
 
 
-def _train_epoch(const floating[:, ::1] X, const label_t[::1] y,
-                 const floating[::1] sample_weight, const intp_t[::1] order,
-                 intp_t batch_size,
+def _train_epoch(const input_t[:, ::1] X, const label_t[::1] y,
                  floating[:, ::1] W1, floating[::1] b1,
                  floating[:, ::1] W2, floating[::1] b2,
-                 dict options, floating[::1] optimizer_state,
+                 const floating[::1] sample_weight, const intp_t[::1] order,
+                 intp_t batch_size, dict options, floating[::1] optimizer_state,
                  floating[::1] work, double[::1] stats_out):
-    """One epoch without the GIL; see train_epoch.
+    """One epoch without the GIL; see train_epoch (the parameters come before the
+    optional arrays here, so that the fused-type dispatch never looks at a None).
 
     options holds the TrainOptions fields by name (activation, learning_rate, alpha,
     and optionally solver, momentum, nesterov, beta_1, beta_2, epsilon).
