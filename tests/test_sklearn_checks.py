@@ -8,6 +8,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from mlp_cy import MLPClassifier  # noqa: E402
 
+# The checks' small fits stop at max_iter, which warns by design.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 # Each declared failure with its reason. None today: every check passes, including
 # check_sample_weight_equivalence_on_dense_data, which scikit-learn's own MLPClassifier
 # declares as failing.
