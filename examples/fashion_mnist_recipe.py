@@ -5,9 +5,10 @@
 Recipe (see examples/README.md for how it was chosen and the measured numbers):
   * pixels in [0, 1] (load_mnist), then standardised per pixel with the mean and
     std of the TRAINING set: x' = (x - mean) / (std + 0.1);
-  * MLPClassifier(hidden_layer_sizes=512, activation="logistic", solver="adam",
-    learning_rate_init=1e-3, batch_size="auto" (200), alpha=0) for 20 epochs,
-  * then warm_start=True, learning_rate_init=1e-4 for 10 more epochs (a step decay).
+  * MLPClassifier(hidden_layer_sizes=1024, activation="logistic", solver="adam",
+    learning_rate_init=1e-3, batch_size="auto" (200), alpha=1e-3) for 20 epochs,
+  * then warm_start=True, learning_rate_init=1e-4 for 10 more epochs,
+  * then warm_start=True, learning_rate_init=1e-5 for 5 more epochs (a 3-step decay).
 Trains on all 60,000 training images; the 10,000 test images are used once, at the end.
 Exits with status 1 if the test accuracy is below 0.90.
 """
@@ -47,12 +48,12 @@ def main(argv=None):
     X_test = ((X_test - mean) / scale).astype(np.float32)
 
     clf = MLPClassifier(
-        hidden_layer_sizes=512,
+        hidden_layer_sizes=1024,
         activation="logistic",
         solver="adam",
         learning_rate_init=1e-3,
         batch_size="auto",
-        alpha=0.0,
+        alpha=1e-3,  # scikit-learn scaling: alpha / (2 * batch) * ||W||^2
         max_iter=20,
         n_iter_no_change=100,  # run the fixed number of epochs
         random_state=args.seed,
@@ -66,6 +67,9 @@ def main(argv=None):
     clf.fit(X_train, y_train)
     print("Phase 2: 10 epochs, adam, learning_rate_init=1e-4 (warm start)")
     clf.set_params(warm_start=True, learning_rate_init=1e-4, max_iter=10)
+    clf.fit(X_train, y_train)
+    print("Phase 3: 5 epochs, adam, learning_rate_init=1e-5 (warm start)")
+    clf.set_params(warm_start=True, learning_rate_init=1e-5, max_iter=5)
     clf.fit(X_train, y_train)
     wall = time.perf_counter() - start
 
