@@ -41,7 +41,13 @@ def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=
                 f"{estimator_name} needs numeric X, got strings ({array.dtype}); "
                 "encode them as numbers first."
             )
-        array = np.asarray(array, dtype=np.float64)  # TypeError/ValueError says which value
+        try:
+            array = np.asarray(array, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(
+                f"{estimator_name} needs numeric X, but a value could not be converted "
+                f"to a number ({exc}); encode non-numeric values as numbers first."
+            ) from exc
     if array.ndim != 2:
         if array.ndim <= 1:
             raise ValueError(
@@ -70,7 +76,8 @@ def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=
             f"X has {n_cols} features, but {estimator_name} is expecting {n_features} "
             "features as input."
         )
-    dtype = array.dtype if array.dtype in keep else np.float64
+    native = array.dtype.newbyteorder("=")
+    dtype = native if native in keep else np.float64
     array = np.require(array, dtype=dtype, requirements="C")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = "NaN" if np.isnan(array).any() else "infinity"

@@ -238,6 +238,7 @@ def read_idx(path, *, mmap=False):
         expected = math.prod(shape) * dtype.itemsize
         if file_size - offset != expected:
             raise _size_error(path, dtype, shape, expected, file_size - offset)
+        _check_representable(path, dtype, shape)
         if mmap:
             return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
         array = np.empty(shape, dtype=dtype)
@@ -281,8 +282,19 @@ def _read_idx_gzip(path):
         raise _size_error(
             path, dtype, shape, expected, len(buffer), at_least=len(buffer) > expected
         )
+    _check_representable(path, dtype, shape)
     array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
     return _to_native(array)
+
+
+def _check_representable(path, dtype, shape):
+    try:
+        np.empty((0,) + shape[1:], dtype=dtype).reshape(shape if 0 in shape else (0,))
+        np.lib.stride_tricks.as_strided(np.empty(0, dtype), shape=shape,
+                                        strides=(0,) * len(shape))
+    except ValueError as exc:
+        raise _idx_error(path, f"the IDX header declares shape {shape}, which NumPy "
+                         f"cannot represent ({exc})") from None
 
 
 def _to_native(array):

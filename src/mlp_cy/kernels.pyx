@@ -10,7 +10,7 @@
 #    double keeps libm's exp, whose accuracy float64 users expect.
 # c) Bias gradients are summed in the same pass that forms dZ, while the row is hot.
 
-from libc.math cimport exp, log, logf, tanh, tanhf
+from libc.math cimport INFINITY, exp, log, logf, tanh, tanhf
 
 from ._typedefs cimport intp_t, label_t
 
@@ -133,10 +133,18 @@ cdef void bias_softmax(
 ) noexcept nogil:
     cdef intp_t i, j
     cdef floating *row
-    cdef floating total
+    cdef floating total, row_max
     for i in range(n_rows):
         row = Z + i * n_cols
-        total = _exp_shifted_sum(row, _add_bias_max(row, bias, n_cols), n_cols)
+        row_max = _add_bias_max(row, bias, n_cols)
+        if row_max == INFINITY:
+            # softmax's limit: the +inf logits share probability 1 (inf - inf is NaN)
+            total = 0
+            for j in range(n_cols):
+                row[j] = 1 if row[j] == INFINITY else 0
+                total += row[j]
+        else:
+            total = _exp_shifted_sum(row, row_max, n_cols)
         for j in range(n_cols):
             row[j] /= total
 

@@ -26,8 +26,9 @@ from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
 from ._blas cimport _gemm, RowMajor, NoTrans, Trans
-from .kernels cimport (bias_activation, activation_backward, bias_softmax,
-                       softmax_cross_entropy, sum_of_squares)
+from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, bias_activation,
+                       activation_backward, bias_softmax, softmax_cross_entropy,
+                       sum_of_squares)
 
 # About 10 ms of gemm work on one core between two looks at the signal handlers.
 cdef intp_t CHECK_WORK = 1 << 28
@@ -260,6 +261,15 @@ cdef int _check_parameters(intp_t n_features, intp_t n_hidden, intp_t n_classes,
     return 0
 
 
+cdef int _check_activation(Activation activation) except -1 nogil:
+    if activation != IDENTITY and activation != LOGISTIC and activation != TANH \
+            and activation != RELU:
+        with gil:
+            raise ValueError(f"unknown activation code {<int> activation}: use one of "
+                             "IDENTITY, LOGISTIC, TANH, RELU")
+    return 0
+
+
 cdef int predict_proba(
     const input_t[:, ::1] X,
     const floating[:, ::1] W1, const floating[::1] b1,
@@ -276,6 +286,7 @@ cdef int predict_proba(
     cdef const floating *X_chunk
     cdef bint convert = _needs_conversion(<const input_t *> NULL, hidden)
     _check_parameters(n_features, n_hidden, n_classes, W1, b1, W2, b2)
+    _check_activation(activation)
     if proba_out.shape[0] != n_samples or proba_out.shape[1] != n_classes:
         with gil:
             raise ValueError(f"proba_out must be ({n_samples}, {n_classes}), "
@@ -422,6 +433,7 @@ cdef int _check_training(const TrainOptions *options, intp_t n_features,
     if options.solver != SGD and options.solver != ADAM:
         with gil:
             raise ValueError(f"unknown solver code {<int> options.solver}")
+    _check_activation(options.activation)
     if not (options.learning_rate > 0 and options.alpha >= 0 and options.momentum >= 0
             and options.momentum < 1 and options.beta_1 >= 0 and options.beta_1 < 1
             and options.beta_2 >= 0 and options.beta_2 < 1 and options.epsilon > 0):
@@ -684,7 +696,7 @@ def _train_epoch(const input_t[:, ::1] X, const label_t[::1] y,
                  floating[:, ::1] W2, floating[::1] b2,
                  const floating[::1] sample_weight, const intp_t[::1] order,
                  intp_t batch_size, dict options, floating[::1] optimizer_state,
-                 floating[::1] work, double[::1] stats_out):
+                 floating[::1] work, double[::1] stats_out not None):
     """One epoch without the GIL; see train_epoch (the parameters come before the
     optional arrays here, so that the fused-type dispatch never looks at a None).
 
@@ -696,6 +708,8 @@ def _train_epoch(const input_t[:, ::1] X, const label_t[::1] y,
     """
     cdef TrainOptions train_options = _options_from_dict(options)
     cdef EpochStats stats
+    if stats_out.shape[0] < 5:
+        raise ValueError(f"stats_out must hold 5 values, got {stats_out.shape[0]}")
     cdef intp_t n_updates = <intp_t> stats_out[4]
     try:
         with nogil:

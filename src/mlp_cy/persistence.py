@@ -47,6 +47,7 @@ the same directory, which replaces the path only once it is complete and synced.
 
 import contextlib
 import json
+import math
 import numbers
 import os
 import tempfile
@@ -338,7 +339,8 @@ def _read_arrays(f):
             "it is not an .npz archive (it may hold pickled data, which is never "
             f"loaded) ({exc})"
         ) from exc
-    except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as exc:
         raise ModelFileError(f"it is empty, truncated or not an .npz archive ({exc})") \
             from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
@@ -367,9 +369,29 @@ def _read_arrays(f):
     return arrays
 
 
+def _check_member_size(npz, key):
+    """Refuse a member whose .npy header claims more data than the member holds."""
+    info = npz.zip.getinfo(key + ".npy")
+    with npz.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(member)
+        needed = math.prod(shape) * dtype.itemsize
+        available = info.file_size - member.tell()
+    if not dtype.hasobject and needed > available:
+        raise ModelFileError(
+            f"the array {key!r} claims shape {shape} of {dtype} ({needed} bytes) but "
+            f"holds {available} bytes (truncated or edited file?)")
+
+
 def _read_member(npz, key):
     try:
+        if key + ".npy" in npz.zip.namelist():
+            _check_member_size(npz, key)
         value = npz[key]
+    except ModelFileError:
+        raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise ModelFileError(
@@ -377,7 +399,7 @@ def _read_member(npz, key):
                 "never do; it was not loaded (the file may be malicious)"
             ) from exc
         raise ModelFileError(f"the array {key!r} is corrupt ({exc})") from exc
-    except (EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    except Exception as exc:   # zipfile, zlib, numpy's header parser (TokenError), ...
         raise ModelFileError(f"the array {key!r} is truncated or corrupt ({exc})") \
             from exc
     if not isinstance(value, np.ndarray):
@@ -513,7 +535,7 @@ def _check_optimizer(arrays, dtype):
 def _parse_params(value, n_hidden):
     try:
         params = json.loads(str(value))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ModelFileError(f"'params_json' is not valid JSON ({exc})") from exc
     if not isinstance(params, dict):
         raise ModelFileError("'params_json' is not a JSON object")
@@ -535,7 +557,7 @@ def _parse_params(value, n_hidden):
         raise ModelFileError(f"bad hyperparameters in 'params_json': {exc}") from exc
     if requested != n_hidden:
         raise ModelFileError(
-            f"'params_json' has hidden_layer_sizes={params['hidden_layer_sizes']!r} "
+            f"'params_json' has hidden_layer_sizes={estimator.hidden_layer_sizes!r} "
             f"but W1 has {n_hidden} hidden units"
         )
     return estimator
