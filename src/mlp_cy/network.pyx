@@ -109,6 +109,18 @@ cdef inline const floating *_as_floating(const input_t *x, floating *buffer,
     return <const floating *> x
 
 
+cdef inline const floating *_row_block(const input_t[:, ::1] X, intp_t start, intp_t m,
+                                       bint convert, floating *buffer) noexcept nogil:
+    """Rows start .. start+m of X as floating: X's own memory (row stride X's), or
+    converted into buffer (m, n_features) when X is of another type."""
+    cdef intp_t i, n_features = X.shape[1]
+    if not convert:
+        return <const floating *> &X[start, 0]
+    for i in range(m):
+        _convert_row(&X[start + i, 0], buffer + i * n_features, n_features)
+    return buffer
+
+
 cdef void _apply_update(
     floating *param,              # IN/OUT (n,)
     const floating *grad,         # IN     (n,) gradient without the L2 term
@@ -309,12 +321,7 @@ cdef int predict_proba(
     start = 0
     while start < n_samples:
         m = min(chunk, n_samples - start)
-        if convert:
-            for i in range(m):
-                _convert_row(&X[start + i, 0], converted + i * n_features, n_features)
-            X_chunk = converted
-        else:
-            X_chunk = <const floating *> &X[start, 0]
+        X_chunk = _row_block(X, start, m, convert, converted)
         _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_hidden,
               <blas_int> n_features, <floating> 1, X_chunk,
               <blas_int> (n_features if convert else ldx),
@@ -477,13 +484,11 @@ cdef double train_step(
             raise ValueError("X_batch needs rows that do not overlap")
     if m == 0:
         return 0
-    if _needs_conversion(<const input_t *> NULL, &work[0]):
-        for i in range(m):       # into the batch region at the start of work
-            _convert_row(&X_batch[i, 0], &work[0] + i * n_features, n_features)
-        rows_in = &work[0]
+    # converted rows go to the batch region at the start of work
+    rows_in = _row_block(X_batch, 0, m, _needs_conversion(<const input_t *> NULL, &work[0]),
+                         &work[0])
+    if rows_in == &work[0]:
         ldx = n_features
-    else:
-        rows_in = <const floating *> &X_batch[0, 0]
     return _step(m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx,
                  &y_batch[0], &sample_weight[0] if sample_weight is not None else NULL,
                  NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options,
@@ -575,12 +580,7 @@ cdef int train_epoch(
             labels = &y[start]
             if sample_weight is not None:
                 weights = &sample_weight[start]
-            if convert:
-                for i in range(m):
-                    _convert_row(&X[start + i, 0], gathered + i * n_features, n_features)
-                X_batch = gathered
-            else:
-                X_batch = <const floating *> &X[start, 0]
+            X_batch = _row_block(X, start, m, convert, gathered)
         else:
             rows = &order[start]
             labels = &y[0]
