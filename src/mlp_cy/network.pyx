@@ -477,7 +477,6 @@ cdef double train_step(
     _check_batch(m, n_classes, y_batch, sample_weight)
     _check_training(options, n_features, n_hidden, n_classes, m, optimizer_state, work)
     cdef intp_t ldx = _row_stride(X_batch.strides[0], m, n_features, sizeof(input_t))
-    cdef intp_t i
     cdef const floating *rows_in = NULL
     if ldx == 0:
         with gil:
