@@ -290,9 +290,7 @@ def test_plot_without_matplotlib_fails_before_training(data_home, tmp_path, monk
 
 # Real data --------------------------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST),
-                    reason="Debian's dataset-fashion-mnist package is not installed")
-def test_train_on_debian_fashion_mnist(tmp_path):
+def test_train_on_debian_fashion_mnist(tmp_path, system_fashion_mnist):
     status, out, err = run("train", "--data-home", os.path.dirname(DEBIAN_FASHION_MNIST),
                            "--no-download", "--epochs", "1", "--hidden", "64",
                            "--out", tmp_path / "m.npz")

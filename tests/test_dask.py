@@ -15,11 +15,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import require_system_fashion_mnist
 
 from mlp_cy import MLPClassifier
 from mlp_cy.datasets import load_mnist, read_idx, write_idx
 
-SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = np.arange(10)
 pytestmark = pytest.mark.filterwarnings("ignore:Stochastic Optimizer:UserWarning")
 DASK_REASON = (
@@ -165,9 +165,7 @@ def client():
 @pytest.fixture(scope="module")
 def fashion_subset(tmp_path_factory):
     """6,000 training and 2,000 test images, also as an uncompressed IDX file."""
-    if not os.path.isdir(SYSTEM_DIR):
-        pytest.fail(f"{SYSTEM_DIR} is missing: apt-get install dataset-fashion-mnist "
-                    "(.ci/run does this)")
+    require_system_fashion_mnist()
     X_train, y_train, X_test, y_test = load_mnist("fashion-mnist", download=False,
                                                   dtype=np.uint8)
     images_path = tmp_path_factory.mktemp("fashion") / "train-images-idx3-ubyte"

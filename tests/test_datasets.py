@@ -625,10 +625,7 @@ def test_download_rejects_non_http_mirror(tmp_path):
 # --------------------------------------------------------------------------
 
 
-needs_debian_fashion_mnist = pytest.mark.skipif(
-    not os.path.isdir(DEBIAN_FASHION_MNIST),
-    reason=f"{DEBIAN_FASHION_MNIST} is absent (apt-get install dataset-fashion-mnist)",
-)
+needs_debian_fashion_mnist = pytest.mark.usefixtures("system_fashion_mnist")
 
 
 @needs_debian_fashion_mnist

@@ -3,22 +3,17 @@
 The Debian package dataset-fashion-mnist (installed by .ci/run) provides the data.
 """
 
-import os
-
 import numpy as np
 import pytest
+from conftest import require_system_fashion_mnist
 
 from mlp_cy import MLPClassifier
 from mlp_cy.datasets import load_mnist
 
-SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
-
 
 @pytest.fixture(scope="module")
 def fashion_mnist():
-    if not os.path.isdir(SYSTEM_DIR):
-        pytest.fail(f"{SYSTEM_DIR} is missing: apt-get install dataset-fashion-mnist "
-                    "(.ci/run does this)")
+    require_system_fashion_mnist()
     return load_mnist("fashion-mnist", download=False, dtype=np.float32)
 
 

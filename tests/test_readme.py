@@ -1,10 +1,9 @@
 """README.md's Python examples run as written, and its commands are the real ones."""
 
-import os
 import re
 from pathlib import Path
 
-import pytest
+from conftest import require_system_fashion_mnist
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -14,9 +13,7 @@ def _blocks(language):
 
 
 def test_python_examples_run_as_written(tmp_path, monkeypatch, capsys):
-    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
-        pytest.fail("the README's example needs Debian's dataset-fashion-mnist "
-                    "(.ci/run installs it)")
+    require_system_fashion_mnist()
     monkeypatch.chdir(tmp_path)
     namespace = {}
     blocks = _blocks("python")
@@ -34,3 +31,14 @@ def test_test_command_is_the_one_ci_runs():
     assert "python -m pytest tests" in bash
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python -m pytest tests" in ci
+
+
+def test_cython_example_is_the_one_tested_in_docs():
+    # tests/test_cython_api.py builds and runs docs/cython-api.md's example against
+    # the installed package; the README must show exactly that code.
+    doc = (README.parent / "docs" / "cython-api.md").read_text()
+    doc_cython = re.findall(r"```cython\n(.*?)```", doc, flags=re.S)
+    usage = doc[doc.index("Used from Python, it gives what the estimator gives:"):]
+    doc_usage = re.findall(r"```python\n(.*?)```", usage, flags=re.S)[0]
+    assert _blocks("cython") == doc_cython[:1]
+    assert doc_usage in _blocks("py")

@@ -1,0 +1,27 @@
+"""Shared test helpers."""
+
+import os
+
+import pytest
+
+# Where Debian's dataset-fashion-mnist puts Fashion-MNIST (.ci/run installs it).
+SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def require_system_fashion_mnist():
+    """Skip a test that needs the system's Fashion-MNIST when it is absent, unless the
+    run demands it (MLP_CY_REQUIRE_DATA=1, as .ci/run sets): then it fails."""
+    if os.path.isdir(SYSTEM_FASHION_MNIST):
+        return
+    message = (f"{SYSTEM_FASHION_MNIST} is missing: apt-get install "
+               "dataset-fashion-mnist")
+    if os.environ.get("MLP_CY_REQUIRE_DATA") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def system_fashion_mnist():
+    """The directory of the system's Fashion-MNIST (see require_system_fashion_mnist)."""
+    require_system_fashion_mnist()
+    return SYSTEM_FASHION_MNIST
