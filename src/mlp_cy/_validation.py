@@ -79,13 +79,21 @@ def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=
     native = array.dtype.newbyteorder("=")
     dtype = native if native in keep else np.float64
     array = np.require(array, dtype=dtype, requirements="C")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not _all_finite(array):
         bad = "NaN" if np.isnan(array).any() else "infinity"
         raise ValueError(
             f"Input X contains {bad}; {estimator_name} needs finite values. Remove or "
             "impute them (e.g. sklearn.impute.SimpleImputer) before fitting or predicting."
         )
     return array
+
+
+def _all_finite(array, chunk_bytes=4 << 20):
+    """np.isfinite(array).all() without a mask the size of the array: row blocks of
+    about chunk_bytes, so a large X costs no extra memory to check."""
+    rows = max(1, chunk_bytes // max(1, array.shape[1] * array.itemsize))
+    return all(np.isfinite(array[start:start + rows]).all()
+               for start in range(0, array.shape[0], rows))
 
 
 def check_y(y, n_samples, *, estimator_name="MLPClassifier"):
