@@ -39,4 +39,31 @@ static inline float mlp_cy_expf(float x)
     return p * scale;
 }
 
+/* The float sigmoid loop of bias_activation, Z := 1 / (1 + exp(-(Z + bias))), row by
+ * row; Z is (n_rows, n_cols) C-contiguous, bias (n_cols,).
+ *
+ * Where GCC can build function clones that glibc picks at load time (ifunc), the loop
+ * is compiled three times, for AVX-512, AVX2 and the baseline (SSE2 on x86-64), so one
+ * wheel runs everywhere and uses the widest vectors the CPU has. Elsewhere (clang,
+ * MSVC, musl, macOS, other architectures) it is the baseline version only.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+    && defined(__linux__) && defined(__GLIBC__)
+#define MLP_CY_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MLP_CY_CLONES
+#endif
+
+MLP_CY_CLONES
+static void mlp_cy_bias_sigmoid_f32(float *z, const float *bias,
+                                    Py_ssize_t n_rows, Py_ssize_t n_cols)
+{
+    Py_ssize_t i, j;
+    for (i = 0; i < n_rows; i++) {
+        float *row = z + i * n_cols;
+        for (j = 0; j < n_cols; j++)
+            row[j] = 1.0f / (1.0f + mlp_cy_expf(-(row[j] + bias[j])));
+    }
+}
+
 #endif

@@ -16,6 +16,8 @@ from ._typedefs cimport intp_t, label_t
 
 cdef extern from "_fastexp.h" nogil:
     float mlp_cy_expf(float x)
+    void mlp_cy_bias_sigmoid_f32(float *z, const float *bias, Py_ssize_t n_rows,
+                                 Py_ssize_t n_cols)
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -70,6 +72,10 @@ cdef void bias_activation(
 ) noexcept nogil:
     cdef intp_t i, j
     cdef floating *row
+    if floating is float:
+        if activation == LOGISTIC:      # the hot case: SIMD clones (_fastexp.h)
+            mlp_cy_bias_sigmoid_f32(Z, bias, n_rows, n_cols)
+            return
     for i in range(n_rows):
         row = Z + i * n_cols
         if activation == LOGISTIC:      # the hot case gets its own loop
