@@ -292,7 +292,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         else:
             if user_weights:
                 self._reset_state(X.shape[1])
-            self._check_parameters(dtype)
+            self._check_parameters(dtype, n_hidden)
         if self.early_stopping and getattr(self, "validation_scores_", None) is None:
             self._reset_early_stopping()
         if fresh or not hasattr(self, "_best_params"):
@@ -463,7 +463,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
 
-    def _check_parameters(self, dtype):
+    def _check_parameters(self, dtype, n_hidden_requested):
         """Bring user-set or loaded weights into the form the engine updates in place."""
         n_features = self.n_features_in_
         n_classes = self.classes_.shape[0]
@@ -485,15 +485,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"coefs_[{layer}] or intercepts_[{layer}] is not finite.")
             self.coefs_[layer] = np.require(coef, dtype, ["C", "W", "O"])
             self.intercepts_[layer] = np.require(intercept, dtype, ["C", "W", "O"])
-        if n_hidden != self._n_hidden_requested():
+        if n_hidden != n_hidden_requested:
             raise ValueError(
                 f"coefs_ has {n_hidden} hidden units but hidden_layer_sizes asks for "
-                f"{self._n_hidden_requested()}; set one to match the other."
+                f"{n_hidden_requested}; set one to match the other."
             )
-
-    def _n_hidden_requested(self):
-        sizes = self.hidden_layer_sizes
-        return int(sizes) if isinstance(sizes, numbers.Integral) else int(tuple(sizes)[0])
 
     def _parameters(self):
         """(W1, b1, W2, b2): the arrays the engine updates in place."""
