@@ -1,8 +1,9 @@
-# Private row-major BLAS over scipy.linalg.cython_blas, for float and double.
+# Private row-major BLAS over scipy.linalg.cython_blas, for float and double, and
+# the products that skip the data's zeros (_skipzero.h) where they beat it.
 # Nothing else in mlp_cy calls scipy.linalg.cython_blas.
 
 from cython cimport floating
-from ._typedefs cimport blas_int
+from ._typedefs cimport blas_int, intp_t
 
 
 cpdef enum BLAS_Order:
@@ -27,3 +28,18 @@ cdef void _gemm(BLAS_Order order, BLAS_Trans ta, BLAS_Trans tb,
                 floating alpha, const floating *A, blas_int lda,
                 const floating *B, blas_int ldb,
                 floating beta, floating *C, blas_int ldc) noexcept nogil
+
+# Products that skip the zeros of A, the data (_skipzero.h) ##################
+cdef int blas_num_threads() noexcept nogil
+
+cdef bint skipzero_pays(const floating *A, intp_t lda, intp_t m, intp_t k,
+                        intp_t n) noexcept nogil
+
+cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
+                         const floating *A, intp_t lda, const floating *B, intp_t ldb,
+                         floating *C, intp_t ldc, intp_t *cols) noexcept nogil
+
+cdef void _gemm_t_skipzero(intp_t m, intp_t n, intp_t k, floating alpha,
+                           const floating *A, intp_t lda, const floating *G, intp_t ldg,
+                           floating beta, floating *C, intp_t ldc,
+                           intp_t *rows) noexcept nogil

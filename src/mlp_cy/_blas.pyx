@@ -3,8 +3,47 @@
 #    BLAS: C = op(A) op(B) in C order is C^T = op(B)^T op(A)^T in Fortran order,
 #    so the operands and their sizes are swapped, and no transposed copy is made.
 # b) scipy's prototypes take non-const pointers; the const inputs are cast once here.
+# c) The zero-skipping products (_skipzero.h) run on one thread: they are used only
+#    where the BLAS runs on one thread too, the CPU has their AVX-512 build, and the
+#    data are sparse enough (skipzero_pays). Their result differs from gemm's by
+#    rounding only, so the choice never changes what is computed.
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+
+cdef extern from "_blas_threads.h" nogil:
+    void mlp_cy_blas_threads_init(void *symbol)
+    int mlp_cy_blas_num_threads()
+
+cdef extern from "_skipzero.h" nogil:
+    enum:
+        MLP_CY_SKIPZERO_LANES_F32
+        MLP_CY_SKIPZERO_LANES_F64
+    int mlp_cy_skipzero_available()
+    void mlp_cy_skipzero_ab_f32(intp_t m, intp_t n, intp_t k, const float *A, intp_t lda,
+                                const float *B, intp_t ldb, float *C, intp_t ldc,
+                                intp_t *cols)
+    void mlp_cy_skipzero_ab_f64(intp_t m, intp_t n, intp_t k, const double *A,
+                                intp_t lda, const double *B, intp_t ldb, double *C,
+                                intp_t ldc, intp_t *cols)
+    void mlp_cy_skipzero_atb_f32(intp_t m, intp_t n, intp_t k, float alpha,
+                                 const float *A, intp_t lda, const float *G, intp_t ldg,
+                                 float beta, float *C, intp_t ldc, intp_t *rows)
+    void mlp_cy_skipzero_atb_f64(intp_t m, intp_t n, intp_t k, double alpha,
+                                 const double *A, intp_t lda, const double *G,
+                                 intp_t ldg, double beta, double *C, intp_t ldc,
+                                 intp_t *rows)
+
+# Measured (benchmarks/RESULTS.md, one thread): an epoch on Fashion-MNIST (50%
+# non-zeros) takes 0.79x (h=256, b=64) to 0.88x (h=1024, b=256) of its time with
+# gemm; with non-zeros spread at random, the kernels stop paying at 58% (h=1024,
+# b=256) to 75% (h=256, b=64) non-zeros.
+cdef double SKIPZERO_MAX_DENSITY = 0.55
+
+# 0: decide (skipzero_pays); 1: never skip zeros; 2: always where the CPU can.
+# Set only through _set_skipzero_mode, by the tests and benchmarks.
+cdef int skipzero_mode = 0
+
+mlp_cy_blas_threads_init(<void *> sgemm)
 
 
 cdef void _gemv(BLAS_Order order, BLAS_Trans ta, blas_int m, blas_int n,
@@ -49,7 +88,145 @@ cdef void _gemm(BLAS_Order order, BLAS_Trans ta, BLAS_Trans tb,
                   <double *> B, &ldb, &beta, C, &ldc)
 
 
+cdef int blas_num_threads() noexcept nogil:
+    """Threads the BLAS behind cython_blas will use; 0 if it cannot be asked."""
+    return mlp_cy_blas_num_threads()
+
+
+cdef bint skipzero_pays(const floating *A, intp_t lda, intp_t m, intp_t k,
+                        intp_t n) noexcept nogil:
+    """Whether A (m, k) times a (k, n) matrix is faster by _gemm_skipzero than by gemm."""
+    cdef intp_t i, j, nonzeros = 0
+    cdef const floating *row
+    cdef intp_t lanes = (MLP_CY_SKIPZERO_LANES_F32 if floating is float
+                         else MLP_CY_SKIPZERO_LANES_F64)
+    # n % lanes columns would go to a gemm that costs almost a whole one (it packs A).
+    if skipzero_mode == 1 or n < lanes or m < 1 or k < 1 \
+            or not mlp_cy_skipzero_available():
+        return False
+    if skipzero_mode == 2:
+        return True
+    if n % lanes != 0 or blas_num_threads() != 1:
+        return False
+    for i in range(m):
+        row = A + i * lda
+        for j in range(k):
+            nonzeros += row[j] != 0
+    return nonzeros <= SKIPZERO_MAX_DENSITY * m * k
+
+
+cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
+                         const floating *A, intp_t lda, const floating *B, intp_t ldb,
+                         floating *C, intp_t ldc, intp_t *cols) noexcept nogil:
+    """C (m, n) := A (m, k) B (k, n), all row-major, skipping A's zeros.
+
+    cols: scratch for k indices. The last n % lanes columns go to gemm.
+    """
+    cdef intp_t lanes = (MLP_CY_SKIPZERO_LANES_F32 if floating is float
+                         else MLP_CY_SKIPZERO_LANES_F64)
+    cdef intp_t n_vec = n - n % lanes
+    if n_vec > 0:
+        if floating is float:
+            mlp_cy_skipzero_ab_f32(m, n_vec, k, A, lda, B, ldb, C, ldc, cols)
+        else:
+            mlp_cy_skipzero_ab_f64(m, n_vec, k, A, lda, B, ldb, C, ldc, cols)
+    if n_vec < n:
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> (n - n_vec),
+              <blas_int> k, <floating> 1, A, <blas_int> lda, B + n_vec, <blas_int> ldb,
+              <floating> 0, C + n_vec, <blas_int> ldc)
+
+
+cdef void _gemm_t_skipzero(intp_t m, intp_t n, intp_t k, floating alpha,
+                           const floating *A, intp_t lda, const floating *G, intp_t ldg,
+                           floating beta, floating *C, intp_t ldc,
+                           intp_t *rows) noexcept nogil:
+    """C (k, n) := beta C + alpha A^T G, A (m, k), G (m, n), skipping A's zeros.
+
+    As in gemm, C is not read when beta is 0. rows: scratch for m indices.
+    """
+    cdef intp_t lanes = (MLP_CY_SKIPZERO_LANES_F32 if floating is float
+                         else MLP_CY_SKIPZERO_LANES_F64)
+    cdef intp_t n_vec = n - n % lanes
+    if n_vec > 0:
+        if floating is float:
+            mlp_cy_skipzero_atb_f32(m, n_vec, k, alpha, A, lda, G, ldg, beta, C, ldc, rows)
+        else:
+            mlp_cy_skipzero_atb_f64(m, n_vec, k, alpha, A, lda, G, ldg, beta, C, ldc, rows)
+    if n_vec < n:
+        _gemm(RowMajor, Trans, NoTrans, <blas_int> k, <blas_int> (n - n_vec),
+              <blas_int> m, alpha, A, <blas_int> lda, G + n_vec, <blas_int> ldg,
+              beta, C + n_vec, <blas_int> ldc)
+
+
 # Python shims, for the tests only ############################################
+
+def _blas_num_threads():
+    """blas_num_threads(): what the engine believes the BLAS will use (0: unknown)."""
+    return blas_num_threads()
+
+
+def _skipzero_available():
+    """Whether this CPU runs the zero-skipping kernels (AVX-512F, x86-64, gcc/clang)."""
+    return bool(mlp_cy_skipzero_available())
+
+
+def _set_skipzero_mode(mode):
+    """'auto' (the default), 'never' or 'always' (where available); returns the old one.
+
+    For tests and benchmarks: process-wide, not thread-safe.
+    """
+    global skipzero_mode
+    modes = ("auto", "never", "always")
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {modes}, got {mode!r}")
+    old = modes[skipzero_mode]
+    skipzero_mode = modes.index(mode)
+    return old
+
+
+def _require_skipzero():
+    if not mlp_cy_skipzero_available():
+        raise RuntimeError("the zero-skipping kernels need an x86-64 CPU with AVX-512F "
+                           "and a gcc or clang build")
+
+
+def _skipzero_pays_memview(const floating[:, ::1] A, intp_t n):
+    return skipzero_pays(&A[0, 0], A.shape[1], A.shape[0], A.shape[1], n)
+
+
+def _gemm_skipzero_memview(const floating[:, :] A, const floating[:, ::1] B,
+                           floating[:, :] C):
+    """C := A B by _gemm_skipzero on C-order views (A and C may be row-sliced)."""
+    import numpy as np
+    _require_skipzero()
+    if A.strides[1] != sizeof(floating) or C.strides[1] != sizeof(floating):
+        raise ValueError("the last axis of A and C must be contiguous")
+    if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
+        raise ValueError("shapes disagree")
+    cdef intp_t[::1] cols = np.empty(max(A.shape[1], 1), dtype=np.intp)
+    with nogil:
+        _gemm_skipzero(A.shape[0], B.shape[1], A.shape[1], &A[0, 0],
+                       A.strides[0] // sizeof(floating), &B[0, 0], B.shape[1],
+                       &C[0, 0], C.strides[0] // sizeof(floating), &cols[0])
+
+
+def _gemm_t_skipzero_memview(double alpha, const floating[:, :] A,
+                             const floating[:, ::1] G, double beta, floating[:, :] C):
+    """C := beta C + alpha A^T G by _gemm_t_skipzero on C-order views."""
+    import numpy as np
+    _require_skipzero()
+    if A.strides[1] != sizeof(floating) or C.strides[1] != sizeof(floating):
+        raise ValueError("the last axis of A and C must be contiguous")
+    if A.shape[0] != G.shape[0] or C.shape[0] != A.shape[1] or C.shape[1] != G.shape[1]:
+        raise ValueError("shapes disagree")
+    cdef intp_t[::1] rows = np.empty(max(A.shape[0], 1), dtype=np.intp)
+    with nogil:
+        _gemm_t_skipzero(A.shape[0], G.shape[1], A.shape[1], <floating> alpha, &A[0, 0],
+                         A.strides[0] // sizeof(floating), &G[0, 0], G.shape[1],
+                         <floating> beta, &C[0, 0], C.strides[0] // sizeof(floating),
+                         &rows[0])
+
+
 
 def _gemm_memview(BLAS_Trans ta, BLAS_Trans tb, double alpha,
                   const floating[:, :] A, const floating[:, :] B,

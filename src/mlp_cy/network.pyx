@@ -19,13 +19,18 @@
 #    to the next sample's forward pass), and skips the rows of zero pixels, which
 #    need neither (about half of Fashion-MNIST's, 80% of MNIST's). No BLAS call is
 #    worth its overhead at this size.
+# g) The two products with X (X W1 and W1's update X^T dZ1) skip X's zeros where that
+#    beats gemm (_blas.skipzero_pays: one BLAS thread, AVX-512, mostly-zero data);
+#    they need index scratch, allocated once per call: without it they use gemm.
 
 from libc.math cimport isfinite, pow, sqrt
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
-from ._blas cimport _gemm, RowMajor, NoTrans, Trans
+from ._blas cimport (_gemm, _gemm_skipzero, _gemm_t_skipzero, skipzero_pays,
+                    RowMajor, NoTrans, Trans)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, bias_activation,
                        activation_backward, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
@@ -167,6 +172,7 @@ cdef double _step(
     floating *optimizer_state,               # IN/OUT, NULL for plain SGD
     intp_t *n_updates,                       # IN/OUT
     floating *work,
+    intp_t *index_scratch,                   # (max(m, n_features),), or NULL: gemm only
 ) noexcept nogil:
     cdef intp_t i
     cdef bint fused = _plain_sgd(options)
@@ -197,8 +203,14 @@ cdef double _step(
             + sum_of_squares(W2, n_hidden * n_classes)) / weight_sum
 
     # Forward: A1 = act(X W1 + b1), Z2 = A1 W2
-    _gemm(RowMajor, NoTrans, NoTrans, mb, h, d, <floating> 1, X_batch, ldx,
-          W1, h, <floating> 0, hidden, h)
+    cdef bint skip_zeros = (index_scratch != NULL
+                            and skipzero_pays(X_batch, ldx, m, n_features, n_hidden))
+    if skip_zeros:
+        _gemm_skipzero(m, n_hidden, n_features, X_batch, ldx, W1, n_hidden, hidden,
+                       n_hidden, index_scratch)
+    else:
+        _gemm(RowMajor, NoTrans, NoTrans, mb, h, d, <floating> 1, X_batch, ldx,
+              W1, h, <floating> 0, hidden, h)
     bias_activation(hidden, b1, m, n_hidden, options.activation)
     _gemm(RowMajor, NoTrans, NoTrans, mb, K, h, <floating> 1, hidden, h,
           W2, K, <floating> 0, output, K)
@@ -222,8 +234,12 @@ cdef double _step(
             b2[i] -= eta * b2_grad[i]
         # dZ1 = dA1 act'(Z1) ;  W1 := decay W1 - eta X^T dZ1 ;  b1 -= eta sum dZ1
         activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-        _gemm(RowMajor, Trans, NoTrans, d, h, mb, -eta, X_batch, ldx,
-              hidden_grad, h, decay, W1, h)
+        if skip_zeros:
+            _gemm_t_skipzero(m, n_hidden, n_features, -eta, X_batch, ldx, hidden_grad,
+                             n_hidden, decay, W1, n_hidden, index_scratch)
+        else:
+            _gemm(RowMajor, Trans, NoTrans, d, h, mb, -eta, X_batch, ldx,
+                  hidden_grad, h, decay, W1, h)
         for i in range(n_hidden):
             b1[i] -= eta * b1_grad[i]
         n_updates[0] += 1
@@ -233,8 +249,12 @@ cdef double _step(
     _gemm(RowMajor, Trans, NoTrans, h, K, mb, <floating> 1, hidden, h,
           output, K, <floating> 0, W2_grad, K)
     activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-    _gemm(RowMajor, Trans, NoTrans, d, h, mb, <floating> 1, X_batch, ldx,
-          hidden_grad, h, <floating> 0, W1_grad, h)
+    if skip_zeros:
+        _gemm_t_skipzero(m, n_hidden, n_features, <floating> 1, X_batch, ldx, hidden_grad,
+                         n_hidden, <floating> 0, W1_grad, n_hidden, index_scratch)
+    else:
+        _gemm(RowMajor, Trans, NoTrans, d, h, mb, <floating> 1, X_batch, ldx,
+              hidden_grad, h, <floating> 0, W1_grad, h)
     n_updates[0] += 1
     step_size = options.learning_rate
     if options.solver == ADAM:
@@ -318,14 +338,20 @@ cdef int predict_proba(
     if ldx == 0 or ldp == 0:
         with gil:
             raise ValueError("X and proba_out need rows that do not overlap")
+    cdef intp_t *cols = <intp_t *> malloc(max(n_features, 1) * sizeof(intp_t))
+    cdef intp_t ld_chunk = n_features if convert else ldx
     start = 0
     while start < n_samples:
         m = min(chunk, n_samples - start)
         X_chunk = _row_block(X, start, m, convert, converted)
-        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_hidden,
-              <blas_int> n_features, <floating> 1, X_chunk,
-              <blas_int> (n_features if convert else ldx),
-              &W1[0, 0], <blas_int> n_hidden, <floating> 0, hidden, <blas_int> n_hidden)
+        if cols != NULL and skipzero_pays(X_chunk, ld_chunk, m, n_features, n_hidden):
+            _gemm_skipzero(m, n_hidden, n_features, X_chunk, ld_chunk, &W1[0, 0],
+                           n_hidden, hidden, n_hidden, cols)
+        else:
+            _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_hidden,
+                  <blas_int> n_features, <floating> 1, X_chunk, <blas_int> ld_chunk,
+                  &W1[0, 0], <blas_int> n_hidden, <floating> 0, hidden,
+                  <blas_int> n_hidden)
         bias_activation(hidden, &b1[0], m, n_hidden, activation)
         _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> n_classes,
               <blas_int> n_hidden, <floating> 1, hidden, <blas_int> n_hidden,
@@ -334,6 +360,7 @@ cdef int predict_proba(
         for i in range(start, start + m):
             bias_softmax(&proba_out[i, 0], &b2[0], 1, n_classes)
         start += m
+    free(cols)
     return 0
 
 
@@ -488,10 +515,14 @@ cdef double train_step(
                          &work[0])
     if rows_in == &work[0]:
         ldx = n_features
-    return _step(m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx,
-                 &y_batch[0], &sample_weight[0] if sample_weight is not None else NULL,
-                 NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options,
-                 _state_pointer(optimizer_state), n_updates, &work[0])
+    cdef intp_t *index_scratch = <intp_t *> malloc(max(m, n_features) * sizeof(intp_t))
+    cdef double loss = _step(
+        m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, &y_batch[0],
+        &sample_weight[0] if sample_weight is not None else NULL, NULL, &W1[0, 0],
+        &b1[0], &W2[0, 0], &b2[0], options, _state_pointer(optimizer_state), n_updates,
+        &work[0], index_scratch)
+    free(index_scratch)
+    return loss
 
 
 cdef inline floating *_state_pointer(floating[::1] optimizer_state) noexcept nogil:
@@ -530,15 +561,10 @@ cdef int train_epoch(
 ) except -1 nogil:
     cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
-    cdef intp_t start, m, i, work_since_check = 0
+    cdef intp_t i
     cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
-    cdef const floating *X_batch
-    cdef const floating *weights = NULL
-    cdef const intp_t *rows = NULL
-    cdef const label_t *labels
-    cdef floating *gathered
     cdef floating *state = _state_pointer(optimizer_state)
-    cdef double loss
+    cdef intp_t *index_scratch
 
     stats_out.loss_sum = 0
     stats_out.n_rows_done = 0
@@ -570,8 +596,35 @@ cdef int train_epoch(
         return _epoch_sample_by_sample(X, y, sample_weight, order, W1, b1, W2, b2,
                                        options, n_updates, work, stats_out)
 
-    gathered = &work[0]        # the first batch_size * n_features values of work
+    # NULL when malloc fails: then _step uses gemm alone.
+    index_scratch = <intp_t *> malloc(max(batch_size, n_features) * sizeof(intp_t))
+    try:
+        _epoch_in_batches(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
+                          options, state, n_updates, work, stats_out, index_scratch)
+    finally:
+        free(index_scratch)
+    return 0
+
+
+cdef int _epoch_in_batches(
+    const input_t[:, ::1] X, const label_t[::1] y,
+    const floating[::1] sample_weight, const intp_t[::1] order, intp_t batch_size,
+    floating[:, ::1] W1, floating[::1] b1, floating[:, ::1] W2, floating[::1] b2,
+    const TrainOptions *options, floating *state, intp_t *n_updates,
+    floating[::1] work, EpochStats *stats_out, intp_t *index_scratch,
+) except -1 nogil:
+    """train_epoch's loop over batches of batch_size rows (checked arguments)."""
+    cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
+    cdef intp_t start, m, i, work_since_check = 0
+    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
+    cdef const floating *X_batch
+    cdef const floating *weights = NULL
+    cdef const intp_t *rows = NULL
+    cdef const label_t *labels
+    cdef floating *gathered = &work[0]   # the first batch_size * n_features values
     cdef bint convert = _needs_conversion(<const input_t *> NULL, gathered)
+    cdef double loss
     start = 0
     while start < n_samples:
         m = min(batch_size, n_samples - start)
@@ -595,7 +648,7 @@ cdef int train_epoch(
         loss = _step(m, n_features, n_hidden, n_classes, X_batch,
                      <blas_int> (n_features if X_batch == gathered else ldx),
                      labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
-                     options, state, n_updates, &work[0])
+                     options, state, n_updates, &work[0], index_scratch)
         if not isfinite(loss):
             stats_out.diverged = True
             return 0

@@ -1,0 +1,250 @@
+"""The products that skip the data's zeros (_skipzero.h, used by the engine).
+
+They must equal gemm's products to rounding, on every shape and layout the engine
+hands them, and training must not depend on whether they are used: the engine picks
+them only for speed (one BLAS thread, AVX-512, mostly-zero data). On a CPU without
+AVX-512F the kernels are never used, and the tests check that instead.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from mlp_cy import MLPClassifier
+from mlp_cy import _blas
+from reference import sgd_epoch
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+AVAILABLE = _blas._skipzero_available()
+needs_kernels = pytest.mark.skipif(
+    not AVAILABLE, reason="the zero-skipping kernels need AVX-512F (see test_unavailable)")
+RTOL = {np.float32: 2e-6, np.float64: 1e-13}
+
+
+@pytest.fixture
+def skipzero_mode():
+    """Set the engine's choice for one test, and put 'auto' back after it."""
+    old = []
+
+    def set_mode(mode):
+        old.append(_blas._set_skipzero_mode(mode))
+
+    yield set_mode
+    if old:
+        _blas._set_skipzero_mode(old[0])
+
+
+def _sparse(rng, shape, dtype, density=0.5):
+    A = rng.random(shape)
+    A[rng.random(shape) >= density] = 0
+    return A.astype(dtype)
+
+
+def _images(n, dtype, seed=0):
+    """MNIST-like rows: a blob of ink in the middle of a 28 x 28 zero frame."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, 28, 28))
+    for i in range(n):
+        r, c = rng.integers(4, 10, size=2)
+        X[i, r:r + rng.integers(8, 15), c:c + rng.integers(8, 15)] = rng.random()
+    X[rng.random(X.shape) < 0.1] = 0
+    return X.reshape(n, 784).astype(dtype)
+
+
+def _close(got, expected, dtype):
+    scale = max(np.abs(expected).max(), 1e-30)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=RTOL[dtype] * scale * 10)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [
+    (64, 784, 256), (61, 783, 96), (1, 5, 16), (7, 3, 8), (5, 9, 48),
+    (4, 4, 80), (6, 10, 100), (3, 7, 3), (130, 17, 1024),
+])
+def test_product_equals_gemm(dtype, m, k, n):
+    rng = np.random.default_rng(m * 1000 + n)
+    A = _sparse(rng, (m, k), dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
+    C = np.full((m, n), np.nan, dtype)                 # never read
+    _blas._gemm_skipzero_memview(A, B, C)
+    _close(C, A.astype(np.float64) @ B, dtype)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [
+    (64, 784, 256), (61, 783, 96), (1, 5, 16), (7, 3, 8), (5, 9, 48), (6, 10, 100),
+    (3, 7, 3),
+])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.7])
+def test_transposed_product_equals_gemm(dtype, m, k, n, beta):
+    rng = np.random.default_rng(m * 1000 + n)
+    A = _sparse(rng, (m, k), dtype)
+    A[:, 1] = 0                                        # a pixel no row has: C decays
+    G = rng.standard_normal((m, n)).astype(dtype)
+    C0 = rng.standard_normal((k, n)).astype(dtype)
+    C = C0.copy() if beta else np.full((k, n), np.nan, dtype)
+    _blas._gemm_t_skipzero_memview(-0.25, A, G, beta, C)
+    expected = beta * C0.astype(np.float64) - 0.25 * A.T.astype(np.float64) @ G
+    _close(C, expected, dtype)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_views_and_nothing_outside_them(dtype):
+    # A and C as row slices of bigger arrays (row stride > row length), as the engine
+    # passes slices of X; what lies between and around the rows stays untouched.
+    rng = np.random.default_rng(5)
+    A_big = _sparse(rng, (40, 90), dtype)
+    A = A_big[3:30, 5:75]
+    B = rng.standard_normal((70, 64)).astype(dtype)
+    C_big = np.full((30, 100), 7.0, dtype)
+    C = C_big[2:29, 10:74]
+    _blas._gemm_skipzero_memview(A, B, C)
+    _close(C, A.astype(np.float64) @ B, dtype)
+    outside = np.ones(C_big.shape, bool)
+    outside[2:29, 10:74] = False
+    assert np.all(C_big[outside] == 7.0)
+
+    G = rng.standard_normal((27, 32)).astype(dtype)
+    W_big = np.full((80, 50), 3.0, dtype)
+    W = W_big[5:75, 9:41]
+    W0 = W.astype(np.float64)
+    _blas._gemm_t_skipzero_memview(0.5, A, G, 0.9, W)
+    _close(W, 0.9 * W0 + 0.5 * A.T.astype(np.float64) @ G, dtype)
+    outside = np.ones(W_big.shape, bool)
+    outside[5:75, 9:41] = False
+    assert np.all(W_big[outside] == 3.0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_zero_and_single_nonzero_data(dtype):
+    A = np.zeros((9, 30), dtype)
+    B = np.ones((30, 32), dtype)
+    C = np.full((9, 32), np.nan, dtype)
+    _blas._gemm_skipzero_memview(A, B, C)
+    assert np.all(C == 0)
+    G = np.ones((9, 32), dtype)
+    W = np.full((30, 32), 2.0, dtype)
+    _blas._gemm_t_skipzero_memview(1.0, A, G, 0.5, W)
+    assert np.all(W == 1.0)
+    A[4, 17] = 3.0
+    _blas._gemm_skipzero_memview(A, B, C)
+    assert np.all(C[4] == 3.0) and np.all(np.delete(C, 4, axis=0) == 0)
+    _blas._gemm_t_skipzero_memview(1.0, A, G, 0.0, W)
+    assert np.all(W[17] == 3.0) and np.all(np.delete(W, 17, axis=0) == 0)
+
+
+def test_blas_thread_count_follows_threadpoolctl():
+    with threadpoolctl.threadpool_limits(1):
+        assert _blas._blas_num_threads() in (0, 1)   # 0: a BLAS it cannot ask
+    if _blas._blas_num_threads() == 0:
+        pytest.fail("mlp_cy cannot ask this BLAS for its thread count: it is not "
+                    "OpenBLAS, MKL or BLIS, or dladdr failed")
+    with threadpoolctl.threadpool_limits(2):
+        assert _blas._blas_num_threads() == 2
+
+
+@needs_kernels
+def test_the_engine_skips_zeros_only_where_it_pays():
+    rng = np.random.default_rng(0)
+    half = _sparse(rng, (64, 784), np.float32, density=0.5)
+    dense = _sparse(rng, (64, 784), np.float32, density=0.9)
+    with threadpoolctl.threadpool_limits(1):
+        assert _blas._skipzero_pays_memview(half, 256)
+        assert _blas._skipzero_pays_memview(half.astype(np.float64), 104)
+        assert not _blas._skipzero_pays_memview(dense, 256)
+        assert not _blas._skipzero_pays_memview(half, 100)    # 100 % 16 columns: gemm
+        assert not _blas._skipzero_pays_memview(half, 8)      # narrower than a vector
+    with threadpoolctl.threadpool_limits(2):                  # gemm has 2 threads
+        assert not _blas._skipzero_pays_memview(half, 256)
+
+
+def test_availability_is_what_the_cpu_has():
+    cpuinfo = "/proc/cpuinfo"
+    if AVAILABLE:
+        import os
+        import platform
+        assert platform.machine().lower() in ("x86_64", "amd64")
+        if os.path.exists(cpuinfo):
+            with open(cpuinfo) as f:
+                assert " avx512f" in f.read()
+    else:
+        A = np.zeros((4, 4), np.float32)
+        with pytest.raises(RuntimeError, match="AVX-512F"):
+            _blas._gemm_skipzero_memview(A, A, A.copy())
+        with threadpoolctl.threadpool_limits(1):
+            assert not _blas._skipzero_pays_memview(A, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+@pytest.mark.parametrize("options", [
+    dict(solver="sgd", momentum=0, alpha=0, batch_size=37),
+    dict(solver="sgd", momentum=0, alpha=1e-2, batch_size=64),      # decay: beta != 1
+    dict(solver="sgd", momentum=0.9, nesterovs_momentum=True, batch_size=50, h=100),
+    dict(solver="adam", batch_size=64, h=64),
+    dict(solver="sgd", momentum=0, batch_size=32, activation="relu", weighted=True),
+])
+def test_training_does_not_depend_on_skipping_zeros(dtype, options, skipzero_mode):
+    options = dict(options)
+    weighted = options.pop("weighted", False)
+    n_hidden = options.pop("h", 48)
+    X = _images(300, np.float64)
+    X = (X * 255).astype(np.uint8) if dtype == np.uint8 else X.astype(dtype)
+    y = np.random.default_rng(1).integers(0, 10, 300)
+    sample_weight = np.random.default_rng(2).random(300) if weighted else None
+    fits = {}
+    for mode in ("never", "always"):
+        skipzero_mode(mode)
+        clf = MLPClassifier(hidden_layer_sizes=(n_hidden,), random_state=0, max_iter=2,
+                            tol=0, n_iter_no_change=100, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # 2 epochs do not converge
+            clf.fit(X, y, sample_weight=sample_weight)
+        fits[mode] = clf
+    weights_dtype = fits["never"].coefs_[0].dtype
+    rtol = 1e-4 if weights_dtype == np.float32 else 1e-10
+    for got, expected in zip(fits["always"].coefs_ + fits["always"].intercepts_,
+                             fits["never"].coefs_ + fits["never"].intercepts_):
+        np.testing.assert_allclose(got, expected, rtol=rtol,
+                                   atol=rtol * np.abs(expected).max())
+    np.testing.assert_allclose(fits["always"].loss_curve_, fits["never"].loss_curve_,
+                               rtol=rtol)
+    skipzero_mode("always")
+    proba_skipping = fits["never"].predict_proba(X)
+    skipzero_mode("never")
+    np.testing.assert_allclose(proba_skipping, fits["never"].predict_proba(X), rtol=0,
+                               atol=1e-5 if weights_dtype == np.float32 else 1e-12)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_epoch_skipping_zeros_matches_reference(dtype, skipzero_mode):
+    # Against the independent NumPy implementation, on image-like data with L2.
+    skipzero_mode("always")
+    X = _images(150, dtype)
+    y = np.random.default_rng(3).integers(0, 10, 150)
+    y[:10] = np.arange(10)
+    rng = np.random.default_rng(4)
+    params = [0.01 * rng.standard_normal((784, 32)), 0.1 * rng.standard_normal(32),
+              0.3 * rng.standard_normal((32, 10)), 0.1 * rng.standard_normal(10)]
+    params = [p.astype(dtype) for p in params]
+    expected, _ = sgd_epoch(X.astype(np.float64), y, [p.astype(np.float64) for p in params],
+                            learning_rate=0.05, batch_size=40, n_classes=10, alpha=1e-3)
+    clf = MLPClassifier(hidden_layer_sizes=32, warm_start=True, shuffle=False,
+                        max_iter=1, learning_rate_init=0.05, batch_size=40,
+                        alpha=1e-3, momentum=0, solver="sgd")
+    clf.coefs_ = [params[0].copy(), params[2].copy()]
+    clf.intercepts_ = [params[1].copy(), params[3].copy()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # max_iter=1 does not converge
+        clf.fit(X, y)
+    got = [clf.coefs_[0], clf.intercepts_[0], clf.coefs_[1], clf.intercepts_[1]]
+    rtol = 1e-4 if dtype == np.float32 else 1e-9
+    for name, g, e in zip(["W1", "b1", "W2", "b2"], got, expected):
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(),
+                                   err_msg=name)
