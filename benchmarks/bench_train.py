@@ -13,6 +13,8 @@ Peers, same data (Fashion-MNIST train, scaled to [0, 1]), same hyperparameters
 
     mlp_cy-f32/f64   MLPClassifier.partial_fit (one epoch, the public API) and
                      network._train_epoch (the engine call that fit makes per epoch)
+    mlp_cy-gemm      the same with the zero-skipping products turned off: gemm only
+                     (on one BLAS thread the engine skips the zero pixels by itself)
     numpy-f32        the same math in plain numpy: preallocated buffers, np.take
                      gathers, out= matmuls, in-place ufuncs
     sklearn-f32/f64  sklearn.neural_network.MLPClassifier.partial_fit, logistic,
@@ -379,7 +381,8 @@ def child_train(spec):
     rows, rounds = spec["rows"], spec["rounds"]
     dtype = np.float32 if dtype_name == "f32" else np.float64
     need_torch = peer.startswith("torch")
-    modules = {"mlp_cy": ["mlp_cy.network"], "sklearn": ["sklearn.neural_network"]}.get(
+    modules = {"mlp_cy": ["mlp_cy.network"], "mlp_cy-gemm": ["mlp_cy.network"],
+               "sklearn": ["sklearn.neural_network"]}.get(
         peer, ["torch"] if need_torch else [])
     limiter, torch_threads = set_threads(nt, need_torch, modules)  # noqa: F841 (kept alive)
     warnings.simplefilter("ignore")
@@ -393,8 +396,17 @@ def child_train(spec):
     res = {"x_mb": X.nbytes / 2**20, "rows": rows, "loadavg": os.getloadavg()[0]}
     t_setup = time.perf_counter()
 
-    if peer == "mlp_cy":
+    if peer in ("mlp_cy", "mlp_cy-gemm"):
         from mlp_cy import MLPClassifier
+
+        if peer == "mlp_cy-gemm":
+            from mlp_cy import _blas
+            _blas._set_skipzero_mode("never")
+        try:
+            from mlp_cy import _blas
+            res["skipzero"] = bool(_blas._skipzero_pays_memview(X[:b], h))
+        except (ImportError, AttributeError):
+            res["skipzero"] = False          # an engine from before the kernels
 
         clf = MLPClassifier(hidden_layer_sizes=(h,), activation="logistic", solver="sgd",
                             momentum=0.0, alpha=0.0, batch_size=b, learning_rate_init=ETA,
@@ -686,6 +698,7 @@ def fmt_blas(blas):
 
 def log_train(log, h, b, nt, peer, dn, res):
     extra = f" engine {res['engine_per60k_s']:.3f}s" if "engine_per60k_s" in res else ""
+    extra += " (skips zeros)" if res.get("skipzero") else ""
     log(f"  h={h:<5d} b={b:<4d} t={nt} {peer:14s} {dn}: {res['per60k_s']:.3f}s/60k{extra} "
         f"(rows {res['rows']}, load avg {res['loadavg']:.1f}, child {res['wall_s']:.0f}s)")
 
@@ -698,8 +711,8 @@ def main(argv=None):
     ap.add_argument("--configs", default=None,
                     help="comma list of HxB, e.g. 256x64,1024x256 (default: all four)")
     ap.add_argument("--peers", default=None,
-                    help="comma list among mlp_cy,numpy,sklearn,torch-manual,torch-module,"
-                         "torch-compile (default: all available)")
+                    help="comma list among mlp_cy,mlp_cy-gemm,numpy,sklearn,torch-manual,"
+                         "torch-module,torch-compile (default: all available)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -725,8 +738,8 @@ def main(argv=None):
         have_torch = not args.no_torch
     except ImportError:
         have_torch = False
-    peers = [("mlp_cy", "f32"), ("mlp_cy", "f64"), ("numpy", "f32"), ("sklearn", "f32"),
-             ("sklearn", "f64")]
+    peers = [("mlp_cy", "f32"), ("mlp_cy", "f64"), ("mlp_cy-gemm", "f32"), ("numpy", "f32"),
+             ("sklearn", "f32"), ("sklearn", "f64")]
     if have_torch:
         peers += [("torch-manual", "f32"), ("torch-module", "f32")]
         if not args.no_compile and not quick:
@@ -735,7 +748,7 @@ def main(argv=None):
         wanted = set(args.peers.split(",")) | {"mlp_cy"}
         peers = [(p, d) for p, d in peers if p in wanted]
     # Rows timed per epoch at b=1 (then scaled to 60,000); minibatch configs use all rows.
-    b1_rows = {"mlp_cy": 60000, "numpy": 10000, "sklearn": 2000 if not quick else 1000,
+    b1_rows = {"mlp_cy": 60000, "mlp_cy-gemm": 60000, "numpy": 10000, "sklearn": 2000 if not quick else 1000,
                "torch-manual": 10000, "torch-module": 3000, "torch-compile": 2000}
     if quick:
         b1_rows.update(mlp_cy=20000, numpy=5000, **{"torch-manual": 5000,
@@ -867,9 +880,10 @@ def report(raw, configs, threads, peers, emit):
                     continue
                 peak = L.get("sgemm_gflops" if dn == "f32" else "dgemm_gflops")
                 fl = fl32 if dn == "f32" else fl64
-                rows_list = [(f"{peer} {dn}", res["per60k_s"])]
+                name = f"{peer} {dn}" + (" (skips zeros)" if res.get("skipzero") else "")
+                rows_list = [(name, res["per60k_s"])]
                 if "engine_per60k_s" in res:
-                    rows_list.append((f"{peer} {dn} engine", res["engine_per60k_s"]))
+                    rows_list.append((f"{name} engine", res["engine_per60k_s"]))
                 for name, t in rows_list:
                     g = flops / t / 1e9
                     emit(f"| {name} | {t:.3f} | "
@@ -945,7 +959,7 @@ def targets(raw, configs, threads, peers, emit):
                     f"API {api / fl:.2f}x, engine {eng / fl:.2f}x (floor {fl:.3f}s)",
                     api / fl <= 1.10)
             others = [(get(256, 64, nt, p, d), f"{p} {d}") for p, d in peers
-                      if p != "mlp_cy" and get(256, 64, nt, p, d)]
+                      if not p.startswith("mlp_cy") and get(256, 64, nt, p, d)]
             if api and others:
                 best = min(others)
                 row("h=256,b=64 >= 1.5x faster than fastest peer", nt,
@@ -969,7 +983,7 @@ def targets(raw, configs, threads, peers, emit):
         if (256, 1) in configs:
             t = get(256, 1, nt, "mlp_cy", "f32")
             others = [(get(256, 1, nt, p, d), f"{p} {d}") for p, d in peers
-                      if p != "mlp_cy" and get(256, 1, nt, p, d)]
+                      if not p.startswith("mlp_cy") and get(256, 1, nt, p, d)]
             if t and others:
                 best = min(others)
                 row("b=1 >= 5x faster than fastest peer", nt,
