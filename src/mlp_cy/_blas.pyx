@@ -38,6 +38,7 @@ cdef extern from "_skipzero.h" nogil:
 # gemm; with non-zeros spread at random, the kernels stop paying at 58% (h=1024,
 # b=256) to 75% (h=256, b=64) non-zeros.
 cdef double SKIPZERO_MAX_DENSITY = 0.55
+cdef intp_t SKIPZERO_MAX_OUTPUT_BYTES = 4 << 20
 
 # 0: decide (skipzero_pays); 1: never skip zeros; 2: always where the CPU can.
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
@@ -106,7 +107,10 @@ cdef bint skipzero_pays(const floating *A, intp_t lda, intp_t m, intp_t k,
         return False
     if skipzero_mode == 2:
         return True
-    if n % lanes != 0 or blas_num_threads() != 1:
+    # Beyond a few MiB of (m, n) products the kernels' streams leave the caches and
+    # gemm's packed panels win (double, m = n = 1024: 1.4x gemm's time).
+    if n % lanes != 0 or m * n * sizeof(floating) > SKIPZERO_MAX_OUTPUT_BYTES \
+            or blas_num_threads() != 1:
         return False
     for i in range(m):
         row = A + i * lda
