@@ -2,6 +2,7 @@
 """Where mlp_cy's training time goes, and what candidate engine changes would buy.
 
     python benchmarks/profile_engine.py [--threads 1] [--clock cpu] [--no-perf] [--no-proto]
+                                        [--only-skipzero]
 
 Sections (all float32, Fashion-MNIST train, eta = 0.1):
 
@@ -17,6 +18,10 @@ Sections (all float32, Fashion-MNIST train, eta = 0.1):
    different chunk lengths, against the two forward GEMMs.
 5. fit's own cost around the engine: partial_fit epoch minus engine epoch, and the
    temporary that input validation allocates (np.isfinite over all of X).
+6. The zero-skipping products (src/mlp_cy/_skipzero.h) against gemm, one product at
+   a time on shuffled Fashion-MNIST batches (float32 and float64), and whole epochs
+   with and without them as the share of non-zeros grows (zeros filled at random).
+   Needs an AVX-512 CPU; meaningful at --threads 1, the only case the engine uses them.
 
 Nothing here changes the installed package; timings are fastest of 3 unless said.
 """
@@ -324,12 +329,88 @@ def api_overhead(X, y):
           f"+{peak2:.1f} MiB")
 
 
+# 6 -------------------------------------------------------------------------
+
+def skipzero_section(X, y):
+    from mlp_cy import MLPClassifier, _blas
+
+    print("\n## 6. zero-skipping products vs gemm\n")
+    if not _blas._skipzero_available():
+        print("not available on this CPU (needs AVX-512F): skipped")
+        return
+    rng = np.random.RandomState(0)
+    print(f"non-zeros in X: {100 * np.count_nonzero(X) / X.size:.1f}%\n")
+    print("| dtype | b | h | X W1 gemm s/epoch | skipping | ratio | W1 update gemm | "
+          "skipping | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for dtype in (np.float32, np.float64):
+        for b, h in ((64, 256), (256, 256), (256, 1024), (1024, 256)):
+            batches = 60000 // b
+            rows = rng.permutation(X.shape[0])[:8 * b]
+            Xb = [np.ascontiguousarray(X[rows[i * b:(i + 1) * b]], dtype) for i in range(8)]
+            W = (rng.randn(784, h) * 0.05).astype(dtype)
+            G = (rng.randn(b, h) * 0.01).astype(dtype)
+            Z = np.empty((b, h), dtype)
+
+            def gemm_fwd():
+                for A in Xb:
+                    _blas._gemm_memview(110, 110, 1.0, A, W, 0.0, Z)
+
+            def skip_fwd():
+                for A in Xb:
+                    _blas._gemm_skipzero_memview(A, W, Z)
+
+            def gemm_upd():
+                for A in Xb:
+                    _blas._gemm_memview(116, 110, -1e-3, A, G, 1.0, W)
+
+            def skip_upd():
+                for A in Xb:
+                    _blas._gemm_t_skipzero_memview(-1e-3, A, G, 1.0, W)
+            t = [best_of(f) * batches / len(Xb) for f in (gemm_fwd, skip_fwd, gemm_upd,
+                                                        skip_upd)]
+            print(f"| {np.dtype(dtype).name} | {b} | {h} | {t[0]:.3f} | {t[1]:.3f} | "
+                  f"{t[1] / t[0]:.2f} | {t[2]:.3f} | {t[3]:.3f} | {t[3] / t[2]:.2f} |")
+
+    print("\nWhole epochs (partial_fit, float32, 30,000 rows), zeros of X filled with "
+          "0.01 at random up to the share shown; ratio = skipping / gemm time\n")
+    print("| non-zeros | h=256, b=64 | h=1024, b=256 |")
+    print("|---|---|---|")
+    X0, y0 = X[:30000], y[:30000]
+    density0 = np.count_nonzero(X0) / X0.size
+    for target in (0.3, 0.5, 0.55, 0.6, 0.7, 0.8):
+        Xd = X0.copy()
+        if target < density0:          # fewer non-zeros: drop the faintest pixels
+            Xd[Xd < np.quantile(Xd[Xd > 0], 1 - target / density0)] = 0
+        else:
+            Xd[(Xd == 0) & (rng.rand(*Xd.shape) < (target - density0) / (1 - density0))] = 0.01
+        ratios = []
+        for h, b in ((256, 64), (1024, 256)):
+            times = {}
+            for mode in ("never", "always", "never", "always"):
+                _blas._set_skipzero_mode(mode)
+                clf = MLPClassifier(hidden_layer_sizes=(h,), activation="logistic",
+                                    solver="sgd", learning_rate_init=0.1, momentum=0,
+                                    alpha=0, batch_size=b, random_state=0)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    clf.partial_fit(Xd[:1000], y0[:1000], classes=np.arange(K))
+                t0 = B._clock()
+                clf.partial_fit(Xd, y0)
+                times.setdefault(mode, []).append(B._clock() - t0)
+            ratios.append(min(times["always"]) / min(times["never"]))
+        _blas._set_skipzero_mode("auto")
+        print(f"| {100 * np.count_nonzero(Xd) / Xd.size:.0f}% | {ratios[0]:.2f} | "
+              f"{ratios[1]:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-perf", action="store_true")
     ap.add_argument("--no-proto", action="store_true")
     ap.add_argument("--b1-rows", type=int, default=10000)
+    ap.add_argument("--only-skipzero", action="store_true", help="section 6 alone")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: process CPU time (only with --threads 1)")
     args = ap.parse_args()
@@ -342,6 +423,9 @@ def main():
           f"{'process CPU time' if B._clock is time.process_time else 'wall'}")
     X, y = B.load("train", np.float32)
     y32 = y.astype(np.int32)
+    if args.only_skipzero:
+        skipzero_section(X, y)
+        return
     if not args.no_perf:
         perf_profile(X, y32, 256, 64, epochs=4)
     breakdown(X, y32, 256, 64, 0.2)
@@ -352,6 +436,7 @@ def main():
             prototypes_section(P, X, y32, args.b1_rows)
     predict_chunks(0.3)
     api_overhead(X, y)
+    skipzero_section(X, y)
 
 
 if __name__ == "__main__":

@@ -160,9 +160,10 @@ def test_the_engine_skips_zeros_only_where_it_pays():
         assert not _blas._skipzero_pays_memview(dense, 256)
         assert not _blas._skipzero_pays_memview(half, 100)    # 100 % 16 columns: gemm
         assert not _blas._skipzero_pays_memview(half, 8)      # narrower than a vector
-        big = _sparse(rng, (1024, 784), np.float64, density=0.5)
-        assert _blas._skipzero_pays_memview(big, 256)
-        assert not _blas._skipzero_pays_memview(big, 1024)    # an 8 MiB output: gemm
+        big = _sparse(rng, (1024, 784), np.float32, density=0.5)
+        assert _blas._skipzero_pays_memview(big, 256)         # a 1 MiB output
+        assert not _blas._skipzero_pays_memview(big, 512)     # 2 MiB: gemm
+        assert not _blas._skipzero_pays_memview(big.astype(np.float64), 256)
     with threadpoolctl.threadpool_limits(2):                  # gemm has 2 threads
         assert not _blas._skipzero_pays_memview(half, 256)
 

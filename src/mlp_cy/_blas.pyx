@@ -6,7 +6,9 @@
 # c) The zero-skipping products (_skipzero.h) run on one thread: they are used only
 #    where the BLAS runs on one thread too, the CPU has their AVX-512 build, and the
 #    data are sparse enough (skipzero_pays). Their result differs from gemm's by
-#    rounding only, so the choice never changes what is computed.
+#    rounding only, so the choice never changes what is computed. A 2-thread version
+#    was measured and dropped: OpenBLAS's idle workers spin on the cores it needs
+#    (benchmarks/RESULTS.md).
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
@@ -38,7 +40,7 @@ cdef extern from "_skipzero.h" nogil:
 # gemm; with non-zeros spread at random, the kernels stop paying at 58% (h=1024,
 # b=256) to 75% (h=256, b=64) non-zeros.
 cdef double SKIPZERO_MAX_DENSITY = 0.55
-cdef intp_t SKIPZERO_MAX_OUTPUT_BYTES = 4 << 20
+cdef intp_t SKIPZERO_MAX_OUTPUT_BYTES = 1 << 20
 
 # 0: decide (skipzero_pays); 1: never skip zeros; 2: always where the CPU can.
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
@@ -107,9 +109,9 @@ cdef bint skipzero_pays(const floating *A, intp_t lda, intp_t m, intp_t k,
         return False
     if skipzero_mode == 2:
         return True
-    # Beyond a few MiB of (m, n) products the kernels' streams leave the caches and
-    # gemm's packed panels win (double, m = n = 1024: 1.4x gemm's time).
-    if n % lanes != 0 or m * n * sizeof(floating) > SKIPZERO_MAX_OUTPUT_BYTES \
+    # For large (m, n) outputs gemm's packed panels win (double, m = 1024, n = 256:
+    # predict_proba took 1.3x the time of the gemm version).
+    if n % lanes != 0 or m * n * <intp_t> sizeof(floating) > SKIPZERO_MAX_OUTPUT_BYTES \
             or blas_num_threads() != 1:
         return False
     for i in range(m):
