@@ -404,7 +404,7 @@ def child_train(spec):
             _blas._set_skipzero_mode("never")
         try:
             from mlp_cy import _blas
-            res["skipzero"] = bool(_blas._skipzero_pays_memview(X[:b], h))
+            res["skipzero"] = any(_blas._skipzero_products_memview(X[:b], h))
         except (ImportError, AttributeError):
             res["skipzero"] = False          # an engine from before the kernels
 

@@ -154,18 +154,20 @@ def test_the_engine_skips_zeros_only_where_it_pays():
     rng = np.random.default_rng(0)
     half = _sparse(rng, (64, 784), np.float32, density=0.5)
     dense = _sparse(rng, (64, 784), np.float32, density=0.9)
+    products = _blas._skipzero_products_memview      # -> (in X W1, in X^T G)
     with threadpoolctl.threadpool_limits(1):
-        assert _blas._skipzero_pays_memview(half, 256)
-        assert _blas._skipzero_pays_memview(half.astype(np.float64), 104)
-        assert not _blas._skipzero_pays_memview(dense, 256)
-        assert not _blas._skipzero_pays_memview(half, 100)    # 100 % 16 columns: gemm
-        assert not _blas._skipzero_pays_memview(half, 8)      # narrower than a vector
+        assert products(half, 256) == (True, True)
+        assert products(half.astype(np.float64), 104) == (True, True)
+        assert products(dense, 256) == (False, False)
+        assert products(half, 100) == (False, False)    # 100 % 16 columns: gemm
+        assert products(half, 8) == (False, False)      # narrower than a vector
         big = _sparse(rng, (1024, 784), np.float32, density=0.5)
-        assert _blas._skipzero_pays_memview(big, 256)         # a 1 MiB output
-        assert not _blas._skipzero_pays_memview(big, 512)     # 2 MiB: gemm
-        assert not _blas._skipzero_pays_memview(big.astype(np.float64), 256)
-    with threadpoolctl.threadpool_limits(2):                  # gemm has 2 threads
-        assert not _blas._skipzero_pays_memview(half, 256)
+        assert products(big, 256) == (True, True)       # 1 MiB products
+        assert products(big, 512) == (False, True)      # 2 MiB: gemm for X W1
+        assert products(big, 2048) == (False, False)    # 8 MiB: gemm for both
+        assert products(big.astype(np.float64), 256) == (False, True)
+    with threadpoolctl.threadpool_limits(2):            # gemm has 2 threads
+        assert products(half, 256) == (False, False)
 
 
 def test_availability_is_what_the_cpu_has():
@@ -182,7 +184,7 @@ def test_availability_is_what_the_cpu_has():
         with pytest.raises(RuntimeError, match="AVX-512F"):
             _blas._gemm_skipzero_memview(A, A, A.copy())
         with threadpoolctl.threadpool_limits(1):
-            assert not _blas._skipzero_pays_memview(A, 64)
+            assert _blas._skipzero_products_memview(A, 64) == (False, False)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])

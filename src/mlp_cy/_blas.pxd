@@ -32,8 +32,12 @@ cdef void _gemm(BLAS_Order order, BLAS_Trans ta, BLAS_Trans tb,
 # Products that skip the zeros of A, the data (_skipzero.h) ##################
 cdef int blas_num_threads() noexcept nogil
 
-cdef bint skipzero_pays(const floating *A, intp_t lda, intp_t m, intp_t k,
-                        intp_t n) noexcept nogil
+cdef enum:
+    SKIP_FORWARD = 1    # X W1 by _gemm_skipzero
+    SKIP_UPDATE = 2     # X^T dZ1 by _gemm_t_skipzero
+
+cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
+                           intp_t n) noexcept nogil
 
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
                          const floating *A, intp_t lda, const floating *B, intp_t ldb,

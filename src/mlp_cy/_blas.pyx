@@ -5,7 +5,7 @@
 # b) scipy's prototypes take non-const pointers; the const inputs are cast once here.
 # c) The zero-skipping products (_skipzero.h) run on one thread: they are used only
 #    where the BLAS runs on one thread too, the CPU has their AVX-512 build, and the
-#    data are sparse enough (skipzero_pays). Their result differs from gemm's by
+#    data are sparse enough (skipzero_products). Their result differs from gemm's by
 #    rounding only, so the choice never changes what is computed. A 2-thread version
 #    was measured and dropped: OpenBLAS's idle workers spin on the cores it needs
 #    (benchmarks/RESULTS.md).
@@ -40,9 +40,14 @@ cdef extern from "_skipzero.h" nogil:
 # gemm; with non-zeros spread at random, the kernels stop paying at 58% (h=1024,
 # b=256) to 75% (h=256, b=64) non-zeros.
 cdef double SKIPZERO_MAX_DENSITY = 0.55
-cdef intp_t SKIPZERO_MAX_OUTPUT_BYTES = 1 << 20
+# The (m, n) products beyond which gemm's packed panels win (profile_engine.py
+# section 6): X W1 at 2 MiB (double, 256 x 1024: 1.11x gemm's time; double
+# predict_proba chunks, 1024 x 256: 1.3x), W1's update at 8 MiB (double, 1024 x 1024:
+# 1.4x; 2 MiB: 0.90x).
+cdef intp_t SKIPZERO_MAX_FORWARD_BYTES = 1 << 20
+cdef intp_t SKIPZERO_MAX_UPDATE_BYTES = 4 << 20
 
-# 0: decide (skipzero_pays); 1: never skip zeros; 2: always where the CPU can.
+# 0: decide (skipzero_products); 1: never skip zeros; 2: always where the CPU can.
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
 cdef int skipzero_mode = 0
 
@@ -96,29 +101,36 @@ cdef int blas_num_threads() noexcept nogil:
     return mlp_cy_blas_num_threads()
 
 
-cdef bint skipzero_pays(const floating *A, intp_t lda, intp_t m, intp_t k,
-                        intp_t n) noexcept nogil:
-    """Whether A (m, k) times a (k, n) matrix is faster by _gemm_skipzero than by gemm."""
-    cdef intp_t i, j, nonzeros = 0
+cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
+                           intp_t n) noexcept nogil:
+    """Which products with the data A (m, k) are faster skipping its zeros than by
+    gemm: SKIP_FORWARD for A B with B (k, n) (_gemm_skipzero), SKIP_UPDATE for A^T G
+    with G (m, n) (_gemm_t_skipzero), both, or 0.
+    """
+    cdef intp_t i, j, nonzeros = 0, out_bytes = m * n * <intp_t> sizeof(floating)
     cdef const floating *row
     cdef intp_t lanes = (MLP_CY_SKIPZERO_LANES_F32 if floating is float
                          else MLP_CY_SKIPZERO_LANES_F64)
-    # n % lanes columns would go to a gemm that costs almost a whole one (it packs A).
+    cdef int products = 0
     if skipzero_mode == 1 or n < lanes or m < 1 or k < 1 \
             or not mlp_cy_skipzero_available():
-        return False
+        return 0
     if skipzero_mode == 2:
-        return True
-    # For large (m, n) outputs gemm's packed panels win (double, m = 1024, n = 256:
-    # predict_proba took 1.3x the time of the gemm version).
-    if n % lanes != 0 or m * n * <intp_t> sizeof(floating) > SKIPZERO_MAX_OUTPUT_BYTES \
-            or blas_num_threads() != 1:
-        return False
+        return SKIP_FORWARD | SKIP_UPDATE
+    # n % lanes columns would go to a gemm that costs almost a whole one (it packs A).
+    if n % lanes != 0 or blas_num_threads() != 1:
+        return 0
+    if out_bytes <= SKIPZERO_MAX_FORWARD_BYTES:
+        products |= SKIP_FORWARD
+    if out_bytes <= SKIPZERO_MAX_UPDATE_BYTES:
+        products |= SKIP_UPDATE
+    if products == 0:
+        return 0
     for i in range(m):
         row = A + i * lda
         for j in range(k):
             nonzeros += row[j] != 0
-    return nonzeros <= SKIPZERO_MAX_DENSITY * m * k
+    return products if nonzeros <= SKIPZERO_MAX_DENSITY * m * k else 0
 
 
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
@@ -196,8 +208,10 @@ def _require_skipzero():
                            "and a gcc or clang build")
 
 
-def _skipzero_pays_memview(const floating[:, ::1] A, intp_t n):
-    return skipzero_pays(&A[0, 0], A.shape[1], A.shape[0], A.shape[1], n)
+def _skipzero_products_memview(const floating[:, ::1] A, intp_t n):
+    """skipzero_products as a pair of bools: (skip in A B, skip in A^T G)."""
+    cdef int products = skipzero_products(&A[0, 0], A.shape[1], A.shape[0], A.shape[1], n)
+    return bool(products & SKIP_FORWARD), bool(products & SKIP_UPDATE)
 
 
 def _gemm_skipzero_memview(const floating[:, :] A, const floating[:, ::1] B,

@@ -20,7 +20,7 @@
 #    need neither (about half of Fashion-MNIST's, 80% of MNIST's). No BLAS call is
 #    worth its overhead at this size.
 # g) The two products with X (X W1 and W1's update X^T dZ1) skip X's zeros where that
-#    beats gemm (_blas.skipzero_pays: one BLAS thread, AVX-512, mostly-zero data);
+#    beats gemm (_blas.skipzero_products: one BLAS thread, AVX-512, mostly-zero data);
 #    they need index scratch, allocated once per call: without it they use gemm.
 
 from libc.math cimport isfinite, pow, sqrt
@@ -29,8 +29,8 @@ from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
-from ._blas cimport (_gemm, _gemm_skipzero, _gemm_t_skipzero, skipzero_pays,
-                    RowMajor, NoTrans, Trans)
+from ._blas cimport (_gemm, _gemm_skipzero, _gemm_t_skipzero, skipzero_products,
+                    SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, bias_activation,
                        activation_backward, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
@@ -203,9 +203,9 @@ cdef double _step(
             + sum_of_squares(W2, n_hidden * n_classes)) / weight_sum
 
     # Forward: A1 = act(X W1 + b1), Z2 = A1 W2
-    cdef bint skip_zeros = (index_scratch != NULL
-                            and skipzero_pays(X_batch, ldx, m, n_features, n_hidden))
-    if skip_zeros:
+    cdef int skip = (skipzero_products(X_batch, ldx, m, n_features, n_hidden)
+                     if index_scratch != NULL else 0)
+    if skip & SKIP_FORWARD:
         _gemm_skipzero(m, n_hidden, n_features, X_batch, ldx, W1, n_hidden, hidden,
                        n_hidden, index_scratch)
     else:
@@ -234,7 +234,7 @@ cdef double _step(
             b2[i] -= eta * b2_grad[i]
         # dZ1 = dA1 act'(Z1) ;  W1 := decay W1 - eta X^T dZ1 ;  b1 -= eta sum dZ1
         activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-        if skip_zeros:
+        if skip & SKIP_UPDATE:
             _gemm_t_skipzero(m, n_hidden, n_features, -eta, X_batch, ldx, hidden_grad,
                              n_hidden, decay, W1, n_hidden, index_scratch)
         else:
@@ -249,7 +249,7 @@ cdef double _step(
     _gemm(RowMajor, Trans, NoTrans, h, K, mb, <floating> 1, hidden, h,
           output, K, <floating> 0, W2_grad, K)
     activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-    if skip_zeros:
+    if skip & SKIP_UPDATE:
         _gemm_t_skipzero(m, n_hidden, n_features, <floating> 1, X_batch, ldx, hidden_grad,
                          n_hidden, <floating> 0, W1_grad, n_hidden, index_scratch)
     else:
@@ -344,7 +344,8 @@ cdef int predict_proba(
     while start < n_samples:
         m = min(chunk, n_samples - start)
         X_chunk = _row_block(X, start, m, convert, converted)
-        if cols != NULL and skipzero_pays(X_chunk, ld_chunk, m, n_features, n_hidden):
+        if cols != NULL and (skipzero_products(X_chunk, ld_chunk, m, n_features, n_hidden)
+                             & SKIP_FORWARD):
             _gemm_skipzero(m, n_hidden, n_features, X_chunk, ld_chunk, &W1[0, 0],
                            n_hidden, hidden, n_hidden, cols)
         else:
