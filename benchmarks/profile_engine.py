@@ -65,13 +65,16 @@ def best_of(fn, rounds=3):
 # 1 -------------------------------------------------------------------------
 
 GROUPS = [
+    ("zero-skipping X W1 (_skipzero.h)", r"skipzero_ab"),
+    ("zero-skipping W1 update (_skipzero.h)", r"skipzero_atb"),
     ("BLAS compute kernel", r"gemm_kernel|gemm_small_kernel|gemv|ger_k|axpy|dot_k"),
     ("BLAS packing (copy)", r"gemm_[io][nt]copy|gemm_beta"),
     ("BLAS other", r"gemm_|blas_thread|openblas|exec_blas|scipy_[sd]gemm"),
-    ("sigmoid (bias_activation + expf)", r"bias_activation|expf|__exp"),
+    ("sigmoid (bias_activation + expf)", r"bias_activation|bias_sigmoid|expf|__exp"),
     ("softmax + cross-entropy", r"softmax|logf|__log"),
     ("sigmoid backward + db1", r"activation_backward"),
     ("gather (memcpy of rows)", r"memmove|memcpy"),
+    ("choosing the products (density scan)", r"skipzero_products"),
     ("engine loop, other", r"mlp_cy|_step|train_epoch"),
 ]
 
@@ -167,6 +170,8 @@ def breakdown(X, y32, h, b, min_time):
             lambda: np.take(X, idx, axis=0, out=Xb, mode="clip"), min_time),
     }
     print(f"\n## 2. one step taken apart, h={h}, b={b} (x {n_batches:.1f} batches)\n")
+    print("(the five products as gemms, whether or not the engine skips zeros in the two "
+          "with X: section 6 compares those)\n")
     print(f"engine epoch {epoch * 1e3:.0f} ms; python-call cost subtracted: "
           f"{ov * 1e6:.2f} us per gemm call, {noop * 1e6:.2f} us per kernel shim call\n")
     print("| piece | us per batch | ms per epoch | share of engine epoch |")

@@ -36,9 +36,9 @@ cdef extern from "_skipzero.h" nogil:
                                  intp_t *rows)
 
 # Measured (benchmarks/RESULTS.md, one thread): an epoch on Fashion-MNIST (50%
-# non-zeros) takes 0.79x (h=256, b=64) to 0.88x (h=1024, b=256) of its time with
-# gemm; with non-zeros spread at random, the kernels stop paying at 58% (h=1024,
-# b=256) to 75% (h=256, b=64) non-zeros.
+# non-zeros) takes 0.79-0.81x (h=256, b=64) to 0.87-0.90x (h=1024, b=256) of its time
+# with gemm; with non-zeros spread at random, the kernels stop paying at 56-60%
+# (h=1024, b=256) to 70-75% (h=256, b=64) non-zeros.
 cdef double SKIPZERO_MAX_DENSITY = 0.55
 # The (m, n) products beyond which gemm's packed panels win (profile_engine.py
 # section 6): X W1 at 2 MiB (double, 256 x 1024: 1.11x gemm's time; double
