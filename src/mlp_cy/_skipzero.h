@@ -17,8 +17,9 @@
  * selected columns (or rows), the shape of a gemm micro-kernel, so every load of B
  * (or G) feeds 4 FMAs. The vectors are GCC/clang vector extensions compiled for
  * AVX-512F and used only where the CPU has it (the wheel stays baseline x86-64).
- * Measured on Fashion-MNIST batches of 64 against OpenBLAS's SkylakeX sgemm, one
- * thread: 0.73x its time for X W1 and 0.80x for the update (benchmarks/RESULTS.md).
+ * Measured on Fashion-MNIST batches of 64 and 256 against OpenBLAS's SkylakeX sgemm,
+ * one thread: 0.68-0.78x its time for X W1, 0.74-0.86x for the update
+ * (benchmarks/RESULTS.md).
  * An AVX2 build of the same kernels measured no faster than OpenBLAS's Haswell
  * kernels, so elsewhere (no AVX-512, other CPUs, MSVC) mlp_cy_skipzero_available()
  * is 0 and the engine calls gemm.

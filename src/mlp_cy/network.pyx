@@ -1,7 +1,8 @@
 # Design:
 # a) One nogil call trains a whole epoch (design notes §4): batches are slices of X,
 #    or rows gathered by `order` into the preallocated `work`; nothing is allocated
-#    and no Python runs per batch, whatever the optimiser.
+#    per batch (one index list per call, see g) and no Python runs per batch, whatever
+#    the optimiser.
 # b) Plain SGD (the seed's, momentum 0) updates inside the gemm itself:
 #    W := (1 - eta alpha / S) W - eta op(A)^T dZ is one gemm with beta = the L2 decay,
 #    so no dW buffer exists. dA1 = dZ2 W2^T is taken before W2 changes (design §1).
