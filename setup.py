@@ -4,7 +4,6 @@ Set MLP_CY_DEBUG_CYTHON=1 to turn bounds and None checks back on while debugging
 """
 
 import os
-import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -32,8 +31,6 @@ extensions = [
         f"mlp_cy.{name}",
         [f"src/mlp_cy/{name}.pyx"],
         extra_compile_args=extra_compile_args,
-        # _blas_threads.h's dladdr/dlopen live in libdl before glibc 2.34.
-        libraries=["dl"] if sys.platform.startswith("linux") else [],
         # NumPy's C API is not used: no numpy include dirs, no deprecated-API warnings.
     )
     for name in MODULES

@@ -144,7 +144,7 @@ def test_blas_thread_count_follows_threadpoolctl():
         assert _blas._blas_num_threads() in (0, 1)   # 0: a BLAS it cannot ask
     if _blas._blas_num_threads() == 0:
         pytest.fail("mlp_cy cannot ask this BLAS for its thread count: it is not "
-                    "OpenBLAS, MKL or BLIS, or dladdr failed")
+                    "OpenBLAS, MKL or BLIS, or ctypes could not open scipy's cython_blas")
     with threadpoolctl.threadpool_limits(2):
         assert _blas._blas_num_threads() == 2
 

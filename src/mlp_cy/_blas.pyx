@@ -12,10 +12,6 @@
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
-cdef extern from "_blas_threads.h" nogil:
-    void mlp_cy_blas_threads_init(void *symbol)
-    int mlp_cy_blas_num_threads()
-
 cdef extern from "_skipzero.h" nogil:
     enum:
         MLP_CY_SKIPZERO_LANES_F32
@@ -51,7 +47,42 @@ cdef intp_t SKIPZERO_MAX_UPDATE_BYTES = 4 << 20
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
 cdef int skipzero_mode = 0
 
-mlp_cy_blas_threads_init(<void *> sgemm)
+
+# The BLAS library's own thread-count getter, found the way threadpoolctl finds it, so
+# that its limits (and OPENBLAS_NUM_THREADS etc.) are what blas_num_threads reports.
+ctypedef int (*thread_getter)() noexcept nogil
+cdef thread_getter blas_get_threads = NULL
+
+# OpenBLAS (scipy's build prefixes its symbols with scipy_; ILP64 builds add 64_),
+# MKL, BLIS.
+THREAD_GETTERS = (
+    "scipy_openblas_get_num_threads", "openblas_get_num_threads",
+    "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+    "MKL_Get_Max_Threads", "bli_thread_get_num_threads",
+)
+
+
+def _find_blas_thread_getter():
+    """Address of the getter in the BLAS that scipy.linalg.cython_blas calls, or 0.
+
+    dlsym on cython_blas's own handle also searches the libraries it links, where
+    the BLAS is (on Windows only the module itself is searched: 0, and gemm is used).
+    """
+    import ctypes
+    from scipy.linalg import cython_blas
+    try:
+        library = ctypes.CDLL(cython_blas.__file__)
+    except (OSError, AttributeError):
+        return 0
+    for name in THREAD_GETTERS:
+        try:
+            return ctypes.cast(getattr(library, name), ctypes.c_void_p).value or 0
+        except AttributeError:
+            pass
+    return 0
+
+
+blas_get_threads = <thread_getter> <size_t> _find_blas_thread_getter()
 
 
 cdef void _gemv(BLAS_Order order, BLAS_Trans ta, blas_int m, blas_int n,
@@ -98,7 +129,7 @@ cdef void _gemm(BLAS_Order order, BLAS_Trans ta, BLAS_Trans tb,
 
 cdef int blas_num_threads() noexcept nogil:
     """Threads the BLAS behind cython_blas will use; 0 if it cannot be asked."""
-    return mlp_cy_blas_num_threads()
+    return blas_get_threads() if blas_get_threads != NULL else 0
 
 
 cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
