@@ -8,7 +8,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ["_blas", "kernels", "network"]
+MODULES = ["_blas", "kernels", "_parallel", "network"]
 
 debug = os.environ.get("MLP_CY_DEBUG_CYTHON", "0") != "0"
 directives = {

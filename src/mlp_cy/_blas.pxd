@@ -39,6 +39,10 @@ cdef enum:
 cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
                            intp_t n) noexcept nogil
 
+cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
+                                   intp_t itemsize) noexcept nogil
+cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil
+
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
                          const floating *A, intp_t lda, const floating *B, intp_t ldb,
                          floating *C, intp_t ldc, intp_t *cols) noexcept nogil
@@ -47,3 +51,6 @@ cdef void _gemm_t_skipzero(intp_t m, intp_t n, intp_t k, floating alpha,
                            const floating *A, intp_t lda, const floating *G, intp_t ldg,
                            floating beta, floating *C, intp_t ldc,
                            intp_t *rows) noexcept nogil
+
+cdef void _dot_rows(intp_t m, intp_t n, intp_t K, const floating *A, intp_t lda,
+                    const floating *Bt, intp_t ldb, floating *C, intp_t ldc) noexcept nogil

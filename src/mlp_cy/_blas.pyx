@@ -30,6 +30,14 @@ cdef extern from "_skipzero.h" nogil:
                                  const double *A, intp_t lda, const double *G,
                                  intp_t ldg, double beta, double *C, intp_t ldc,
                                  intp_t *rows)
+    void mlp_cy_dot_rows_f32(intp_t m, intp_t n, intp_t K, const float *A, intp_t lda,
+                             const float *Bt, intp_t ldb, float *C, intp_t ldc)
+    void mlp_cy_dot_rows_f64(intp_t m, intp_t n, intp_t K, const double *A, intp_t lda,
+                             const double *Bt, intp_t ldb, double *C, intp_t ldc)
+
+cdef extern from "_workers.h" nogil:
+    enum:
+        MLP_CY_MAX_WORKERS
 
 # Measured (benchmarks/RESULTS.md, one thread): an epoch on Fashion-MNIST (50%
 # non-zeros) takes 0.79-0.81x (h=256, b=64) to 0.87-0.90x (h=1024, b=256) of its time
@@ -46,6 +54,9 @@ cdef intp_t SKIPZERO_MAX_UPDATE_BYTES = 4 << 20
 # 0: decide (skipzero_products); 1: never skip zeros; 2: always where the CPU can.
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
 cdef int skipzero_mode = 0
+# Threads of the parallel step (_parallel.pyx): 0 follows the BLAS. Set only through
+# _set_parallel_threads, by the tests and benchmarks.
+cdef int parallel_threads_override = 0
 
 
 # The BLAS library's own thread-count getter, found the way threadpoolctl finds it, so
@@ -164,6 +175,44 @@ cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
     return products if nonzeros <= SKIPZERO_MAX_DENSITY * m * k else 0
 
 
+cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
+                                   intp_t itemsize) noexcept nogil:
+    """How many threads the parallel step (_parallel.pyx) may use on batches of m rows
+    of k features with n hidden units, or 0: use the serial step.
+
+    As many as the BLAS has (so threadpoolctl's limits hold), if that is 2 or more and
+    the kernels can run at this shape: the rules of skipzero_products, but for the
+    thread count and the density, which the step checks batch by batch
+    (skipzero_sparse_enough).
+    """
+    cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
+    cdef int threads = (parallel_threads_override if parallel_threads_override > 0
+                        else blas_num_threads())
+    if skipzero_mode == 1 or n < lanes or n % lanes != 0 or m < 1 or k < 1 \
+            or not mlp_cy_skipzero_available():
+        return 0
+    if parallel_threads_override == 0 and threads < 2:
+        return 0
+    # Both products in the step skip zeros: the forward product's limit is the lower.
+    if skipzero_mode == 0 and out_bytes > SKIPZERO_MAX_FORWARD_BYTES:
+        return 0
+    return min(threads, MLP_CY_MAX_WORKERS + 1)
+
+
+cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
+    """Whether data with this many non-zeros in size values is worth skipping."""
+    return skipzero_mode == 2 or nonzeros <= SKIPZERO_MAX_DENSITY * size
+
+
+cdef void _dot_rows(intp_t m, intp_t n, intp_t K, const floating *A, intp_t lda,
+                    const floating *Bt, intp_t ldb, floating *C, intp_t ldc) noexcept nogil:
+    """C (m, K) := A (m, n) Bt^T with Bt (K, n); n a multiple of the vector width."""
+    if floating is float:
+        mlp_cy_dot_rows_f32(m, n, K, A, lda, Bt, ldb, C, ldc)
+    else:
+        mlp_cy_dot_rows_f64(m, n, K, A, lda, Bt, ldb, C, ldc)
+
+
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
                          const floating *A, intp_t lda, const floating *B, intp_t ldb,
                          floating *C, intp_t ldc, intp_t *cols) noexcept nogil:
@@ -233,6 +282,20 @@ def _set_skipzero_mode(mode):
     return old
 
 
+def _set_parallel_threads(n):
+    """Threads of the parallel training step: 0 follows the BLAS (the default), n >= 1
+    forces n parts even at one BLAS thread. Returns the old value.
+
+    For tests and benchmarks: process-wide, not thread-safe.
+    """
+    global parallel_threads_override
+    if not 0 <= n <= MLP_CY_MAX_WORKERS + 1:
+        raise ValueError(f"n must be in [0, {MLP_CY_MAX_WORKERS + 1}], got {n!r}")
+    old = parallel_threads_override
+    parallel_threads_override = n
+    return old
+
+
 def _require_skipzero():
     if not mlp_cy_skipzero_available():
         raise RuntimeError("the zero-skipping kernels need an x86-64 CPU with AVX-512F "
@@ -277,6 +340,20 @@ def _gemm_t_skipzero_memview(double alpha, const floating[:, :] A,
                          <floating> beta, &C[0, 0], C.strides[0] // sizeof(floating),
                          &rows[0])
 
+
+
+def _dot_rows_memview(const floating[:, ::1] A, const floating[:, ::1] Bt,
+                      floating[:, ::1] C):
+    """C := A Bt^T by _dot_rows (A's width a multiple of the vector width)."""
+    _require_skipzero()
+    cdef intp_t lanes = 64 // sizeof(floating)
+    if A.shape[1] != Bt.shape[1] or C.shape[0] != A.shape[0] or C.shape[1] != Bt.shape[0]:
+        raise ValueError("shapes disagree")
+    if A.shape[1] % lanes != 0 or A.shape[0] == 0 or Bt.shape[0] == 0:
+        raise ValueError(f"A's width must be a positive multiple of {lanes}")
+    with nogil:
+        _dot_rows(A.shape[0], A.shape[1], Bt.shape[0], &A[0, 0], A.shape[1], &Bt[0, 0],
+                  Bt.shape[1], &C[0, 0], C.shape[1])
 
 
 def _gemm_memview(BLAS_Trans ta, BLAS_Trans tb, double alpha,

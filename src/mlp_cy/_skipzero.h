@@ -8,6 +8,10 @@
  *   mlp_cy_skipzero_ab_*    C (m, n) = A (m, k) B (k, n)                   X W1
  *   mlp_cy_skipzero_atb_*   C (k, n) = beta C + alpha A^T (k, m) G (m, n)  W1's update
  *
+ * and, for the parallel step (_parallel.pyx), the output layer's narrow product
+ *
+ *   mlp_cy_dot_rows_*       C (m, K) = A (m, n) Bt^T, Bt (K, n)             A1 W2
+ *
  * A is the data (row stride lda); B, C, G are dense with row strides ldb, ldc, ldg.
  * As in gemm, beta == 0 means C is not read. n must be a multiple of the vector
  * width, MLP_CY_SKIPZERO_LANES_F32 or _F64 (the caller hands the last columns to
@@ -164,9 +168,57 @@ mlp_cy_skipzero_atb_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha, 
     }                                                                                \
 }
 
+/* C (m, K) = A (m, n) Bt^T, Bt (K, n) with row stride ldb: the output layer's
+ * product A1 W2 with W2 kept transposed (_parallel.pyx), which no gemm does well for
+ * K = 10 columns. Each C[i, c] is a dot product of row i of A and row c of Bt, in
+ * tiles of 4 rows x 4 classes (short tiles repeat their last row or class and do not
+ * store it). n must be a multiple of the vector width. */
+#define MLP_CY_DEFINE_DOT_ROWS(SUFFIX, T, V)                                         \
+__attribute__((target("avx512f"))) static void                                      \
+mlp_cy_dot_rows_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t K,                    \
+                         const T *A, Py_ssize_t lda, const T *Bt, Py_ssize_t ldb,    \
+                         T *C, Py_ssize_t ldc)                                        \
+{                                                                                    \
+    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
+    Py_ssize_t i0, c0, q, r, s, l, n_rows, n_out;                                     \
+    const T *a[MLP_CY_TILE_ROWS], *b[MLP_CY_TILE_ROWS];                              \
+    for (i0 = 0; i0 < m; i0 += MLP_CY_TILE_ROWS) {                                   \
+        n_rows = m - i0 < MLP_CY_TILE_ROWS ? m - i0 : MLP_CY_TILE_ROWS;              \
+        for (r = 0; r < MLP_CY_TILE_ROWS; r++)                                       \
+            a[r] = A + (i0 + (r < n_rows ? r : n_rows - 1)) * lda;                   \
+        for (c0 = 0; c0 < K; c0 += MLP_CY_TILE_ROWS) {                               \
+            V acc[MLP_CY_TILE_ROWS][MLP_CY_TILE_ROWS], x[MLP_CY_TILE_ROWS];          \
+            n_out = K - c0 < MLP_CY_TILE_ROWS ? K - c0 : MLP_CY_TILE_ROWS;           \
+            for (s = 0; s < MLP_CY_TILE_ROWS; s++)                                   \
+                b[s] = Bt + (c0 + (s < n_out ? s : n_out - 1)) * ldb;                \
+            for (r = 0; r < MLP_CY_TILE_ROWS; r++)                                   \
+                for (s = 0; s < MLP_CY_TILE_ROWS; s++)                               \
+                    acc[r][s] = (V){0};                                              \
+            for (q = 0; q < n; q += lanes) {                                         \
+                for (r = 0; r < MLP_CY_TILE_ROWS; r++)                               \
+                    x[r] = *(const V *)(a[r] + q);                                   \
+                for (s = 0; s < MLP_CY_TILE_ROWS; s++) {                             \
+                    const V w = *(const V *)(b[s] + q);                              \
+                    for (r = 0; r < MLP_CY_TILE_ROWS; r++)                           \
+                        acc[r][s] += x[r] * w;                                       \
+                }                                                                    \
+            }                                                                        \
+            for (r = 0; r < n_rows; r++)                                             \
+                for (s = 0; s < n_out; s++) {                                        \
+                    T total = 0;                                                     \
+                    for (l = 0; l < lanes; l++)                                      \
+                        total += acc[r][s][l];                                       \
+                    C[(i0 + r) * ldc + c0 + s] = total;                              \
+                }                                                                    \
+        }                                                                            \
+    }                                                                                \
+}
+
 /* 32 vector registers hold the 4 x 4 tile, a row of B and the broadcasts. */
 MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x16)
 MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x8)
+MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x16)
+MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x8)
 
 /* 1 if the CPU has AVX-512F, else 0 (then use gemm). Fixed at the first call. */
 static int mlp_cy_skipzero_available(void)

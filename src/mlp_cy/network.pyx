@@ -23,6 +23,12 @@
 # g) The two products with X (X W1 and W1's update X^T dZ1) skip X's zeros where that
 #    beats gemm (_blas.skipzero_products: one BLAS thread, AVX-512, mostly-zero data);
 #    they need index scratch, allocated once per call: without it they use gemm.
+# h) Where the BLAS has 2 or more threads, plain SGD runs each batch on as many
+#    threads of mlp_cy's own, skipping zeros, with no BLAS call (_parallel.pyx). The
+#    choice is made once per call, from the density of its first batch: one gemm
+#    in between would wake the BLAS's threads, which then spin on the cores for
+#    about 0.1 s, far more than a batch a little denser than the rule costs.
+#    Memory for it is allocated once per call; without it the serial step runs.
 
 from libc.math cimport isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc
@@ -31,7 +37,11 @@ from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_t_skipzero, skipzero_products,
+                    skipzero_parallel_threads, skipzero_sparse_enough,
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
+from ._parallel cimport (BatchSource, InputKind, ParallelWork, INPUT_UINT8,
+                         INPUT_FLOAT32, INPUT_FLOAT64, parallel_gather,
+                         parallel_sgd_step, parallel_work_free, parallel_work_init)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, bias_activation,
                        activation_backward, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
@@ -125,6 +135,61 @@ cdef inline const floating *_row_block(const input_t[:, ::1] X, intp_t start, in
     for i in range(m):
         _convert_row(&X[start + i, 0], buffer + i * n_features, n_features)
     return buffer
+
+
+cdef inline InputKind _input_kind(const input_t *x) noexcept nogil:
+    if input_t is float:
+        return INPUT_FLOAT32
+    elif input_t is double:
+        return INPUT_FLOAT64
+    else:
+        return INPUT_UINT8
+
+
+cdef inline BatchSource _batch_source(const input_t[:, ::1] X) noexcept nogil:
+    """X as a BatchSource (rows and start are set per batch)."""
+    cdef BatchSource source
+    source.X = <const char *> &X[0, 0]
+    source.row_bytes = X.strides[0]
+    source.kind = _input_kind(<const input_t *> NULL)
+    source.rows = NULL
+    source.start = 0
+    return source
+
+
+cdef int _parallel_threads(const TrainOptions *options, intp_t batch_size,
+                           intp_t n_features, intp_t n_hidden,
+                           const floating *like) noexcept nogil:
+    """Threads for _parallel_batch, or 0: take the serial step (design note h)."""
+    if not _plain_sgd(options) or batch_size < 2:
+        return 0
+    return skipzero_parallel_threads(batch_size, n_features, n_hidden, sizeof(floating))
+
+
+cdef bint _sparse_start(const input_t[:, ::1] X, const intp_t *order,
+                        intp_t m) noexcept nogil:
+    """Whether the first m rows (in `order`) are sparse enough to skip zeros."""
+    cdef intp_t i, j, row, nonzeros = 0, n_features = X.shape[1]
+    for i in range(m):
+        row = order[i] if order != NULL else i
+        for j in range(n_features):
+            nonzeros += X[row, j] != 0
+    return skipzero_sparse_enough(nonzeros, m * n_features)
+
+
+cdef double _parallel_batch(
+    ParallelWork *pw, const BatchSource *source, intp_t m,
+    const label_t *y, const floating *sample_weight, const intp_t *rows,
+    floating *W1, floating *b1, floating *W2, floating *b2,
+    const TrainOptions *options, intp_t *n_updates, floating *work,
+) noexcept nogil:
+    """One plain-SGD batch on pw's threads; as _step, with X's rows in `source`."""
+    cdef const floating *X_batch
+    cdef intp_t ldx
+    parallel_gather(pw, source, m, work, &X_batch, &ldx)
+    return parallel_sgd_step(pw, m, X_batch, ldx, y, sample_weight, rows, W1, b1, W2,
+                             b2, options.activation, options.learning_rate,
+                             options.alpha, n_updates, work)
 
 
 cdef void _apply_update(
@@ -512,13 +577,26 @@ cdef double train_step(
             raise ValueError("X_batch needs rows that do not overlap")
     if m == 0:
         return 0
+    cdef ParallelWork pw
+    cdef BatchSource source
+    cdef double loss
+    cdef int n_threads = _parallel_threads(options, m, n_features, n_hidden, &W1[0, 0])
+    if n_threads > 0 and _sparse_start(X_batch, NULL, m) and parallel_work_init(
+            &pw, n_threads, m, n_features, n_hidden, n_classes, sizeof(floating)) == 0:
+        source = _batch_source(X_batch)
+        loss = _parallel_batch(&pw, &source, m, &y_batch[0],
+                               &sample_weight[0] if sample_weight is not None else NULL,
+                               NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options,
+                               n_updates, &work[0])
+        parallel_work_free(&pw)
+        return loss
     # converted rows go to the batch region at the start of work
     rows_in = _row_block(X_batch, 0, m, _needs_conversion(<const input_t *> NULL, &work[0]),
                          &work[0])
     if rows_in == &work[0]:
         ldx = n_features
     cdef intp_t *index_scratch = <intp_t *> malloc(max(m, n_features) * sizeof(intp_t))
-    cdef double loss = _step(
+    loss = _step(
         m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, &y_batch[0],
         &sample_weight[0] if sample_weight is not None else NULL, NULL, &W1[0, 0],
         &b1[0], &W2[0, 0], &b2[0], options, _state_pointer(optimizer_state), n_updates,
@@ -598,6 +676,20 @@ cdef int train_epoch(
         return _epoch_sample_by_sample(X, y, sample_weight, order, W1, b1, W2, b2,
                                        options, n_updates, work, stats_out)
 
+    cdef ParallelWork pw
+    cdef int n_threads = _parallel_threads(options, batch_size, n_features, n_hidden,
+                                           &W1[0, 0])
+    if n_threads > 0 and _sparse_start(
+            X, &order[0] if order is not None else NULL, batch_size) and parallel_work_init(
+            &pw, n_threads, batch_size, n_features, n_hidden, n_classes,
+            sizeof(floating)) == 0:
+        try:
+            _epoch_parallel(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
+                            options, n_updates, work, stats_out, &pw)
+        finally:
+            parallel_work_free(&pw)
+        return 0
+
     # NULL when malloc fails: then _step uses gemm alone.
     index_scratch = <intp_t *> malloc(max(batch_size, n_features) * sizeof(intp_t))
     try:
@@ -651,6 +743,51 @@ cdef int _epoch_in_batches(
                      <blas_int> (n_features if X_batch == gathered else ldx),
                      labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
                      options, state, n_updates, &work[0], index_scratch)
+        if not isfinite(loss):
+            stats_out.diverged = True
+            return 0
+        stats_out.loss_sum += loss * m
+        stats_out.n_rows_done += m
+        stats_out.n_batches_done += 1
+        start += m
+        work_since_check += m * (n_features + n_classes) * n_hidden
+        if work_since_check >= CHECK_WORK:
+            work_since_check = 0
+            with gil:
+                PyErr_CheckSignals()
+    return 0
+
+
+cdef int _epoch_parallel(
+    const input_t[:, ::1] X, const label_t[::1] y,
+    const floating[::1] sample_weight, const intp_t[::1] order, intp_t batch_size,
+    floating[:, ::1] W1, floating[::1] b1, floating[:, ::1] W2, floating[::1] b2,
+    const TrainOptions *options, intp_t *n_updates,
+    floating[::1] work, EpochStats *stats_out, ParallelWork *pw,
+) except -1 nogil:
+    """train_epoch's loop over batches on pw's threads (design note h)."""
+    cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
+    cdef intp_t start, m, work_since_check = 0
+    cdef BatchSource source = _batch_source(X)
+    cdef const floating *weights = NULL
+    cdef const label_t *labels
+    cdef double loss
+    start = 0
+    while start < n_samples:
+        m = min(batch_size, n_samples - start)
+        source.start = start
+        if order is None:
+            labels = &y[start]
+            if sample_weight is not None:
+                weights = &sample_weight[start]
+        else:
+            source.rows = &order[start]
+            labels = &y[0]
+            if sample_weight is not None:
+                weights = &sample_weight[0]
+        loss = _parallel_batch(pw, &source, m, labels, weights, source.rows, &W1[0, 0],
+                               &b1[0], &W2[0, 0], &b2[0], options, n_updates, &work[0])
         if not isfinite(loss):
             stats_out.diverged = True
             return 0

@@ -1,0 +1,61 @@
+# Private: the plain-SGD training step on several threads of mlp_cy's own
+# (_workers.h), for network.pyx. See _parallel.pyx.
+
+from cython cimport floating
+from ._typedefs cimport intp_t, label_t
+from .kernels cimport Activation
+
+
+cdef enum InputKind:
+    INPUT_UINT8 = 0
+    INPUT_FLOAT32 = 1
+    INPUT_FLOAT64 = 2
+
+
+cdef struct BatchSource:          # where a batch's rows are in X
+    const char *X                 # X's first row
+    intp_t row_bytes              # X's row stride, in bytes
+    InputKind kind                # X's element type
+    const intp_t *rows            # (m,) the batch's rows of X, or NULL: start .. start + m
+    intp_t start
+
+
+cdef struct ParallelWork:         # what the parallel step keeps between batches
+    int n_threads
+    intp_t n_features, n_hidden, n_classes
+    intp_t index_stride           # max(batch_size, n_features, n_classes)
+    intp_t *indices               # (n_threads, index_stride) the kernels' index lists
+    void *W2_t                    # (n_classes, n_hidden) W2 transposed, parameters' type
+    bint W2_t_current             # W2_t holds W2^T (else it is copied at the next step)
+    void *bias_grads              # (n_threads, n_hidden + n_classes) partial bias gradients
+    double *sums                  # (n_threads, 2) partial loss, partial sum of squares
+
+
+cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
+                            intp_t n_features, intp_t n_hidden, intp_t n_classes,
+                            intp_t itemsize) noexcept nogil
+# 0, or -1 when out of memory (pw then owns nothing). Free with parallel_work_free.
+
+cdef void parallel_work_free(ParallelWork *pw) noexcept nogil
+
+cdef void parallel_gather(
+    ParallelWork *pw, const BatchSource *source, intp_t m,
+    floating *buffer,             # OUT (m, n_features) when the rows must be copied
+    const floating **batch_out,   # OUT the batch: buffer, or X's own rows
+    intp_t *ld_out,               # OUT its row stride, in items
+) noexcept nogil
+# Puts the batch's rows where the step can read them (copied in parallel, or X's own).
+
+cdef double parallel_sgd_step(
+    ParallelWork *pw, intp_t m,
+    const floating *X_batch, intp_t ldx,    # IN  (m, n_features)
+    const label_t *y,                       # IN  y[i] or y[rows[i]]
+    const floating *sample_weight,          # IN  same indexing, or NULL
+    const intp_t *rows,                     # IN  (m,) or NULL
+    floating *W1, floating *b1, floating *W2, floating *b2,   # IN/OUT
+    Activation activation, double learning_rate, double alpha,
+    intp_t *n_updates,            # IN/OUT, + 1 when the step updates
+    floating *work,               # (m, n_features + 2 n_hidden + n_classes), as _step's
+) noexcept nogil
+# One plain-SGD step, as network._step computes it (to rounding); returns the loss,
+# and updates nothing when it is not finite.

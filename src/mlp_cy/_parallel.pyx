@@ -1,0 +1,334 @@
+# Design:
+# a) Where the BLAS runs on 2 or more threads (threadpoolctl's limit), plain SGD
+#    runs each batch on as many threads of mlp_cy's own (_workers.h), and calls no
+#    BLAS at all: a multi-threaded gemm between the zero-skipping products wakes
+#    the BLAS's workers, which then spin on the cores the products need
+#    (benchmarks/RESULTS.md). Three parallel regions per batch:
+#      gather   each thread copies (or converts) its rows of the batch, if they
+#               are not to be used in place;
+#      rows     each thread runs its rows through the forward pass, the loss and
+#               the backward pass to dZ1, with partial sums of the loss and the
+#               bias gradients;
+#      update   each thread updates its pixels' rows of W1 and its hidden units'
+#               columns of W2.
+# b) W2 is also kept transposed, W2_t (K, h), so that the three products with the
+#    narrow output layer run along the hidden units: A1 W2 as dot products
+#    (_dot_rows), dZ2 W2^T and W2's update as the zero-skipping kernels with K as
+#    their inner size. Both copies are updated together.
+# c) Parts split rows (and pixels) at multiples of the kernels' 4-row blocks and
+#    hidden units at whole vectors; the partial sums are added in part order. So a
+#    step depends on the number of threads only through those sums, and never on
+#    which thread ran which part.
+
+from libc.math cimport isfinite
+from libc.stdlib cimport free, malloc
+
+from ._typedefs cimport intp_t, label_t
+from ._blas cimport _dot_rows, _gemm_skipzero, _gemm_t_skipzero
+from .kernels cimport (Activation, activation_backward, bias_activation,
+                       softmax_cross_entropy, sum_of_squares)
+
+cdef extern from "_workers.h" nogil:
+    ctypedef void (*mlp_cy_part_fn)(void *ctx, int part, int n_parts) noexcept nogil
+    void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
+
+# The kernels' row (and pixel) block, and their vector width in bytes.
+cdef intp_t BLOCK = 4
+cdef intp_t VECTOR_BYTES = 64
+
+
+cdef struct StepContext:          # one region's arguments, shared by its parts
+    ParallelWork *pw
+    bint is_double                # the parameters' type
+    intp_t m
+    const BatchSource *source     # gather
+    void *buffer                  # gather: (m, n_features) for copied rows
+    const void *X_batch           # rows, update: (m, n_features), row stride ldx
+    intp_t ldx
+    const label_t *y
+    const void *sample_weight
+    const intp_t *rows
+    void *W1
+    void *b1
+    void *W2
+    void *b2
+    void *hidden                  # (m, n_hidden)  A1
+    void *hidden_grad             # (m, n_hidden)  dA1, then dZ1
+    void *output                  # (m, n_classes) Z2, then dZ2
+    Activation activation
+    double scale                  # 1 / the batch's weight sum
+    double eta
+    double decay                  # 1 - eta alpha / S
+    bint want_squares
+
+
+cdef inline void _split(intp_t n_items, intp_t unit, int part, int n_parts,
+                        intp_t *begin, intp_t *end) noexcept nogil:
+    """Part `part` of n_parts of n_items, split at multiples of unit."""
+    cdef intp_t units = (n_items + unit - 1) // unit
+    begin[0] = min(units * part // n_parts * unit, n_items)
+    end[0] = min(units * (part + 1) // n_parts * unit, n_items)
+
+
+cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
+                            intp_t n_features, intp_t n_hidden, intp_t n_classes,
+                            intp_t itemsize) noexcept nogil:
+    pw.n_threads = n_threads
+    pw.n_features = n_features
+    pw.n_hidden = n_hidden
+    pw.n_classes = n_classes
+    pw.index_stride = max(batch_size, max(n_features, n_classes))
+    pw.W2_t_current = False
+    pw.indices = <intp_t *> malloc(n_threads * pw.index_stride * sizeof(intp_t))
+    pw.W2_t = malloc(n_classes * n_hidden * itemsize)
+    pw.bias_grads = malloc(n_threads * (n_hidden + n_classes) * itemsize)
+    pw.sums = <double *> malloc(2 * n_threads * sizeof(double))
+    if (pw.indices == NULL or pw.W2_t == NULL or pw.bias_grads == NULL
+            or pw.sums == NULL):
+        parallel_work_free(pw)
+        return -1
+    return 0
+
+
+cdef void parallel_work_free(ParallelWork *pw) noexcept nogil:
+    free(pw.indices)
+    free(pw.W2_t)
+    free(pw.bias_grads)
+    free(pw.sums)
+    pw.indices = NULL
+    pw.W2_t = NULL
+    pw.bias_grads = NULL
+    pw.sums = NULL
+
+
+# Gather ######################################################################
+
+cdef inline bint _must_copy(const BatchSource *source, bint is_double) noexcept nogil:
+    return source.rows != NULL or source.kind != (INPUT_FLOAT64 if is_double
+                                                  else INPUT_FLOAT32)
+
+
+cdef void _copy_row(const char *x, InputKind kind, floating *out, intp_t n) noexcept nogil:
+    """out := x (n,), converted from its kind."""
+    cdef intp_t j
+    if kind == INPUT_UINT8:
+        for j in range(n):
+            out[j] = <floating> (<const unsigned char *> x)[j]
+    elif kind == INPUT_FLOAT32:
+        for j in range(n):
+            out[j] = <floating> (<const float *> x)[j]
+    else:
+        for j in range(n):
+            out[j] = <floating> (<const double *> x)[j]
+
+
+cdef void _gather_part_typed(StepContext *c, int part, int n_parts,
+                             floating *buffer) noexcept nogil:
+    cdef const BatchSource *source = c.source
+    cdef intp_t d = c.pw.n_features, i, r0, r1, row
+    _split(c.m, BLOCK, part, n_parts, &r0, &r1)
+    for i in range(r0, r1):
+        row = source.rows[i] if source.rows != NULL else source.start + i
+        _copy_row(source.X + row * source.row_bytes, source.kind, buffer + i * d, d)
+
+
+cdef void _gather_part(void *ctx, int part, int n_parts) noexcept nogil:
+    cdef StepContext *c = <StepContext *> ctx
+    if c.is_double:
+        _gather_part_typed(c, part, n_parts, <double *> c.buffer)
+    else:
+        _gather_part_typed(c, part, n_parts, <float *> c.buffer)
+
+
+cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
+                          floating *buffer, const floating **batch_out,
+                          intp_t *ld_out) noexcept nogil:
+    cdef StepContext c
+    if not _must_copy(source, floating is double):
+        batch_out[0] = <const floating *> (source.X + source.start * source.row_bytes)
+        ld_out[0] = source.row_bytes // sizeof(floating)
+        return
+    c.pw = pw
+    c.is_double = floating is double
+    c.m = m
+    c.source = source
+    c.buffer = buffer
+    mlp_cy_workers_run(pw.n_threads, _gather_part, &c)
+    batch_out[0] = buffer
+    ld_out[0] = pw.n_features
+
+
+# Rows: forward, loss, backward to dZ1 #########################################
+
+cdef void _rows_part_typed(StepContext *c, int part, int n_parts,
+                           floating *unused) noexcept nogil:
+    cdef ParallelWork *pw = c.pw
+    cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
+    cdef intp_t r0, r1, p0, p1, mp
+    cdef intp_t *indices = pw.indices + part * pw.index_stride
+    cdef floating *b1_grad = <floating *> pw.bias_grads + part * (h + K)
+    cdef floating *b2_grad = b1_grad + h
+    cdef floating *hidden = <floating *> c.hidden
+    cdef floating *hidden_grad = <floating *> c.hidden_grad
+    cdef floating *output = <floating *> c.output
+    cdef const floating *W2_t = <const floating *> pw.W2_t
+    cdef const floating *weights = <const floating *> c.sample_weight
+    cdef const label_t *labels = c.y
+    cdef const intp_t *rows = NULL
+    cdef double loss = 0, squares = 0
+    cdef intp_t j
+
+    _split(c.m, BLOCK, part, n_parts, &r0, &r1)
+    mp = r1 - r0
+    if mp > 0:
+        hidden += r0 * h
+        hidden_grad += r0 * h
+        output += r0 * K
+        if c.rows != NULL:
+            rows = c.rows + r0
+        else:
+            labels += r0
+            if weights != NULL:
+                weights += r0
+        # A1 = act(X W1 + b1) ; Z2 = A1 W2
+        _gemm_skipzero(mp, h, d, <const floating *> c.X_batch + r0 * c.ldx, c.ldx,
+                       <const floating *> c.W1, h, hidden, h, indices)
+        bias_activation(hidden, <const floating *> c.b1, mp, h, c.activation)
+        _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
+        # dZ2 = w (softmax(Z2 + b2) - Y) / S ;  dA1 = dZ2 W2^T ;  dZ1 = dA1 act'(Z1)
+        loss = softmax_cross_entropy(output, <const floating *> c.b2, labels, weights,
+                                     rows, mp, K, <floating> c.scale, b2_grad)
+        _gemm_skipzero(mp, h, K, output, K, W2_t, h, hidden_grad, h, indices)
+        activation_backward(hidden_grad, hidden, mp, h, c.activation, b1_grad)
+    else:
+        for j in range(h + K):
+            b1_grad[j] = 0
+    if c.want_squares:        # the L2 term, over this part's rows of W1 (and W2)
+        _split(d, 1, part, n_parts, &p0, &p1)
+        squares = sum_of_squares(<const floating *> c.W1 + p0 * h, (p1 - p0) * h)
+        if part == 0:
+            squares += sum_of_squares(<const floating *> c.W2, h * K)
+    pw.sums[2 * part] = loss
+    pw.sums[2 * part + 1] = squares
+
+
+cdef void _rows_part(void *ctx, int part, int n_parts) noexcept nogil:
+    cdef StepContext *c = <StepContext *> ctx
+    if c.is_double:
+        _rows_part_typed(c, part, n_parts, <double *> NULL)
+    else:
+        _rows_part_typed(c, part, n_parts, <float *> NULL)
+
+
+# Update: W1 by pixels, W2 and b1 by hidden units ##############################
+
+cdef void _update_part_typed(StepContext *c, int part, int n_parts,
+                             floating *unused) noexcept nogil:
+    cdef ParallelWork *pw = c.pw
+    cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
+    cdef intp_t p0, p1, j0, j1, j, k
+    cdef intp_t *indices = pw.indices + part * pw.index_stride
+    cdef floating eta = <floating> c.eta, decay = <floating> c.decay
+    cdef floating *W1 = <floating *> c.W1
+    cdef floating *W2 = <floating *> c.W2
+    cdef floating *W2_t = <floating *> pw.W2_t
+    cdef floating *b1 = <floating *> c.b1
+    cdef floating *b2 = <floating *> c.b2
+    cdef const floating *b1_grad = <const floating *> pw.bias_grads    # part 0's: the sums
+    cdef const floating *b2_grad = b1_grad + h
+    # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1
+    _split(d, BLOCK, part, n_parts, &p0, &p1)
+    if p1 > p0:
+        _gemm_t_skipzero(c.m, h, p1 - p0, -eta, <const floating *> c.X_batch + p0, c.ldx,
+                         <const floating *> c.hidden_grad, h, decay, W1 + p0 * h, h,
+                         indices)
+    # W2_t[:, j0:j1] := decay W2_t[:, j0:j1] - eta dZ2^T A1[:, j0:j1], then into W2
+    _split(h, VECTOR_BYTES // sizeof(floating), part, n_parts, &j0, &j1)
+    if j1 > j0:
+        _gemm_t_skipzero(c.m, j1 - j0, K, -eta, <const floating *> c.output, K,
+                         <const floating *> c.hidden + j0, h, decay, W2_t + j0, h,
+                         indices)
+        for j in range(j0, j1):
+            for k in range(K):
+                W2[j * K + k] = W2_t[k * h + j]
+            b1[j] -= eta * b1_grad[j]
+    if part == 0:
+        for k in range(K):
+            b2[k] -= eta * b2_grad[k]
+
+
+cdef void _update_part(void *ctx, int part, int n_parts) noexcept nogil:
+    cdef StepContext *c = <StepContext *> ctx
+    if c.is_double:
+        _update_part_typed(c, part, n_parts, <double *> NULL)
+    else:
+        _update_part_typed(c, part, n_parts, <float *> NULL)
+
+
+# The step ####################################################################
+
+cdef double parallel_sgd_step(
+    ParallelWork *pw, intp_t m,
+    const floating *X_batch, intp_t ldx,
+    const label_t *y, const floating *sample_weight, const intp_t *rows,
+    floating *W1, floating *b1, floating *W2, floating *b2,
+    Activation activation, double learning_rate, double alpha,
+    intp_t *n_updates,
+    floating *work,
+) noexcept nogil:
+    cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
+    cdef intp_t i, j, k
+    cdef int part, n_parts = pw.n_threads
+    cdef double weight_sum = m, loss = 0, squares = 0
+    cdef floating *W2_t = <floating *> pw.W2_t
+    cdef floating *b1_grad = <floating *> pw.bias_grads     # part 0's, then the sums
+    cdef floating *partial
+    cdef StepContext c
+
+    if sample_weight != NULL:
+        weight_sum = 0
+        for i in range(m):
+            weight_sum += sample_weight[rows[i] if rows != NULL else i]
+        if weight_sum <= 0:      # a batch with no weight carries no gradient
+            return 0
+    if not pw.W2_t_current:
+        for j in range(h):
+            for k in range(K):
+                W2_t[k * h + j] = W2[j * K + k]
+        pw.W2_t_current = True
+
+    c.pw = pw
+    c.is_double = floating is double
+    c.m = m
+    c.X_batch = X_batch
+    c.ldx = ldx
+    c.y = y
+    c.sample_weight = sample_weight
+    c.rows = rows
+    c.W1 = W1
+    c.b1 = b1
+    c.W2 = W2
+    c.b2 = b2
+    c.hidden = work + m * d
+    c.hidden_grad = <floating *> c.hidden + m * h
+    c.output = <floating *> c.hidden_grad + m * h
+    c.activation = activation
+    c.scale = 1 / weight_sum
+    c.eta = learning_rate
+    c.decay = 1 - learning_rate * alpha / weight_sum
+    c.want_squares = alpha > 0
+
+    mlp_cy_workers_run(n_parts, _rows_part, &c)
+    for part in range(n_parts):
+        loss += pw.sums[2 * part]
+        squares += pw.sums[2 * part + 1]
+    loss = loss / weight_sum + 0.5 * alpha * squares / weight_sum
+    if not isfinite(loss):   # update nothing
+        return loss
+    for part in range(1, n_parts):
+        partial = b1_grad + part * (h + K)
+        for j in range(h + K):
+            b1_grad[j] += partial[j]
+    mlp_cy_workers_run(n_parts, _update_part, &c)
+    n_updates[0] += 1
+    return loss
