@@ -37,7 +37,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 import mlp_cy
-from mlp_cy import MLPClassifier
+from mlp_cy import MLPClassifier, _blas
 from mlp_cy.kernels import Activation
 from mlp_cy.network import Solver
 
@@ -256,6 +256,43 @@ def test_train_step_is_an_epoch_of_one_batch(consumer, dtype, solver):
     for mine, theirs in zip(params, _params(clf)):
         assert_allclose(mine, theirs, rtol=RTOL[dtype], atol=ATOL[dtype])
     assert_allclose(loss, clf.loss_, rtol=RTOL[dtype])
+
+
+@pytest.mark.skipif(not _blas._skipzero_available(),
+                    reason="the parallel step runs the AVX-512F kernels")
+@pytest.mark.parametrize("x_dtype, dtype", [(np.float32, np.float32),
+                                            (np.uint8, np.float64)])
+def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
+    # train_step takes the parallel step (test_parallel.py) where the BLAS has 2+
+    # threads; here 3 parts are forced, against the serial step, both skipping zeros.
+    rng = np.random.default_rng(0)
+    X = rng.random((61, 784))
+    X[rng.random(X.shape) < 0.7] = 0
+    X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
+    y = rng.integers(0, 10, 61).astype(np.int32)
+    weights = rng.random(61).astype(dtype)
+    init = [0.05 / (255 if x_dtype == np.uint8 else 1) * rng.standard_normal((784, 32)), 0.1 * rng.standard_normal(32),
+            0.3 * rng.standard_normal((32, 10)), 0.1 * rng.standard_normal(10)]
+    options = consumer.sgd(Activation.LOGISTIC, 0.05, 1e-3)
+    work = np.empty(consumer.workspace_size(options, 61, 784, 32, 10), dtype=dtype)
+    results = []
+    for threads in (0, 3):
+        params = [p.astype(dtype) for p in init]
+        old_threads = _blas._set_parallel_threads(threads)
+        old_mode = _blas._set_skipzero_mode("always")
+        try:
+            loss, n_updates = consumer.step(X, y, *params, weights, options, None, 0, work)
+        finally:
+            _blas._set_parallel_threads(old_threads)
+            _blas._set_skipzero_mode(old_mode)
+        assert n_updates == 1
+        results.append((loss, params))
+    (serial_loss, serial), (loss, parallel) = results
+    assert_allclose(loss, serial_loss, rtol=RTOL[dtype])
+    for mine, theirs in zip(parallel, serial):
+        assert_allclose(mine, theirs, rtol=RTOL[dtype], atol=ATOL[dtype])
+    # Other sums, so other roundings: proof that the step did run in parallel.
+    assert any(not np.array_equal(a, b) for a, b in zip(parallel, serial))
 
 
 def test_train_epoch_visits_rows_in_the_given_order(consumer):

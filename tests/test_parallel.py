@@ -1,0 +1,321 @@
+"""The parallel training step (_parallel.pyx on _workers.h's threads).
+
+Where the BLAS has 2 or more threads, plain SGD runs each batch on as many threads of
+mlp_cy's own, skipping the data's zeros. It must compute what the serial step does, to
+rounding, for every dtype, activation, weighting and batch shape; give the same bits
+for the same thread count whichever thread runs which part; survive fork() and
+concurrent callers; follow threadpoolctl's limit; and update nothing on a step whose
+loss is not finite. `_blas._set_parallel_threads(n)` forces n parts whatever the BLAS
+has, so these tests run the same on any machine with AVX-512F.
+"""
+
+import multiprocessing
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from mlp_cy import MLPClassifier, _blas, network
+from mlp_cy.kernels import Activation
+from reference import sgd_epoch
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+AVAILABLE = _blas._skipzero_available()
+pytestmark = pytest.mark.skipif(
+    not AVAILABLE, reason="the parallel step runs the AVX-512F kernels (see "
+                          "test_skipzero.py::test_unavailable for other CPUs)")
+N_HIDDEN = 48          # whole vectors for float32 (16 lanes) and float64 (8)
+
+
+@pytest.fixture
+def engine():
+    """Set the parallel step's thread count and the zero-skipping mode for one test."""
+    old_threads, old_mode = [], []
+
+    def set_engine(threads=None, mode=None):
+        if threads is not None:
+            old_threads.append(_blas._set_parallel_threads(threads))
+        if mode is not None:
+            old_mode.append(_blas._set_skipzero_mode(mode))
+
+    yield set_engine
+    if old_threads:
+        _blas._set_parallel_threads(old_threads[0])
+    if old_mode:
+        _blas._set_skipzero_mode(old_mode[0])
+
+
+def _images(n, seed=0):
+    """MNIST-like rows in [0, 1]: a blob of ink in a 28 x 28 zero frame (~25% ink)."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, 28, 28))
+    for i in range(n):
+        r, c = rng.integers(4, 10, size=2)
+        X[i, r:r + rng.integers(8, 15), c:c + rng.integers(8, 15)] = rng.random()
+    X[rng.random(X.shape) < 0.1] = 0
+    return X.reshape(n, 784)
+
+
+def _params(dtype, n_hidden=N_HIDDEN, seed=1):
+    rng = np.random.default_rng(seed)
+    return [(0.05 * rng.standard_normal((784, n_hidden))).astype(dtype),
+            (0.1 * rng.standard_normal(n_hidden)).astype(dtype),
+            (0.3 * rng.standard_normal((n_hidden, 10))).astype(dtype),
+            (0.1 * rng.standard_normal(10)).astype(dtype)]
+
+
+def _train(X, y, dtype, *, batch_size=64, shuffle=True, activation=Activation.LOGISTIC,
+           alpha=0.0, sample_weight=None, epochs=2, learning_rate=0.1):
+    """epochs of network._train_epoch from _params; returns (params, stats)."""
+    params = _params(dtype)
+    options = dict(activation=int(activation), learning_rate=learning_rate, alpha=alpha)
+    work = np.empty(network._train_workspace_size(options, batch_size, X.shape[1],
+                                                  N_HIDDEN, 10), dtype)
+    stats = np.zeros(5)
+    rng = np.random.default_rng(7)
+    weights = None if sample_weight is None else sample_weight.astype(dtype)
+    for _ in range(epochs):
+        order = rng.permutation(len(X)).astype(np.intp) if shuffle else None
+        network._train_epoch(X, y, *params, weights, order, batch_size, options, None,
+                             work, stats)
+    return params, stats
+
+
+def _assert_close(got, expected, dtype):
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for name, g, e in zip(["W1", "b1", "W2", "b2"], got, expected):
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(),
+                                   err_msg=name)
+
+
+CASES = {
+    "logistic, b=37": dict(batch_size=37),
+    "L2, b=64": dict(alpha=1e-2),
+    "relu, weighted": dict(activation=Activation.RELU, weighted=True, batch_size=32),
+    "tanh, in order": dict(activation=Activation.TANH, shuffle=False, batch_size=50),
+    "identity, b=8": dict(activation=Activation.IDENTITY, batch_size=8,
+                          learning_rate=0.01),
+}
+
+
+# (X's dtype, the parameters'): uint8 pixels are converted as rows are gathered.
+# Not uint8 into float32 without a squashing activation: pre-activations 255 times
+# larger make float32 itself the error (gemm and the serial kernels differ by 1e-4).
+DTYPES = {"float32": (np.float32, np.float32), "float64": (np.float64, np.float64),
+          "uint8->float64": (np.uint8, np.float64), "uint8->float32": (np.uint8, np.float32)}
+COMBINATIONS = [(case, dtypes) for case in CASES for dtypes in DTYPES
+                if not (dtypes == "uint8->float32" and "identity" in case)]
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+@pytest.mark.parametrize("case, dtypes", COMBINATIONS)
+def test_parallel_step_matches_the_serial_step(engine, threads, case, dtypes):
+    options = dict(CASES[case])
+    weighted = options.pop("weighted", False)
+    x_dtype, dtype = DTYPES[dtypes]
+    X = _images(300)
+    X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
+    if x_dtype == np.uint8:
+        options["learning_rate"] = options.get("learning_rate", 0.1) / 255
+    y = np.random.default_rng(1).integers(0, 10, 300).astype(np.int32)
+    weights = np.random.default_rng(2).random(300) if weighted else None
+    # Against the serial step skipping zeros too (test_skipzero.py checks it against
+    # gemm): in float32 two epochs on uint8 pixels amplify any change of rounding
+    # to ~1e-4, gemm's included.
+    with threadpoolctl.threadpool_limits(1):
+        engine(threads=0, mode="always")
+        expected, expected_stats = _train(X, y, dtype, sample_weight=weights, **options)
+        engine(threads=threads, mode="auto")
+        got, stats = _train(X, y, dtype, sample_weight=weights, **options)
+    _assert_close(got, expected, dtype)
+    np.testing.assert_allclose(stats[0], expected_stats[0],
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_array_equal(stats[1:], expected_stats[1:])  # rows, batches, updates
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_epoch_matches_the_numpy_reference(engine, dtype):
+    # The independent implementation of tests/reference.py, with L2, rows in order.
+    engine(threads=2, mode="auto")
+    X = _images(150).astype(dtype)
+    y = np.random.default_rng(3).integers(0, 10, 150).astype(np.int32)
+    params = _params(dtype)
+    expected, expected_loss = sgd_epoch(
+        X.astype(np.float64), y, [p.astype(np.float64) for p in params],
+        learning_rate=0.05, batch_size=40, n_classes=10, alpha=1e-3)
+    options = dict(activation=int(Activation.LOGISTIC), learning_rate=0.05, alpha=1e-3)
+    work = np.empty(network._train_workspace_size(options, 40, 784, N_HIDDEN, 10), dtype)
+    stats = np.zeros(5)
+    with threadpoolctl.threadpool_limits(1):
+        network._train_epoch(X, y, *params, None, None, 40, options, None, work, stats)
+    rtol = 1e-4 if dtype == np.float32 else 1e-9
+    for name, g, e in zip(["W1", "b1", "W2", "b2"], params, expected):
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(),
+                                   err_msg=name)
+    np.testing.assert_allclose(stats[0] / stats[1], expected_loss, rtol=rtol)
+    assert tuple(stats[1:]) == (150, 4, 0, 4)
+
+
+def test_same_thread_count_gives_the_same_bits(engine):
+    X = _images(256).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 256).astype(np.int32)
+    engine(threads=3, mode="auto")
+    first, _ = _train(X, y, np.float32)
+    second, _ = _train(X, y, np.float32)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_concurrent_callers_get_the_bits_of_a_lone_caller(engine):
+    # One pool per process: a caller that finds it busy runs its parts itself.
+    # Which thread runs a part must not change a bit of the result.
+    X = _images(512).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 512).astype(np.int32)
+    engine(threads=2, mode="auto")
+    alone, _ = _train(X, y, np.float32, epochs=3)
+    results = [None] * 4
+
+    def train(i):
+        results[i] = _train(X, y, np.float32, epochs=3)[0]
+
+    threads = [threading.Thread(target=train, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a concurrent parallel epoch hung"
+    for params in results:
+        for a, b in zip(params, alone):
+            np.testing.assert_array_equal(a, b)
+
+
+def _train_in_child(queue):
+    X = _images(256).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 256).astype(np.int32)
+    queue.put([p.tolist() for p in _train(X, y, np.float32)[0]])
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="needs fork()")
+def test_a_forked_child_trains_in_parallel(engine):
+    # The parent's helper threads do not exist in the child: it must start its own,
+    # not wait for them.
+    engine(threads=2, mode="auto")
+    X = _images(256).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 256).astype(np.int32)
+    parent, _ = _train(X, y, np.float32)            # the pool's helpers now exist
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_train_in_child, args=(queue,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # fork with threads
+        child.start()
+    try:
+        got = queue.get(timeout=120)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    for a, b in zip(got, parent):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), b)
+
+
+def test_thread_count_follows_the_blas(engine):
+    if _blas._blas_num_threads() == 0:
+        pytest.skip("this BLAS does not say how many threads it has (not OpenBLAS, "
+                    "MKL or BLIS): the parallel step is never chosen")
+    threads = _blas._parallel_threads
+    with threadpoolctl.threadpool_limits(1):
+        assert threads(64, 784, 256, 4) == 0
+    with threadpoolctl.threadpool_limits(2):
+        assert threads(64, 784, 256, 4) == 2
+        assert threads(64, 784, 256, 8) == 2
+        assert threads(64, 784, 100, 4) == 0          # not whole vectors
+        assert threads(64, 784, 8, 4) == 0            # narrower than one
+        assert threads(4096, 784, 256, 4) == 0        # X W1 beyond 1 MiB
+        engine(mode="never")
+        assert threads(64, 784, 256, 4) == 0
+    with threadpoolctl.threadpool_limits(3):
+        engine(mode="auto")
+        assert threads(64, 784, 256, 4) == 3
+
+
+def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine):
+    # Same bits as 2 forced parts at 1 BLAS thread, other bits than the serial step.
+    if _blas._blas_num_threads() == 0:
+        pytest.skip("this BLAS does not say how many threads it has")
+    X = _images(400).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 400)
+
+    def fit(limit, forced):
+        engine(threads=forced)
+        clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=2, random_state=0,
+                            learning_rate_init=0.1, batch_size=64, tol=0,
+                            n_iter_no_change=100)
+        with threadpoolctl.threadpool_limits(limit), warnings.catch_warnings():
+            warnings.simplefilter("ignore")           # 2 epochs do not converge
+            clf.fit(X, y)
+        return clf.coefs_ + clf.intercepts_
+
+    at_two = fit(2, 0)
+    forced = fit(1, 2)
+    serial = fit(1, 0)
+    for a, b in zip(at_two, forced):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(at_two, serial))
+    _assert_close(at_two, serial, np.float32)
+
+
+def test_dense_data_takes_the_serial_step(engine):
+    # The first batch decides: dense rows go to the gemm step, bit for bit.
+    X = np.random.default_rng(0).random((200, 784)).astype(np.float32) + 0.1
+    y = np.random.default_rng(1).integers(0, 10, 200).astype(np.int32)
+    with threadpoolctl.threadpool_limits(1):
+        engine(threads=0, mode="never")
+        expected, _ = _train(X, y, np.float32, learning_rate=0.01)
+        engine(threads=2, mode="auto")
+        got, _ = _train(X, y, np.float32, learning_rate=0.01)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_step_with_a_non_finite_loss_updates_nothing(engine):
+    # The estimator rejects such X; the engine must still not write NaN weights.
+    engine(threads=2, mode="auto")
+    X = _images(128).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 128).astype(np.int32)
+    X[70, 300] = np.nan                               # in the second batch of 64
+    params = _params(np.float32)
+    options = dict(activation=int(Activation.LOGISTIC), learning_rate=0.1, alpha=0.0)
+    work = np.empty(network._train_workspace_size(options, 64, 784, N_HIDDEN, 10),
+                    np.float32)
+    stats = np.zeros(5)
+    network._train_epoch(X, y, *params, None, None, 64, options, None, work, stats)
+    after_first = _params(np.float32)
+    network._train_epoch(X[:64], y[:64], *after_first, None, None, 64, options, None,
+                         work.copy(), np.zeros(5))
+    assert tuple(stats[1:]) == (64, 1, 1, 1)          # stopped at batch 2, flagged
+    for a, b in zip(params, after_first):
+        np.testing.assert_array_equal(a, b)
+        assert np.isfinite(a).all()
+
+
+def test_dot_rows_kernel_matches_numpy():
+    rng = np.random.default_rng(0)
+    for dtype, lanes in ((np.float32, 16), (np.float64, 8)):
+        for m, n, K in ((1, lanes, 1), (5, 2 * lanes, 3), (33, 16 * lanes, 10),
+                        (8, 4 * lanes, 13)):
+            A = rng.standard_normal((m, n)).astype(dtype)
+            Bt = rng.standard_normal((K, n)).astype(dtype)
+            C = np.full((m, K), np.nan, dtype)
+            _blas._dot_rows_memview(A, Bt, C)
+            expected = A.astype(np.float64) @ Bt.T.astype(np.float64)
+            tol = 1e-5 if dtype == np.float32 else 1e-13
+            np.testing.assert_allclose(C, expected, rtol=0,
+                                       atol=tol * np.abs(A).max() * np.abs(Bt).max() * n)
+        with pytest.raises(ValueError, match="multiple of"):
+            _blas._dot_rows_memview(np.ones((2, lanes + 1), dtype),
+                                    np.ones((3, lanes + 1), dtype), np.ones((2, 3), dtype))
