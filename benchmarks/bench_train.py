@@ -407,6 +407,12 @@ def child_train(spec):
             res["skipzero"] = any(_blas._skipzero_products_memview(X[:b], h))
         except (ImportError, AttributeError):
             res["skipzero"] = False          # an engine from before the kernels
+        try:                                 # the parallel step (_parallel.pyx)
+            res["parallel"] = (b > 1 and (X[:b] != 0).mean() <= 0.55 and
+                               _blas._parallel_threads(b, X.shape[1], h, X.itemsize))
+            res["skipzero"] = res["skipzero"] or bool(res["parallel"])
+        except AttributeError:
+            res["parallel"] = 0              # an engine from before it
 
         clf = MLPClassifier(hidden_layer_sizes=(h,), activation="logistic", solver="sgd",
                             momentum=0.0, alpha=0.0, batch_size=b, learning_rate_init=ETA,
@@ -699,6 +705,7 @@ def fmt_blas(blas):
 def log_train(log, h, b, nt, peer, dn, res):
     extra = f" engine {res['engine_per60k_s']:.3f}s" if "engine_per60k_s" in res else ""
     extra += " (skips zeros)" if res.get("skipzero") else ""
+    extra += f" (own {res['parallel']} threads)" if res.get("parallel") else ""
     log(f"  h={h:<5d} b={b:<4d} t={nt} {peer:14s} {dn}: {res['per60k_s']:.3f}s/60k{extra} "
         f"(rows {res['rows']}, load avg {res['loadavg']:.1f}, child {res['wall_s']:.0f}s)")
 
@@ -881,6 +888,7 @@ def report(raw, configs, threads, peers, emit):
                 peak = L.get("sgemm_gflops" if dn == "f32" else "dgemm_gflops")
                 fl = fl32 if dn == "f32" else fl64
                 name = f"{peer} {dn}" + (" (skips zeros)" if res.get("skipzero") else "")
+                name += f" (own {res['parallel']} threads)" if res.get("parallel") else ""
                 rows_list = [(name, res["per60k_s"])]
                 if "engine_per60k_s" in res:
                     rows_list.append((f"{name} engine", res["engine_per60k_s"]))
