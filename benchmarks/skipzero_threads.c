@@ -252,7 +252,7 @@ static void mlp_cy_skipzero_ab_part_##SUFFIX(void *ctx, int part, int n_parts)  
     mlp_cy_block_range(a->m, part, n_parts, &r0, &r1);                               \
     if (r1 > r0)                                                                     \
         mlp_cy_skipzero_ab_##SUFFIX(r1 - r0, a->n, a->k, a->A + r0 * a->lda, a->lda, \
-                                    a->B, a->ldb, a->C + r0 * a->ldc, a->ldc,        \
+                                    NULL, a->B, a->ldb, a->C + r0 * a->ldc, a->ldc,        \
                                     a->scratch + part * a->scratch_stride);          \
 }                                                                                    \
                                                                                      \
@@ -263,7 +263,7 @@ static void mlp_cy_skipzero_atb_part_##SUFFIX(void *ctx, int part, int n_parts) 
     mlp_cy_block_range(a->k, part, n_parts, &p0, &p1);                               \
     if (p1 > p0)                                                                     \
         mlp_cy_skipzero_atb_##SUFFIX(a->m, a->n, p1 - p0, a->alpha, a->A + p0, a->lda, \
-                                     a->B, a->ldb, a->beta, a->C + p0 * a->ldc,      \
+                                     NULL, 0, a->B, a->ldb, a->beta, a->C + p0 * a->ldc,      \
                                      a->ldc, a->scratch + part * a->scratch_stride); \
 }                                                                                    \
                                                                                      \

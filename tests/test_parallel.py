@@ -235,7 +235,8 @@ def test_thread_count_follows_the_blas(engine):
         assert threads(64, 784, 256, 8) == 2
         assert threads(64, 784, 100, 4) == 0          # not whole vectors
         assert threads(64, 784, 8, 4) == 0            # narrower than one
-        assert threads(4096, 784, 256, 4) == 0        # X W1 beyond 1 MiB
+        assert threads(512, 784, 1024, 4) == 2        # X W1 of 2 MiB: 1 MiB a thread
+        assert threads(1024, 784, 1024, 4) == 0       # beyond
         engine(mode="never")
         assert threads(64, 784, 256, 4) == 0
     with threadpoolctl.threadpool_limits(3):

@@ -52,5 +52,15 @@ cdef void _gemm_t_skipzero(intp_t m, intp_t n, intp_t k, floating alpha,
                            floating beta, floating *C, intp_t ldc,
                            intp_t *rows) noexcept nogil
 
+cdef void _gemm_skipzero_rows(intp_t m, intp_t n, intp_t k,
+                              const floating *const *A_rows, const floating *B,
+                              intp_t ldb, floating *C, intp_t ldc,
+                              intp_t *cols) noexcept nogil
+
+cdef void _gemm_t_skipzero_rows(intp_t m, intp_t n, intp_t k, floating alpha,
+                                const floating *const *A_rows, intp_t a_col,
+                                const floating *G, intp_t ldg, floating beta,
+                                floating *C, intp_t ldc, intp_t *rows) noexcept nogil
+
 cdef void _dot_rows(intp_t m, intp_t n, intp_t K, const floating *A, intp_t lda,
                     const floating *Bt, intp_t ldb, floating *C, intp_t ldc) noexcept nogil

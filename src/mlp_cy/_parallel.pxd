@@ -25,6 +25,7 @@ cdef struct ParallelWork:         # what the parallel step keeps between batches
     intp_t n_features, n_hidden, n_classes
     intp_t index_stride           # max(batch_size, n_features, n_classes)
     intp_t *indices               # (n_threads, index_stride) the kernels' index lists
+    const void **X_rows           # (batch_size,) where a shuffled batch's rows are in X
     void *W2_t                    # (n_classes, n_hidden) W2 transposed, parameters' type
     bint W2_t_current             # W2_t holds W2^T (else it is copied at the next step)
     void *bias_grads              # (n_threads, n_hidden + n_classes) partial bias gradients
@@ -40,15 +41,19 @@ cdef void parallel_work_free(ParallelWork *pw) noexcept nogil
 
 cdef void parallel_gather(
     ParallelWork *pw, const BatchSource *source, intp_t m,
-    floating *buffer,             # OUT (m, n_features) when the rows must be copied
-    const floating **batch_out,   # OUT the batch: buffer, or X's own rows
+    floating *buffer,             # OUT (m, n_features) when the rows must be converted
+    const floating **batch_out,   # OUT the batch: buffer or X's rows start .., or NULL
     intp_t *ld_out,               # OUT its row stride, in items
+    const floating ***rows_out,   # OUT NULL, or (batch_out NULL) pw.X_rows: X's rows
 ) noexcept nogil
-# Puts the batch's rows where the step can read them (copied in parallel, or X's own).
+# Where the step reads the batch's rows: X's own rows when X is of the parameters'
+# type (in place, or through row pointers for a shuffled batch), else converted into
+# buffer, in parallel.
 
 cdef double parallel_sgd_step(
     ParallelWork *pw, intp_t m,
-    const floating *X_batch, intp_t ldx,    # IN  (m, n_features)
+    const floating *X_batch, intp_t ldx,    # IN  (m, n_features), or NULL and:
+    const floating **X_rows,                # IN  (m,) the batch's rows, or NULL
     const label_t *y,                       # IN  y[i] or y[rows[i]]
     const floating *sample_weight,          # IN  same indexing, or NULL
     const intp_t *rows,                     # IN  (m,) or NULL

@@ -4,8 +4,8 @@
 #    BLAS at all: a multi-threaded gemm between the zero-skipping products wakes
 #    the BLAS's workers, which then spin on the cores the products need
 #    (benchmarks/RESULTS.md). Three parallel regions per batch:
-#      gather   each thread copies (or converts) its rows of the batch, if they
-#               are not to be used in place;
+#      gather   each thread converts its rows of the batch, if X is not of the
+#               parameters' type (else the kernels read X's rows where they are);
 #      rows     each thread runs its rows through the forward pass, the loss and
 #               the backward pass to dZ1, with partial sums of the loss and the
 #               bias gradients;
@@ -24,7 +24,8 @@ from libc.math cimport isfinite
 from libc.stdlib cimport free, malloc
 
 from ._typedefs cimport intp_t, label_t
-from ._blas cimport _dot_rows, _gemm_skipzero, _gemm_t_skipzero
+from ._blas cimport (_dot_rows, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
+                    _gemm_t_skipzero_rows)
 from .kernels cimport (Activation, activation_backward, bias_activation,
                        softmax_cross_entropy, sum_of_squares)
 
@@ -45,6 +46,7 @@ cdef struct StepContext:          # one region's arguments, shared by its parts
     void *buffer                  # gather: (m, n_features) for copied rows
     const void *X_batch           # rows, update: (m, n_features), row stride ldx
     intp_t ldx
+    const void **X_rows           # or NULL X_batch and these rows
     const label_t *y
     const void *sample_weight
     const intp_t *rows
@@ -80,10 +82,11 @@ cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
     pw.index_stride = max(batch_size, max(n_features, n_classes))
     pw.W2_t_current = False
     pw.indices = <intp_t *> malloc(n_threads * pw.index_stride * sizeof(intp_t))
+    pw.X_rows = <const void **> malloc(batch_size * sizeof(void *))
     pw.W2_t = malloc(n_classes * n_hidden * itemsize)
     pw.bias_grads = malloc(n_threads * (n_hidden + n_classes) * itemsize)
     pw.sums = <double *> malloc(2 * n_threads * sizeof(double))
-    if (pw.indices == NULL or pw.W2_t == NULL or pw.bias_grads == NULL
+    if (pw.indices == NULL or pw.X_rows == NULL or pw.W2_t == NULL or pw.bias_grads == NULL
             or pw.sums == NULL):
         parallel_work_free(pw)
         return -1
@@ -92,21 +95,18 @@ cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
 
 cdef void parallel_work_free(ParallelWork *pw) noexcept nogil:
     free(pw.indices)
+    free(pw.X_rows)
     free(pw.W2_t)
     free(pw.bias_grads)
     free(pw.sums)
     pw.indices = NULL
+    pw.X_rows = NULL
     pw.W2_t = NULL
     pw.bias_grads = NULL
     pw.sums = NULL
 
 
 # Gather ######################################################################
-
-cdef inline bint _must_copy(const BatchSource *source, bint is_double) noexcept nogil:
-    return source.rows != NULL or source.kind != (INPUT_FLOAT64 if is_double
-                                                  else INPUT_FLOAT32)
-
 
 cdef void _copy_row(const char *x, InputKind kind, floating *out, intp_t n) noexcept nogil:
     """out := x (n,), converted from its kind."""
@@ -142,11 +142,23 @@ cdef void _gather_part(void *ctx, int part, int n_parts) noexcept nogil:
 
 cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
                           floating *buffer, const floating **batch_out,
-                          intp_t *ld_out) noexcept nogil:
+                          intp_t *ld_out, const floating ***rows_out) noexcept nogil:
     cdef StepContext c
-    if not _must_copy(source, floating is double):
-        batch_out[0] = <const floating *> (source.X + source.start * source.row_bytes)
-        ld_out[0] = source.row_bytes // sizeof(floating)
+    cdef intp_t i
+    cdef InputKind own_kind = INPUT_FLOAT32
+    if floating is double:
+        own_kind = INPUT_FLOAT64
+    rows_out[0] = NULL
+    if source.kind == own_kind:
+        if source.rows == NULL:           # consecutive rows: X itself
+            batch_out[0] = <const floating *> (source.X + source.start * source.row_bytes)
+            ld_out[0] = source.row_bytes // sizeof(floating)
+        else:                             # a shuffled batch: where its rows are
+            for i in range(m):
+                pw.X_rows[i] = source.X + source.rows[i] * source.row_bytes
+            batch_out[0] = NULL
+            ld_out[0] = 0
+            rows_out[0] = <const floating **> pw.X_rows
         return
     c.pw = pw
     c.is_double = floating is double
@@ -191,8 +203,12 @@ cdef void _rows_part_typed(StepContext *c, int part, int n_parts,
             if weights != NULL:
                 weights += r0
         # A1 = act(X W1 + b1) ; Z2 = A1 W2
-        _gemm_skipzero(mp, h, d, <const floating *> c.X_batch + r0 * c.ldx, c.ldx,
-                       <const floating *> c.W1, h, hidden, h, indices)
+        if c.X_rows != NULL:
+            _gemm_skipzero_rows(mp, h, d, <const floating **> c.X_rows + r0,
+                                <const floating *> c.W1, h, hidden, h, indices)
+        else:
+            _gemm_skipzero(mp, h, d, <const floating *> c.X_batch + r0 * c.ldx, c.ldx,
+                           <const floating *> c.W1, h, hidden, h, indices)
         bias_activation(hidden, <const floating *> c.b1, mp, h, c.activation)
         _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
         # dZ2 = w (softmax(Z2 + b2) - Y) / S ;  dA1 = dZ2 W2^T ;  dZ1 = dA1 act'(Z1)
@@ -238,7 +254,11 @@ cdef void _update_part_typed(StepContext *c, int part, int n_parts,
     cdef const floating *b2_grad = b1_grad + h
     # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1
     _split(d, BLOCK, part, n_parts, &p0, &p1)
-    if p1 > p0:
+    if p1 > p0 and c.X_rows != NULL:
+        _gemm_t_skipzero_rows(c.m, h, p1 - p0, -eta, <const floating **> c.X_rows, p0,
+                              <const floating *> c.hidden_grad, h, decay, W1 + p0 * h,
+                              h, indices)
+    elif p1 > p0:
         _gemm_t_skipzero(c.m, h, p1 - p0, -eta, <const floating *> c.X_batch + p0, c.ldx,
                          <const floating *> c.hidden_grad, h, decay, W1 + p0 * h, h,
                          indices)
@@ -269,7 +289,7 @@ cdef void _update_part(void *ctx, int part, int n_parts) noexcept nogil:
 
 cdef double parallel_sgd_step(
     ParallelWork *pw, intp_t m,
-    const floating *X_batch, intp_t ldx,
+    const floating *X_batch, intp_t ldx, const floating **X_rows,
     const label_t *y, const floating *sample_weight, const intp_t *rows,
     floating *W1, floating *b1, floating *W2, floating *b2,
     Activation activation, double learning_rate, double alpha,
@@ -302,6 +322,7 @@ cdef double parallel_sgd_step(
     c.m = m
     c.X_batch = X_batch
     c.ldx = ldx
+    c.X_rows = <const void **> X_rows
     c.y = y
     c.sample_weight = sample_weight
     c.rows = rows

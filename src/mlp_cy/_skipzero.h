@@ -12,7 +12,9 @@
  *
  *   mlp_cy_dot_rows_*       C (m, K) = A (m, n) Bt^T, Bt (K, n)             A1 W2
  *
- * A is the data (row stride lda); B, C, G are dense with row strides ldb, ldc, ldg.
+ * A is the data: row i at A + i lda, or, when A_rows is not NULL, at A_rows[i] (the
+ * rows of a shuffled batch where they lie in X, not copied; atb reads columns a_col
+ * on). B, C, G are dense with row strides ldb, ldc, ldg.
  * As in gemm, beta == 0 means C is not read. n must be a multiple of the vector
  * width, MLP_CY_SKIPZERO_LANES_F32 or _F64 (the caller hands the last columns to
  * gemm). Sums run in another order than a BLAS gemm's: results agree to rounding.
@@ -93,7 +95,7 @@ typedef double mlp_cy_f64x8 __attribute__((vector_size(64), aligned(8), may_alia
         for (q_ = 0; q_ < n_rows; q_++) {                                            \
             const Py_ssize_t i_ = rows[q_];                                           \
             const V *g_ = (const V *)(G + i_ * ldg + j0);                            \
-            const T *x_ = A + i_ * lda;                                              \
+            const T *x_ = A_rows != NULL ? A_rows[i_] + a_col : A + i_ * lda;       \
             for (v_ = 0; v_ < NV; v_++)                                              \
                 w_[v_] = g_[v_];                                                     \
             for (r_ = 0; r_ < MLP_CY_TILE_ROWS; r_++) {                              \
@@ -110,7 +112,8 @@ typedef double mlp_cy_f64x8 __attribute__((vector_size(64), aligned(8), may_alia
 #define MLP_CY_DEFINE_SKIPZERO(SUFFIX, T, V)                                         \
 __attribute__((target("avx512f"))) static void                                      \
 mlp_cy_skipzero_ab_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,                   \
-                            const T *A, Py_ssize_t lda, const T *B, Py_ssize_t ldb,    \
+                            const T *A, Py_ssize_t lda, const T *const *A_rows,        \
+                            const T *B, Py_ssize_t ldb,                                \
                             T *C, Py_ssize_t ldc, Py_ssize_t *cols)                    \
 {                                                                                    \
     const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
@@ -119,8 +122,10 @@ mlp_cy_skipzero_ab_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,           
     const T *a[MLP_CY_TILE_ROWS];                                                    \
     for (i0 = 0; i0 < m; i0 += MLP_CY_TILE_ROWS) {                                   \
         n_rows = m - i0 < MLP_CY_TILE_ROWS ? m - i0 : MLP_CY_TILE_ROWS;              \
-        for (r = 0; r < MLP_CY_TILE_ROWS; r++)                                       \
-            a[r] = A + (i0 + (r < n_rows ? r : n_rows - 1)) * lda;                   \
+        for (r = 0; r < MLP_CY_TILE_ROWS; r++) {                                     \
+            const Py_ssize_t i_ = i0 + (r < n_rows ? r : n_rows - 1);                 \
+            a[r] = A_rows != NULL ? A_rows[i_] : A + i_ * lda;                       \
+        }                                                                            \
         n_cols = 0;                                                                  \
         for (p = 0; p < k; p++) {   /* branch-free: the test is close to a coin toss */ \
             cols[n_cols] = p;                                                        \
@@ -135,7 +140,8 @@ mlp_cy_skipzero_ab_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,           
                                                                                      \
 __attribute__((target("avx512f"))) static void                                      \
 mlp_cy_skipzero_atb_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha,         \
-                             const T *A, Py_ssize_t lda, const T *G, Py_ssize_t ldg,   \
+                             const T *A, Py_ssize_t lda, const T *const *A_rows,       \
+                             Py_ssize_t a_col, const T *G, Py_ssize_t ldg,             \
                              T beta, T *C, Py_ssize_t ldc, Py_ssize_t *rows)           \
 {                                                                                    \
     const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
@@ -148,7 +154,7 @@ mlp_cy_skipzero_atb_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha, 
             pix[r] = p0 + (r < n_out ? r : n_out - 1);                               \
         n_rows = 0;                                                                  \
         for (i = 0; i < m; i++) {                                                    \
-            const T *x = A + i * lda;                                                \
+            const T *x = A_rows != NULL ? A_rows[i] + a_col : A + i * lda;           \
             rows[n_rows] = i;                                                        \
             n_rows += (x[pix[0]] != 0) | (x[pix[1]] != 0) | (x[pix[2]] != 0)         \
                       | (x[pix[3]] != 0);                                            \
@@ -235,17 +241,19 @@ static int mlp_cy_skipzero_available(void)
 
 static int mlp_cy_skipzero_available(void) { return 0; }
 static void mlp_cy_skipzero_ab_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A,
-        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc,
-        Py_ssize_t *cols) {}
+        Py_ssize_t lda, const float *const *A_rows, const float *B, Py_ssize_t ldb,
+        float *C, Py_ssize_t ldc, Py_ssize_t *cols) {}
 static void mlp_cy_skipzero_ab_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A,
-        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc,
-        Py_ssize_t *cols) {}
+        Py_ssize_t lda, const double *const *A_rows, const double *B, Py_ssize_t ldb,
+        double *C, Py_ssize_t ldc, Py_ssize_t *cols) {}
 static void mlp_cy_skipzero_atb_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
-        const float *A, Py_ssize_t lda, const float *G, Py_ssize_t ldg, float beta,
-        float *C, Py_ssize_t ldc, Py_ssize_t *rows) {}
+        const float *A, Py_ssize_t lda, const float *const *A_rows, Py_ssize_t a_col,
+        const float *G, Py_ssize_t ldg, float beta, float *C, Py_ssize_t ldc,
+        Py_ssize_t *rows) {}
 static void mlp_cy_skipzero_atb_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
-        const double *A, Py_ssize_t lda, const double *G, Py_ssize_t ldg, double beta,
-        double *C, Py_ssize_t ldc, Py_ssize_t *rows) {}
+        const double *A, Py_ssize_t lda, const double *const *A_rows, Py_ssize_t a_col,
+        const double *G, Py_ssize_t ldg, double beta, double *C, Py_ssize_t ldc,
+        Py_ssize_t *rows) {}
 
 #endif
 

@@ -2,8 +2,10 @@
 #     X (n_samples, n_features) -> act(X W1 + b1) (n_samples, n_hidden)
 #       -> softmax(. W2 + b2) (n_samples, n_classes), cross-entropy, minibatch SGD.
 # All functions run without the GIL on typed memoryviews (float or double),
-# with parameters and scratch memory passed in explicitly: there is no global state,
-# so separate models may train concurrently from separate threads.
+# with parameters and scratch memory passed in explicitly, so separate models may
+# train concurrently from separate threads. (Plain SGD where the BLAS has 2+ threads
+# runs on a process-wide pool of helper threads; a second concurrent caller runs on
+# its own thread instead of waiting: see docs/cython-api.md.)
 # Arrays are C-ordered; X may be a row-sliced view (its row stride is honoured).
 # X may be uint8, float or double whatever the parameters' type (floating): rows that
 # are not of the parameters' type are converted as they are gathered, never all at once.

@@ -185,10 +185,11 @@ cdef double _parallel_batch(
 ) noexcept nogil:
     """One plain-SGD batch on pw's threads; as _step, with X's rows in `source`."""
     cdef const floating *X_batch
+    cdef const floating **X_rows
     cdef intp_t ldx
-    parallel_gather(pw, source, m, work, &X_batch, &ldx)
-    return parallel_sgd_step(pw, m, X_batch, ldx, y, sample_weight, rows, W1, b1, W2,
-                             b2, options.activation, options.learning_rate,
+    parallel_gather(pw, source, m, work, &X_batch, &ldx, &X_rows)
+    return parallel_sgd_step(pw, m, X_batch, ldx, X_rows, y, sample_weight, rows, W1,
+                             b1, W2, b2, options.activation, options.learning_rate,
                              options.alpha, n_updates, work)
 
 
