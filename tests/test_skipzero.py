@@ -195,7 +195,9 @@ def test_availability_is_what_the_cpu_has():
     dict(solver="adam", batch_size=64, h=64),
     dict(solver="sgd", momentum=0, batch_size=32, activation="relu", weighted=True),
 ])
-def test_training_does_not_depend_on_skipping_zeros(dtype, options, skipzero_mode):
+@pytest.mark.parametrize("blas_threads", [1, 2])   # the serial step; plain SGD's parallel one
+def test_training_does_not_depend_on_skipping_zeros(dtype, options, blas_threads,
+                                                    skipzero_mode):
     options = dict(options)
     weighted = options.pop("weighted", False)
     n_hidden = options.pop("h", 48)
@@ -208,7 +210,7 @@ def test_training_does_not_depend_on_skipping_zeros(dtype, options, skipzero_mod
         skipzero_mode(mode)
         clf = MLPClassifier(hidden_layer_sizes=(n_hidden,), random_state=0, max_iter=2,
                             tol=0, n_iter_no_change=100, **options)
-        with warnings.catch_warnings():
+        with threadpoolctl.threadpool_limits(blas_threads), warnings.catch_warnings():
             warnings.simplefilter("ignore")   # 2 epochs do not converge
             clf.fit(X, y, sample_weight=sample_weight)
         fits[mode] = clf

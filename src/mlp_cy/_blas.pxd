@@ -37,7 +37,7 @@ cdef enum:
     SKIP_UPDATE = 2     # X^T dZ1 by _gemm_t_skipzero
 
 cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
-                           intp_t n) noexcept nogil
+                           intp_t n, const floating **A_rows=*) noexcept nogil
 
 cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
                                    intp_t itemsize) noexcept nogil

@@ -145,10 +145,11 @@ cdef int blas_num_threads() noexcept nogil:
 
 
 cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
-                           intp_t n) noexcept nogil:
+                           intp_t n, const floating **A_rows=NULL) noexcept nogil:
     """Which products with the data A (m, k) are faster skipping its zeros than by
     gemm: SKIP_FORWARD for A B with B (k, n) (_gemm_skipzero), SKIP_UPDATE for A^T G
-    with G (m, n) (_gemm_t_skipzero), both, or 0.
+    with G (m, n) (_gemm_t_skipzero), both, or 0. A's rows are at A_rows[0 .. m]
+    instead when A_rows is not NULL.
     """
     cdef intp_t i, j, nonzeros = 0, out_bytes = m * n * <intp_t> sizeof(floating)
     cdef const floating *row
@@ -170,7 +171,7 @@ cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
     if products == 0:
         return 0
     for i in range(m):
-        row = A + i * lda
+        row = A_rows[i] if A_rows != NULL else A + i * lda
         for j in range(k):
             nonzeros += row[j] != 0
     return products if nonzeros <= SKIPZERO_MAX_DENSITY * m * k else 0

@@ -36,7 +36,8 @@ from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
-from ._blas cimport (_gemm, _gemm_skipzero, _gemm_t_skipzero, skipzero_products,
+from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
+                    _gemm_t_skipzero_rows, skipzero_products,
                     skipzero_parallel_threads, skipzero_sparse_enough,
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
 from ._parallel cimport (BatchSource, InputKind, ParallelWork, INPUT_UINT8,
@@ -231,6 +232,8 @@ cdef void _apply_update(
 cdef double _step(
     intp_t m, intp_t n_features, intp_t n_hidden, intp_t n_classes,
     const floating *X_batch, blas_int ldx,   # IN  (m, n_features), row stride ldx
+    const floating **X_rows,                 # IN  (m,) or NULL: X_batch's rows are here
+                                             #     instead (then both products skip zeros)
     const label_t *y,                        # IN  class codes, y[i] or y[rows[i]]
     const floating *sample_weight,           # IN  same indexing, or NULL
     const intp_t *rows,                      # IN  (m,) or NULL
@@ -271,8 +274,12 @@ cdef double _step(
 
     # Forward: A1 = act(X W1 + b1), Z2 = A1 W2
     cdef int skip = (skipzero_products(X_batch, ldx, m, n_features, n_hidden)
-                     if index_scratch != NULL else 0)
-    if skip & SKIP_FORWARD:
+                     if index_scratch != NULL and X_rows == NULL else 0)
+    if X_rows != NULL:
+        skip = SKIP_FORWARD | SKIP_UPDATE
+        _gemm_skipzero_rows(m, n_hidden, n_features, X_rows, W1, n_hidden, hidden,
+                            n_hidden, index_scratch)
+    elif skip & SKIP_FORWARD:
         _gemm_skipzero(m, n_hidden, n_features, X_batch, ldx, W1, n_hidden, hidden,
                        n_hidden, index_scratch)
     else:
@@ -301,7 +308,10 @@ cdef double _step(
             b2[i] -= eta * b2_grad[i]
         # dZ1 = dA1 act'(Z1) ;  W1 := decay W1 - eta X^T dZ1 ;  b1 -= eta sum dZ1
         activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-        if skip & SKIP_UPDATE:
+        if X_rows != NULL:
+            _gemm_t_skipzero_rows(m, n_hidden, n_features, -eta, X_rows, 0, hidden_grad,
+                                  n_hidden, decay, W1, n_hidden, index_scratch)
+        elif skip & SKIP_UPDATE:
             _gemm_t_skipzero(m, n_hidden, n_features, -eta, X_batch, ldx, hidden_grad,
                              n_hidden, decay, W1, n_hidden, index_scratch)
         else:
@@ -316,7 +326,11 @@ cdef double _step(
     _gemm(RowMajor, Trans, NoTrans, h, K, mb, <floating> 1, hidden, h,
           output, K, <floating> 0, W2_grad, K)
     activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-    if skip & SKIP_UPDATE:
+    if X_rows != NULL:
+        _gemm_t_skipzero_rows(m, n_hidden, n_features, <floating> 1, X_rows, 0,
+                              hidden_grad, n_hidden, <floating> 0, W1_grad, n_hidden,
+                              index_scratch)
+    elif skip & SKIP_UPDATE:
         _gemm_t_skipzero(m, n_hidden, n_features, <floating> 1, X_batch, ldx, hidden_grad,
                          n_hidden, <floating> 0, W1_grad, n_hidden, index_scratch)
     else:
@@ -598,7 +612,7 @@ cdef double train_step(
         ldx = n_features
     cdef intp_t *index_scratch = <intp_t *> malloc(max(m, n_features) * sizeof(intp_t))
     loss = _step(
-        m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, &y_batch[0],
+        m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, NULL, &y_batch[0],
         &sample_weight[0] if sample_weight is not None else NULL, NULL, &W1[0, 0],
         &b1[0], &W2[0, 0], &b2[0], options, _state_pointer(optimizer_state), n_updates,
         &work[0], index_scratch)
@@ -691,8 +705,10 @@ cdef int train_epoch(
             parallel_work_free(&pw)
         return 0
 
-    # NULL when malloc fails: then _step uses gemm alone.
-    index_scratch = <intp_t *> malloc(max(batch_size, n_features) * sizeof(intp_t))
+    # NULL when malloc fails: then _step uses gemm alone. Its tail holds batch_size
+    # row pointers (_epoch_in_batches).
+    index_scratch = <intp_t *> malloc(max(batch_size, n_features) * sizeof(intp_t)
+                                      + batch_size * sizeof(void *))
     try:
         _epoch_in_batches(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
                           options, state, n_updates, work, stats_out, index_scratch)
@@ -719,6 +735,12 @@ cdef int _epoch_in_batches(
     cdef const label_t *labels
     cdef floating *gathered = &work[0]   # the first batch_size * n_features values
     cdef bint convert = _needs_conversion(<const input_t *> NULL, gathered)
+    cdef const floating **X_rows = NULL
+    cdef intp_t lanes = 64 // sizeof(floating)     # the zero-skipping kernels' vectors
+    # (batch_size,) a shuffled batch's rows in X, in the index scratch's tail
+    cdef const floating **row_scratch = (
+        <const floating **> (index_scratch + max(batch_size, n_features))
+        if index_scratch != NULL else NULL)
     cdef double loss
     start = 0
     while start < n_samples:
@@ -733,15 +755,26 @@ cdef int _epoch_in_batches(
             labels = &y[0]
             if sample_weight is not None:
                 weights = &sample_weight[0]
-            for i in range(m):
-                if convert:
-                    _convert_row(&X[rows[i], 0], gathered + i * n_features, n_features)
-                else:
-                    memcpy(gathered + i * n_features, &X[rows[i], 0],
-                           n_features * sizeof(floating))
             X_batch = gathered
+            X_rows = NULL
+            if not convert and row_scratch != NULL and n_hidden % lanes == 0:
+                # Both products skip zeros: they read the rows where they are in X
+                # (whole vectors only: the rows have no stride for gemm's tail).
+                for i in range(m):
+                    row_scratch[i] = <const floating *> &X[rows[i], 0]
+                if skipzero_products(<const floating *> NULL, 0, m, n_features, n_hidden,
+                                     row_scratch) == SKIP_FORWARD | SKIP_UPDATE:
+                    X_rows = row_scratch
+            if X_rows == NULL:
+                for i in range(m):
+                    if convert:
+                        _convert_row(&X[rows[i], 0], gathered + i * n_features,
+                                     n_features)
+                    else:
+                        memcpy(gathered + i * n_features, &X[rows[i], 0],
+                               n_features * sizeof(floating))
         loss = _step(m, n_features, n_hidden, n_classes, X_batch,
-                     <blas_int> (n_features if X_batch == gathered else ldx),
+                     <blas_int> (n_features if X_batch == gathered else ldx), X_rows,
                      labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
                      options, state, n_updates, &work[0], index_scratch)
         if not isfinite(loss):
