@@ -21,8 +21,10 @@
 #    need neither (about half of Fashion-MNIST's, 80% of MNIST's). No BLAS call is
 #    worth its overhead at this size.
 # g) The two products with X (X W1 and W1's update X^T dZ1) skip X's zeros where that
-#    beats gemm (_blas.skipzero_products: one BLAS thread, AVX-512, mostly-zero data);
-#    they need index scratch, allocated once per call: without it they use gemm.
+#    beats gemm (_blas.skipzero_products: one BLAS thread, AVX-512, mostly-zero data),
+#    decided per call from its first batch; a shuffled batch is then read in place,
+#    through row pointers. They need index scratch, allocated once per call: without
+#    it they use gemm.
 # h) Where the BLAS has 2 or more threads, plain SGD runs each batch on as many
 #    threads of mlp_cy's own, skipping zeros, with no BLAS call (_parallel.pyx). The
 #    choice is made once per call, from the density of its first batch: one gemm
@@ -243,6 +245,7 @@ cdef double _step(
     intp_t *n_updates,                       # IN/OUT
     floating *work,
     intp_t *index_scratch,                   # (max(m, n_features),), or NULL: gemm only
+    int skip,                                # SKIP_FORWARD | SKIP_UPDATE, or -1: decide
 ) noexcept nogil:
     cdef intp_t i
     cdef bint fused = _plain_sgd(options)
@@ -273,8 +276,10 @@ cdef double _step(
             + sum_of_squares(W2, n_hidden * n_classes)) / weight_sum
 
     # Forward: A1 = act(X W1 + b1), Z2 = A1 W2
-    cdef int skip = (skipzero_products(X_batch, ldx, m, n_features, n_hidden)
-                     if index_scratch != NULL and X_rows == NULL else 0)
+    if index_scratch == NULL:
+        skip = 0
+    elif skip < 0:
+        skip = skipzero_products(X_batch, ldx, m, n_features, n_hidden)
     if X_rows != NULL:
         skip = SKIP_FORWARD | SKIP_UPDATE
         _gemm_skipzero_rows(m, n_hidden, n_features, X_rows, W1, n_hidden, hidden,
@@ -615,7 +620,7 @@ cdef double train_step(
         m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, NULL, &y_batch[0],
         &sample_weight[0] if sample_weight is not None else NULL, NULL, &W1[0, 0],
         &b1[0], &W2[0, 0], &b2[0], options, _state_pointer(optimizer_state), n_updates,
-        &work[0], index_scratch)
+        &work[0], index_scratch, -1)
     free(index_scratch)
     return loss
 
@@ -742,6 +747,17 @@ cdef int _epoch_in_batches(
         <const floating **> (index_scratch + max(batch_size, n_features))
         if index_scratch != NULL else NULL)
     cdef double loss
+    # Whether to skip zeros, decided once, from the first batch: reading every batch
+    # to count its zeros costs about as much as the gather (design note g).
+    cdef int skip = 0
+    m = min(batch_size, n_samples)
+    if index_scratch != NULL:
+        for i in range(m):
+            row_scratch[i] = <const floating *> (
+                _as_floating(&X[order[i] if order is not None else i, 0],
+                             gathered + i * n_features, n_features))
+        skip = skipzero_products(<const floating *> NULL, 0, m, n_features, n_hidden,
+                                 row_scratch)
     start = 0
     while start < n_samples:
         m = min(batch_size, n_samples - start)
@@ -757,15 +773,14 @@ cdef int _epoch_in_batches(
                 weights = &sample_weight[0]
             X_batch = gathered
             X_rows = NULL
-            if not convert and row_scratch != NULL and n_hidden % lanes == 0:
+            if (not convert and row_scratch != NULL and n_hidden % lanes == 0
+                    and skip == SKIP_FORWARD | SKIP_UPDATE):
                 # Both products skip zeros: they read the rows where they are in X
                 # (whole vectors only: the rows have no stride for gemm's tail).
                 for i in range(m):
                     row_scratch[i] = <const floating *> &X[rows[i], 0]
-                if skipzero_products(<const floating *> NULL, 0, m, n_features, n_hidden,
-                                     row_scratch) == SKIP_FORWARD | SKIP_UPDATE:
-                    X_rows = row_scratch
-            if X_rows == NULL:
+                X_rows = row_scratch
+            else:
                 for i in range(m):
                     if convert:
                         _convert_row(&X[rows[i], 0], gathered + i * n_features,
@@ -776,7 +791,7 @@ cdef int _epoch_in_batches(
         loss = _step(m, n_features, n_hidden, n_classes, X_batch,
                      <blas_int> (n_features if X_batch == gathered else ldx), X_rows,
                      labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
-                     options, state, n_updates, &work[0], index_scratch)
+                     options, state, n_updates, &work[0], index_scratch, skip)
         if not isfinite(loss):
             stats_out.diverged = True
             return 0
