@@ -275,13 +275,16 @@ def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
             0.3 * rng.standard_normal((32, 10)), 0.1 * rng.standard_normal(10)]
     options = consumer.sgd(Activation.LOGISTIC, 0.05, 1e-3)
     work = np.empty(consumer.workspace_size(options, 61, 784, 32, 10), dtype=dtype)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
     results = []
-    for threads in (0, 3):
+    for threads in (0, 3):              # 0 at one BLAS thread: the serial step
         params = [p.astype(dtype) for p in init]
         old_threads = _blas._set_parallel_threads(threads)
         old_mode = _blas._set_skipzero_mode("always")
         try:
-            loss, n_updates = consumer.step(X, y, *params, weights, options, None, 0, work)
+            with threadpoolctl.threadpool_limits(1):
+                loss, n_updates = consumer.step(X, y, *params, weights, options, None, 0,
+                                                work)
         finally:
             _blas._set_parallel_threads(old_threads)
             _blas._set_skipzero_mode(old_mode)

@@ -3,7 +3,7 @@
 Where the BLAS has 2 or more threads, plain SGD runs each batch on as many threads of
 mlp_cy's own, skipping the data's zeros. It must compute what the serial step does, to
 rounding, for every dtype, activation, weighting and batch shape; give the same bits
-for the same thread count whichever thread runs which part; survive fork() and
+whatever the thread count and whichever thread runs which chunk; survive fork() and
 concurrent callers; follow threadpoolctl's limit; and update nothing on a step whose
 loss is not finite. `_blas._set_parallel_threads(n)` forces n parts whatever the BLAS
 has, so these tests run the same on any machine with AVX-512F.
@@ -158,14 +158,22 @@ def test_parallel_epoch_matches_the_numpy_reference(engine, dtype):
     assert tuple(stats[1:]) == (150, 4, 0, 4)
 
 
-def test_same_thread_count_gives_the_same_bits(engine):
-    X = _images(256).astype(np.float32)
+@pytest.mark.parametrize("x_dtype", [np.float32, np.uint8])
+def test_the_thread_count_changes_no_bit(engine, x_dtype):
+    # Work is cut into chunks whose partial sums are added in chunk order, whichever
+    # thread ran them: 1, 2, 3 or 7 threads, the same weights and losses.
+    X = _images(256)
+    X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
     y = np.random.default_rng(1).integers(0, 10, 256).astype(np.int32)
-    engine(threads=3, mode="auto")
-    first, _ = _train(X, y, np.float32)
-    second, _ = _train(X, y, np.float32)
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
+    results = {}
+    for threads in (1, 2, 3, 7):
+        engine(threads=threads, mode="auto")
+        results[threads] = _train(X, y, np.float32, batch_size=37, alpha=1e-3,
+                                  learning_rate=0.1 / (255 if x_dtype == np.uint8 else 1))
+    for threads in (2, 3, 7):
+        for a, b in zip(results[threads][0], results[1][0]):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(results[threads][1], results[1][1])
 
 
 def test_concurrent_callers_get_the_bits_of_a_lone_caller(engine):

@@ -28,8 +28,10 @@ cdef struct ParallelWork:         # what the parallel step keeps between batches
     const void **X_rows           # (batch_size,) where a shuffled batch's rows are in X
     void *W2_t                    # (n_classes, n_hidden) W2 transposed, parameters' type
     bint W2_t_current             # W2_t holds W2^T (else it is copied at the next step)
-    void *bias_grads              # (n_threads, n_hidden + n_classes) partial bias gradients
-    double *sums                  # (n_threads, 2) partial loss, partial sum of squares
+    intp_t max_row_chunks         # ceil(batch_size / the row chunk)
+    void *bias_grads              # (max_row_chunks + 1, n_hidden + n_classes): a chunk's
+                                  # bias gradients, then their sum
+    double *sums                  # (max_row_chunks, 2) a chunk's loss and sum of squares
 
 
 cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,

@@ -6,19 +6,18 @@
 #    (benchmarks/RESULTS.md). Three parallel regions per batch:
 #      gather   each thread converts its rows of the batch, if X is not of the
 #               parameters' type (else the kernels read X's rows where they are);
-#      rows     each thread runs its rows through the forward pass, the loss and
-#               the backward pass to dZ1, with partial sums of the loss and the
-#               bias gradients;
-#      update   each thread updates its pixels' rows of W1 and its hidden units'
-#               columns of W2.
+#      rows     the forward pass, the loss and the backward pass to dZ1, by rows,
+#               with partial sums of the loss and the bias gradients;
+#      update   W1 by rows (pixels), W2 and b1 by columns (hidden units).
 # b) W2 is also kept transposed, W2_t (K, h), so that the three products with the
 #    narrow output layer run along the hidden units: A1 W2 as dot products
 #    (_dot_rows), dZ2 W2^T and W2's update as the zero-skipping kernels with K as
 #    their inner size. Both copies are updated together.
-# c) Parts split rows (and pixels) at multiples of the kernels' 4-row blocks and
-#    hidden units at whole vectors; the partial sums are added in part order. So a
-#    step depends on the number of threads only through those sums, and never on
-#    which thread ran which part.
+# c) Each region's work is cut into chunks of rows (8), of pixels (32) or of hidden
+#    units (4 vectors), and the threads claim chunks until none is left, so a thread
+#    slowed down by another process does less of it. Partial sums are kept per chunk
+#    and added in chunk order: the result does not depend on the number of threads
+#    or on which thread ran which chunk, bit for bit.
 
 from libc.math cimport isfinite
 from libc.stdlib cimport free, malloc
@@ -32,14 +31,21 @@ from .kernels cimport (Activation, activation_backward, bias_activation,
 cdef extern from "_workers.h" nogil:
     ctypedef void (*mlp_cy_part_fn)(void *ctx, int part, int n_parts) noexcept nogil
     void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
+    intp_t mlp_cy_claim(intp_t *next_chunk)
 
-# The kernels' row (and pixel) block, and their vector width in bytes.
-cdef intp_t BLOCK = 4
+# The kernels' vector width in bytes. Chunks: multiples of the kernels' 4-row (and
+# 4-pixel) blocks, large enough that a claim (an atomic add) costs nothing next to
+# them, small enough to even out the threads' shares.
 cdef intp_t VECTOR_BYTES = 64
+cdef intp_t ROW_CHUNK = 8
+cdef intp_t PIXEL_CHUNK = 32
+cdef intp_t VECTORS_PER_CHUNK = 4
 
 
 cdef struct StepContext:          # one region's arguments, shared by its parts
     ParallelWork *pw
+    intp_t next_chunk             # the first chunk no part has claimed yet
+    intp_t n_chunks
     bint is_double                # the parameters' type
     intp_t m
     const BatchSource *source     # gather
@@ -80,12 +86,13 @@ cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
     pw.n_hidden = n_hidden
     pw.n_classes = n_classes
     pw.index_stride = max(batch_size, max(n_features, n_classes))
+    pw.max_row_chunks = (batch_size + ROW_CHUNK - 1) // ROW_CHUNK
     pw.W2_t_current = False
     pw.indices = <intp_t *> malloc(n_threads * pw.index_stride * sizeof(intp_t))
     pw.X_rows = <const void **> malloc(batch_size * sizeof(void *))
     pw.W2_t = malloc(n_classes * n_hidden * itemsize)
-    pw.bias_grads = malloc(n_threads * (n_hidden + n_classes) * itemsize)
-    pw.sums = <double *> malloc(2 * n_threads * sizeof(double))
+    pw.bias_grads = malloc((pw.max_row_chunks + 1) * (n_hidden + n_classes) * itemsize)
+    pw.sums = <double *> malloc(2 * pw.max_row_chunks * sizeof(double))
     if (pw.indices == NULL or pw.X_rows == NULL or pw.W2_t == NULL or pw.bias_grads == NULL
             or pw.sums == NULL):
         parallel_work_free(pw)
@@ -125,11 +132,14 @@ cdef void _copy_row(const char *x, InputKind kind, floating *out, intp_t n) noex
 cdef void _gather_part_typed(StepContext *c, int part, int n_parts,
                              floating *buffer) noexcept nogil:
     cdef const BatchSource *source = c.source
-    cdef intp_t d = c.pw.n_features, i, r0, r1, row
-    _split(c.m, BLOCK, part, n_parts, &r0, &r1)
-    for i in range(r0, r1):
-        row = source.rows[i] if source.rows != NULL else source.start + i
-        _copy_row(source.X + row * source.row_bytes, source.kind, buffer + i * d, d)
+    cdef intp_t d = c.pw.n_features, i, row, chunk
+    while True:
+        chunk = mlp_cy_claim(&c.next_chunk)
+        if chunk >= c.n_chunks:
+            return
+        for i in range(chunk * ROW_CHUNK, min(c.m, (chunk + 1) * ROW_CHUNK)):
+            row = source.rows[i] if source.rows != NULL else source.start + i
+            _copy_row(source.X + row * source.row_bytes, source.kind, buffer + i * d, d)
 
 
 cdef void _gather_part(void *ctx, int part, int n_parts) noexcept nogil:
@@ -165,6 +175,8 @@ cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
     c.m = m
     c.source = source
     c.buffer = buffer
+    c.next_chunk = 0
+    c.n_chunks = (m + ROW_CHUNK - 1) // ROW_CHUNK
     mlp_cy_workers_run(pw.n_threads, _gather_part, &c)
     batch_out[0] = buffer
     ld_out[0] = pw.n_features
@@ -172,117 +184,119 @@ cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
 
 # Rows: forward, loss, backward to dZ1 #########################################
 
-cdef void _rows_part_typed(StepContext *c, int part, int n_parts,
-                           floating *unused) noexcept nogil:
+cdef void _rows_chunk(StepContext *c, intp_t chunk, intp_t *indices,
+                      floating *unused) noexcept nogil:
+    """Rows chunk * ROW_CHUNK .. of the batch: forward, loss, backward to dZ1."""
     cdef ParallelWork *pw = c.pw
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
-    cdef intp_t r0, r1, p0, p1, mp
-    cdef intp_t *indices = pw.indices + part * pw.index_stride
-    cdef floating *b1_grad = <floating *> pw.bias_grads + part * (h + K)
+    cdef intp_t r0 = chunk * ROW_CHUNK, mp = min(c.m - r0, ROW_CHUNK), p0, p1
+    cdef floating *b1_grad = <floating *> pw.bias_grads + chunk * (h + K)
     cdef floating *b2_grad = b1_grad + h
-    cdef floating *hidden = <floating *> c.hidden
-    cdef floating *hidden_grad = <floating *> c.hidden_grad
-    cdef floating *output = <floating *> c.output
+    cdef floating *hidden = <floating *> c.hidden + r0 * h
+    cdef floating *hidden_grad = <floating *> c.hidden_grad + r0 * h
+    cdef floating *output = <floating *> c.output + r0 * K
     cdef const floating *W2_t = <const floating *> pw.W2_t
     cdef const floating *weights = <const floating *> c.sample_weight
     cdef const label_t *labels = c.y
     cdef const intp_t *rows = NULL
-    cdef double loss = 0, squares = 0
-    cdef intp_t j
-
-    _split(c.m, BLOCK, part, n_parts, &r0, &r1)
-    mp = r1 - r0
-    if mp > 0:
-        hidden += r0 * h
-        hidden_grad += r0 * h
-        output += r0 * K
-        if c.rows != NULL:
-            rows = c.rows + r0
-        else:
-            labels += r0
-            if weights != NULL:
-                weights += r0
-        # A1 = act(X W1 + b1) ; Z2 = A1 W2
-        if c.X_rows != NULL:
-            _gemm_skipzero_rows(mp, h, d, <const floating **> c.X_rows + r0,
-                                <const floating *> c.W1, h, hidden, h, indices)
-        else:
-            _gemm_skipzero(mp, h, d, <const floating *> c.X_batch + r0 * c.ldx, c.ldx,
-                           <const floating *> c.W1, h, hidden, h, indices)
-        bias_activation(hidden, <const floating *> c.b1, mp, h, c.activation)
-        _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
-        # dZ2 = w (softmax(Z2 + b2) - Y) / S ;  dA1 = dZ2 W2^T ;  dZ1 = dA1 act'(Z1)
-        loss = softmax_cross_entropy(output, <const floating *> c.b2, labels, weights,
-                                     rows, mp, K, <floating> c.scale, b2_grad)
-        _gemm_skipzero(mp, h, K, output, K, W2_t, h, hidden_grad, h, indices)
-        activation_backward(hidden_grad, hidden, mp, h, c.activation, b1_grad)
+    cdef double squares = 0
+    if c.rows != NULL:
+        rows = c.rows + r0
     else:
-        for j in range(h + K):
-            b1_grad[j] = 0
-    if c.want_squares:        # the L2 term, over this part's rows of W1 (and W2)
-        _split(d, 1, part, n_parts, &p0, &p1)
+        labels += r0
+        if weights != NULL:
+            weights += r0
+    # A1 = act(X W1 + b1) ; Z2 = A1 W2
+    if c.X_rows != NULL:
+        _gemm_skipzero_rows(mp, h, d, <const floating **> c.X_rows + r0,
+                            <const floating *> c.W1, h, hidden, h, indices)
+    else:
+        _gemm_skipzero(mp, h, d, <const floating *> c.X_batch + r0 * c.ldx, c.ldx,
+                       <const floating *> c.W1, h, hidden, h, indices)
+    bias_activation(hidden, <const floating *> c.b1, mp, h, c.activation)
+    _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
+    # dZ2 = w (softmax(Z2 + b2) - Y) / S ;  dA1 = dZ2 W2^T ;  dZ1 = dA1 act'(Z1)
+    pw.sums[2 * chunk] = softmax_cross_entropy(
+        output, <const floating *> c.b2, labels, weights, rows, mp, K,
+        <floating> c.scale, b2_grad)
+    _gemm_skipzero(mp, h, K, output, K, W2_t, h, hidden_grad, h, indices)
+    activation_backward(hidden_grad, hidden, mp, h, c.activation, b1_grad)
+    if c.want_squares:        # the L2 term: this chunk's share of W1's rows (and W2)
+        _split(d, 1, chunk, c.n_chunks, &p0, &p1)
         squares = sum_of_squares(<const floating *> c.W1 + p0 * h, (p1 - p0) * h)
-        if part == 0:
+        if chunk == 0:
             squares += sum_of_squares(<const floating *> c.W2, h * K)
-    pw.sums[2 * part] = loss
-    pw.sums[2 * part + 1] = squares
+    pw.sums[2 * chunk + 1] = squares
 
 
 cdef void _rows_part(void *ctx, int part, int n_parts) noexcept nogil:
     cdef StepContext *c = <StepContext *> ctx
-    if c.is_double:
-        _rows_part_typed(c, part, n_parts, <double *> NULL)
-    else:
-        _rows_part_typed(c, part, n_parts, <float *> NULL)
+    cdef intp_t *indices = c.pw.indices + part * c.pw.index_stride
+    cdef intp_t chunk
+    while True:
+        chunk = mlp_cy_claim(&c.next_chunk)
+        if chunk >= c.n_chunks:
+            return
+        if c.is_double:
+            _rows_chunk(c, chunk, indices, <double *> NULL)
+        else:
+            _rows_chunk(c, chunk, indices, <float *> NULL)
 
 
 # Update: W1 by pixels, W2 and b1 by hidden units ##############################
 
-cdef void _update_part_typed(StepContext *c, int part, int n_parts,
-                             floating *unused) noexcept nogil:
+cdef void _update_chunk(StepContext *c, intp_t chunk, intp_t *indices,
+                        floating *unused) noexcept nogil:
+    """Chunk `chunk` of the update: W1's rows of PIXEL_CHUNK pixels, then W2's (and
+    b1's) columns of VECTORS_PER_CHUNK vectors of hidden units."""
     cdef ParallelWork *pw = c.pw
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
+    cdef intp_t n_pixel_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK
+    cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
     cdef intp_t p0, p1, j0, j1, j, k
-    cdef intp_t *indices = pw.indices + part * pw.index_stride
     cdef floating eta = <floating> c.eta, decay = <floating> c.decay
     cdef floating *W1 = <floating *> c.W1
     cdef floating *W2 = <floating *> c.W2
     cdef floating *W2_t = <floating *> pw.W2_t
     cdef floating *b1 = <floating *> c.b1
-    cdef floating *b2 = <floating *> c.b2
-    cdef const floating *b1_grad = <const floating *> pw.bias_grads    # part 0's: the sums
-    cdef const floating *b2_grad = b1_grad + h
-    # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1
-    _split(d, BLOCK, part, n_parts, &p0, &p1)
-    if p1 > p0 and c.X_rows != NULL:
-        _gemm_t_skipzero_rows(c.m, h, p1 - p0, -eta, <const floating **> c.X_rows, p0,
-                              <const floating *> c.hidden_grad, h, decay, W1 + p0 * h,
-                              h, indices)
-    elif p1 > p0:
-        _gemm_t_skipzero(c.m, h, p1 - p0, -eta, <const floating *> c.X_batch + p0, c.ldx,
-                         <const floating *> c.hidden_grad, h, decay, W1 + p0 * h, h,
-                         indices)
+    cdef const floating *b1_grad = (<const floating *> pw.bias_grads
+                                    + pw.max_row_chunks * (h + K))    # the sums
+    if chunk < n_pixel_chunks:
+        # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1
+        p0 = chunk * PIXEL_CHUNK
+        p1 = min(d, p0 + PIXEL_CHUNK)
+        if c.X_rows != NULL:
+            _gemm_t_skipzero_rows(c.m, h, p1 - p0, -eta, <const floating **> c.X_rows,
+                                  p0, <const floating *> c.hidden_grad, h, decay,
+                                  W1 + p0 * h, h, indices)
+        else:
+            _gemm_t_skipzero(c.m, h, p1 - p0, -eta, <const floating *> c.X_batch + p0,
+                             c.ldx, <const floating *> c.hidden_grad, h, decay,
+                             W1 + p0 * h, h, indices)
+        return
     # W2_t[:, j0:j1] := decay W2_t[:, j0:j1] - eta dZ2^T A1[:, j0:j1], then into W2
-    _split(h, VECTOR_BYTES // sizeof(floating), part, n_parts, &j0, &j1)
-    if j1 > j0:
-        _gemm_t_skipzero(c.m, j1 - j0, K, -eta, <const floating *> c.output, K,
-                         <const floating *> c.hidden + j0, h, decay, W2_t + j0, h,
-                         indices)
-        for j in range(j0, j1):
-            for k in range(K):
-                W2[j * K + k] = W2_t[k * h + j]
-            b1[j] -= eta * b1_grad[j]
-    if part == 0:
+    j0 = (chunk - n_pixel_chunks) * columns
+    j1 = min(h, j0 + columns)
+    _gemm_t_skipzero(c.m, j1 - j0, K, -eta, <const floating *> c.output, K,
+                     <const floating *> c.hidden + j0, h, decay, W2_t + j0, h, indices)
+    for j in range(j0, j1):
         for k in range(K):
-            b2[k] -= eta * b2_grad[k]
+            W2[j * K + k] = W2_t[k * h + j]
+        b1[j] -= eta * b1_grad[j]
 
 
 cdef void _update_part(void *ctx, int part, int n_parts) noexcept nogil:
     cdef StepContext *c = <StepContext *> ctx
-    if c.is_double:
-        _update_part_typed(c, part, n_parts, <double *> NULL)
-    else:
-        _update_part_typed(c, part, n_parts, <float *> NULL)
+    cdef intp_t *indices = c.pw.indices + part * c.pw.index_stride
+    cdef intp_t chunk
+    while True:
+        chunk = mlp_cy_claim(&c.next_chunk)
+        if chunk >= c.n_chunks:
+            return
+        if c.is_double:
+            _update_chunk(c, chunk, indices, <double *> NULL)
+        else:
+            _update_chunk(c, chunk, indices, <float *> NULL)
 
 
 # The step ####################################################################
@@ -298,11 +312,13 @@ cdef double parallel_sgd_step(
 ) noexcept nogil:
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
     cdef intp_t i, j, k
-    cdef int part, n_parts = pw.n_threads
+    cdef int n_parts = pw.n_threads
     cdef double weight_sum = m, loss = 0, squares = 0
     cdef floating *W2_t = <floating *> pw.W2_t
-    cdef floating *b1_grad = <floating *> pw.bias_grads     # part 0's, then the sums
     cdef floating *partial
+    cdef floating *grad_sum = <floating *> pw.bias_grads + pw.max_row_chunks * (h + K)
+    cdef intp_t chunk, n_row_chunks = (m + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
     cdef StepContext c
 
     if sample_weight != NULL:
@@ -339,17 +355,25 @@ cdef double parallel_sgd_step(
     c.decay = 1 - learning_rate * alpha / weight_sum
     c.want_squares = alpha > 0
 
+    c.next_chunk = 0
+    c.n_chunks = n_row_chunks
     mlp_cy_workers_run(n_parts, _rows_part, &c)
-    for part in range(n_parts):
-        loss += pw.sums[2 * part]
-        squares += pw.sums[2 * part + 1]
+    for chunk in range(n_row_chunks):
+        loss += pw.sums[2 * chunk]
+        squares += pw.sums[2 * chunk + 1]
     loss = loss / weight_sum + 0.5 * alpha * squares / weight_sum
     if not isfinite(loss):   # update nothing
         return loss
-    for part in range(1, n_parts):
-        partial = b1_grad + part * (h + K)
+    for j in range(h + K):
+        grad_sum[j] = 0
+    for chunk in range(n_row_chunks):
+        partial = <floating *> pw.bias_grads + chunk * (h + K)
         for j in range(h + K):
-            b1_grad[j] += partial[j]
+            grad_sum[j] += partial[j]
+    c.next_chunk = 0
+    c.n_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK + (h + columns - 1) // columns
     mlp_cy_workers_run(n_parts, _update_part, &c)
+    for k in range(K):
+        b2[k] -= <floating> learning_rate * grad_sum[h + k]
     n_updates[0] += 1
     return loss

@@ -4,6 +4,8 @@
  *                                          n_parts - 1, n_parts): part 0 on the calling
  *                                          thread, the others on helpers; returns when
  *                                          all are done.
+ *   mlp_cy_claim(&next_chunk)              inside a part: the index of the next chunk
+ *                                          of the region's work nobody has taken yet.
  *
  * Why not OpenMP: it would put libgomp in the wheels and hang forked children. Why
  * not the BLAS's threads: the step's products skip the data's zeros, which no BLAS
@@ -15,7 +17,8 @@
  *   threads) runs all its parts itself: never more threads than asked for. Which
  *   thread runs a part never changes what it computes.
  * - A helper spins for a short while after each part (the next one comes within a
- *   training step, tens of microseconds), then sleeps on a semaphore.
+ *   training step, tens of microseconds), then sleeps on a semaphore; the caller,
+ *   waiting for the helpers' parts, does the same.
  * - Threads and semaphores are CPython's (PyThread_*): no new libc symbols, so the
  *   wheels keep their manylinux tag. Helpers never touch Python objects or the GIL.
  * - fork(): helpers do not exist in the child. The pool remembers the process id it
@@ -50,7 +53,6 @@ typedef struct {
     void *ctx;
     int part, n_parts;
     unsigned long ticket;       /* incremented once per part handed over */
-    unsigned long finished;     /* set to ticket when the part is done */
     int sleeping;               /* 1 while the helper waits, or is about to, on `wake` */
     PyThread_type_lock wake;    /* a semaphore: released once per wake-up */
 } mlp_cy_worker;
@@ -60,6 +62,9 @@ static struct {
     int n_started;
     long pid;                   /* the process the helpers run in */
     mlp_cy_worker *workers[MLP_CY_MAX_WORKERS];
+    int pending;                /* helpers' parts of the current run not yet done */
+    int caller_sleeping;        /* 1 while the caller waits, or is about to, on `done` */
+    PyThread_type_lock done;    /* a semaphore: released when the last part is done */
 } mlp_cy_pool;
 
 /* Spin iterations (pause instructions) before a helper sleeps: about 50-100 us. */
@@ -103,7 +108,11 @@ static void mlp_cy_worker_main(void *arg)
         }
         seen = ticket;
         w->fn(w->ctx, w->part, w->n_parts);
-        __atomic_store_n(&w->finished, ticket, __ATOMIC_RELEASE);
+        /* The last part done wakes the caller if it went to sleep (same handshake). */
+        if (__atomic_sub_fetch(&mlp_cy_pool.pending, 1, __ATOMIC_SEQ_CST) == 0
+                && __atomic_exchange_n(&mlp_cy_pool.caller_sleeping, 0,
+                                       __ATOMIC_SEQ_CST) == 1)
+            PyThread_release_lock(mlp_cy_pool.done);
     }
 }
 
@@ -124,9 +133,40 @@ static int mlp_cy_workers_acquire(void)
     }
     if (mlp_cy_pool.pid != pid) {
         mlp_cy_pool.n_started = 0;
+        mlp_cy_pool.pending = 0;
+        mlp_cy_pool.caller_sleeping = 0;
+        mlp_cy_pool.done = PyThread_allocate_lock();
+        if (mlp_cy_pool.done == NULL) {
+            __atomic_store_n(&mlp_cy_pool.busy, 0, __ATOMIC_RELEASE);
+            return 0;
+        }
+        PyThread_acquire_lock(mlp_cy_pool.done, NOWAIT_LOCK);   /* the next acquire waits */
         mlp_cy_pool.pid = pid;
     }
     return 1;
+}
+
+/* Wait until the helpers' parts of this run are done. Spin first (they usually finish
+ * within microseconds of the caller), then sleep: a caller spinning on its core would
+ * keep a helper that another process pushed off its own core from moving over. */
+static void mlp_cy_workers_wait(void)
+{
+    int spins = 0;
+    while (__atomic_load_n(&mlp_cy_pool.pending, __ATOMIC_ACQUIRE) != 0) {
+        if (++spins < MLP_CY_SPIN) {
+            mlp_cy_cpu_relax();
+            continue;
+        }
+        __atomic_store_n(&mlp_cy_pool.caller_sleeping, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&mlp_cy_pool.pending, __ATOMIC_SEQ_CST) != 0) {
+            PyThread_acquire_lock(mlp_cy_pool.done, WAIT_LOCK);
+        }
+        else if (__atomic_exchange_n(&mlp_cy_pool.caller_sleeping, 0,
+                                     __ATOMIC_SEQ_CST) == 0) {
+            PyThread_acquire_lock(mlp_cy_pool.done, WAIT_LOCK);    /* consume its release */
+        }
+        spins = 0;
+    }
 }
 
 /* Start helpers up to n (the caller holds `busy`); returns how many there are. */
@@ -157,19 +197,18 @@ static int mlp_cy_workers_start(int n)
 static void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
 {
     int i, n_helpers;
-    unsigned long tickets[MLP_CY_MAX_WORKERS];
     if (n_parts > 1 && mlp_cy_workers_acquire()) {
         n_helpers = mlp_cy_workers_start(n_parts - 1);
         if (n_helpers > n_parts - 1)
             n_helpers = n_parts - 1;
+        __atomic_store_n(&mlp_cy_pool.pending, n_helpers, __ATOMIC_SEQ_CST);
         for (i = 0; i < n_helpers; i++) {
             mlp_cy_worker *w = mlp_cy_pool.workers[i];
             w->fn = fn;
             w->ctx = ctx;
             w->part = i + 1;
             w->n_parts = n_parts;
-            tickets[i] = w->ticket + 1;
-            __atomic_store_n(&w->ticket, tickets[i], __ATOMIC_SEQ_CST);
+            __atomic_store_n(&w->ticket, w->ticket + 1, __ATOMIC_SEQ_CST);
             if (__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_SEQ_CST) == 1)
                 PyThread_release_lock(w->wake);
         }
@@ -177,10 +216,7 @@ static void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
         fn(ctx, 0, n_parts);
         for (i = n_helpers + 1; i < n_parts; i++)
             fn(ctx, i, n_parts);
-        for (i = 0; i < n_helpers; i++)
-            while (__atomic_load_n(&mlp_cy_pool.workers[i]->finished, __ATOMIC_ACQUIRE)
-                   != tickets[i])
-                mlp_cy_cpu_relax();
+        mlp_cy_workers_wait();
         __atomic_store_n(&mlp_cy_pool.busy, 0, __ATOMIC_RELEASE);
         return;
     }
@@ -188,7 +224,20 @@ static void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
         fn(ctx, i, n_parts);
 }
 
+/* The next chunk of a region's work for the calling part: parts claim chunks until
+ * they run out, so a part slowed down (its core shared with another process) takes
+ * fewer. */
+static inline Py_ssize_t mlp_cy_claim(Py_ssize_t *next_chunk)
+{
+    return __atomic_fetch_add(next_chunk, 1, __ATOMIC_RELAXED);
+}
+
 #else   /* no __atomic builtins: every part on the caller */
+
+static inline Py_ssize_t mlp_cy_claim(Py_ssize_t *next_chunk)
+{
+    return (*next_chunk)++;
+}
 
 static void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
 {
