@@ -36,10 +36,6 @@ cdef extern from "_skipzero.h" nogil:
     void mlp_cy_dot_rows_f64(intp_t m, intp_t n, intp_t K, const double *A, intp_t lda,
                              const double *Bt, intp_t ldb, double *C, intp_t ldc)
 
-cdef extern from "_workers.h" nogil:
-    enum:
-        MLP_CY_MAX_WORKERS
-
 # Measured (benchmarks/RESULTS.md, one thread): an epoch on Fashion-MNIST (50%
 # non-zeros) takes 0.79-0.81x (h=256, b=64) to 0.87-0.90x (h=1024, b=256) of its time
 # with gemm; with non-zeros spread at random, the kernels stop paying at 56-60%
@@ -200,7 +196,7 @@ cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
     # 0.72x the time of the gemm step).
     if skipzero_mode == 0 and out_bytes > SKIPZERO_MAX_FORWARD_BYTES * threads:
         return 0
-    return min(threads, MLP_CY_MAX_WORKERS + 1)
+    return threads     # at most _workers.h's helpers + 1 run at once (_parallel.pyx)
 
 
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
@@ -321,8 +317,8 @@ def _set_parallel_threads(n):
     For tests and benchmarks: process-wide, not thread-safe.
     """
     global parallel_threads_override
-    if not 0 <= n <= MLP_CY_MAX_WORKERS + 1:
-        raise ValueError(f"n must be in [0, {MLP_CY_MAX_WORKERS + 1}], got {n!r}")
+    if not 0 <= n <= 1024:
+        raise ValueError(f"n must be in [0, 1024], got {n!r}")
     old = parallel_threads_override
     parallel_threads_override = n
     return old

@@ -32,6 +32,8 @@ cdef extern from "_workers.h" nogil:
     ctypedef void (*mlp_cy_part_fn)(void *ctx, int part, int n_parts) noexcept nogil
     void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
     intp_t mlp_cy_claim(intp_t *next_chunk)
+    enum:
+        MLP_CY_MAX_WORKERS
 
 # The kernels' vector width in bytes. Chunks: multiples of the kernels' 4-row (and
 # 4-pixel) blocks, large enough that a claim (an atomic add) costs nothing next to
@@ -81,14 +83,15 @@ cdef inline void _split(intp_t n_items, intp_t unit, int part, int n_parts,
 cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
                             intp_t n_features, intp_t n_hidden, intp_t n_classes,
                             intp_t itemsize) noexcept nogil:
-    pw.n_threads = n_threads
+    # More parts than threads would run one after the other: no more than that.
+    pw.n_threads = min(n_threads, MLP_CY_MAX_WORKERS + 1)
     pw.n_features = n_features
     pw.n_hidden = n_hidden
     pw.n_classes = n_classes
     pw.index_stride = max(batch_size, max(n_features, n_classes))
     pw.max_row_chunks = (batch_size + ROW_CHUNK - 1) // ROW_CHUNK
     pw.W2_t_current = False
-    pw.indices = <intp_t *> malloc(n_threads * pw.index_stride * sizeof(intp_t))
+    pw.indices = <intp_t *> malloc(pw.n_threads * pw.index_stride * sizeof(intp_t))
     pw.X_rows = <const void **> malloc(batch_size * sizeof(void *))
     pw.W2_t = malloc(n_classes * n_hidden * itemsize)
     pw.bias_grads = malloc((pw.max_row_chunks + 1) * (n_hidden + n_classes) * itemsize)
