@@ -5,7 +5,7 @@ mlp_cy's own, skipping the data's zeros. It must compute what the serial step do
 rounding, for every dtype, activation, weighting and batch shape; give the same bits
 whatever the thread count and whichever thread runs which chunk; survive fork() and
 concurrent callers; follow threadpoolctl's limit; and update nothing on a step whose
-loss is not finite. `_blas._set_parallel_threads(n)` forces n parts whatever the BLAS
+loss is not finite. predict_proba takes the same road (by chunks of rows). `_blas._set_parallel_threads(n)` forces n parts whatever the BLAS
 has, so these tests run the same on any machine with AVX-512F.
 """
 
@@ -310,6 +310,32 @@ def test_a_step_with_a_non_finite_loss_updates_nothing(engine):
     for a, b in zip(params, after_first):
         np.testing.assert_array_equal(a, b)
         assert np.isfinite(a).all()
+
+
+@pytest.mark.parametrize("n_rows", [1, 63, 64, 65, 300])
+@pytest.mark.parametrize("dtypes", list(DTYPES))
+@pytest.mark.parametrize("activation", [Activation.LOGISTIC, Activation.RELU,
+                                        Activation.TANH, Activation.IDENTITY])
+def test_parallel_predict_proba_matches_the_serial_one(engine, n_rows, dtypes, activation):
+    x_dtype, dtype = DTYPES[dtypes]
+    X = _images(n_rows, seed=5)
+    X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
+    W1, b1, W2, b2 = _params(dtype)
+    if x_dtype == np.uint8:
+        W1 /= 255
+    work = np.empty(32 * (N_HIDDEN + 784), dtype)
+    results = {}
+    with threadpoolctl.threadpool_limits(1):
+        for threads, mode in ((0, "never"), (1, "auto"), (2, "auto"), (3, "auto")):
+            engine(threads=threads, mode=mode)
+            proba = np.full((n_rows, 10), np.nan, dtype)
+            network._predict_proba(X, W1, b1, W2, b2, int(activation), proba, work)
+            results[threads] = proba
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(results[2], results[0], rtol=0, atol=tol)
+    np.testing.assert_allclose(results[2].sum(axis=1), 1, rtol=0, atol=10 * tol)
+    for threads in (1, 3):                            # chunks of rows: the same bits
+        np.testing.assert_array_equal(results[threads], results[2])
 
 
 def test_dot_rows_kernel_matches_numpy():

@@ -66,3 +66,13 @@ cdef double parallel_sgd_step(
 ) noexcept nogil
 # One plain-SGD step, as network._step computes it (to rounding); returns the loss,
 # and updates nothing when it is not finite.
+
+cdef int parallel_predict_proba(
+    int n_threads, const BatchSource *source, intp_t n_rows, intp_t n_features,
+    const floating *W1, const floating *b1, const floating *W2, const floating *b2,
+    intp_t n_hidden, intp_t n_classes, Activation activation,
+    floating *proba,              # OUT (n_rows, n_classes), row stride ldp
+    intp_t ldp,
+) noexcept nogil
+# predict_proba on n_threads threads, skipping X's zeros, by chunks of rows; the same
+# bits on any number of threads. 0, or -1 when out of memory (nothing was written).

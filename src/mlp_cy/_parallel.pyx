@@ -25,7 +25,7 @@ from libc.stdlib cimport free, malloc
 from ._typedefs cimport intp_t, label_t
 from ._blas cimport (_dot_rows, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
                     _gemm_t_skipzero_rows)
-from .kernels cimport (Activation, activation_backward, bias_activation,
+from .kernels cimport (Activation, activation_backward, bias_activation, bias_softmax,
                        softmax_cross_entropy, sum_of_squares)
 
 cdef extern from "_workers.h" nogil:
@@ -380,3 +380,115 @@ cdef double parallel_sgd_step(
         b2[k] -= <floating> learning_rate * grad_sum[h + k]
     n_updates[0] += 1
     return loss
+
+
+# Prediction ##################################################################
+
+cdef intp_t PREDICT_CHUNK = 64    # rows: the size at which the kernels beat gemm most
+
+
+cdef struct PredictContext:       # shared by the parts of parallel_predict_proba
+    intp_t next_chunk
+    intp_t n_chunks
+    intp_t n_rows, n_features, n_hidden, n_classes
+    bint is_double
+    const BatchSource *source
+    const void *W1
+    const void *b1
+    const void *W2_t              # (n_classes, n_hidden)
+    const void *b2
+    Activation activation
+    void *proba                   # (n_rows, n_classes), row stride ldp
+    intp_t ldp
+    intp_t *indices               # (n_parts, n_features)
+    void *hidden                  # (n_parts, PREDICT_CHUNK, n_hidden)
+    void *converted               # (n_parts, PREDICT_CHUNK, n_features), if X needs it
+
+
+cdef void _predict_chunk(PredictContext *c, int part, intp_t chunk,
+                         floating *unused) noexcept nogil:
+    cdef const BatchSource *source = c.source
+    cdef intp_t d = c.n_features, h = c.n_hidden, K = c.n_classes
+    cdef intp_t r0 = chunk * PREDICT_CHUNK, mc = min(c.n_rows - r0, PREDICT_CHUNK), i
+    cdef floating *hidden = <floating *> c.hidden + part * PREDICT_CHUNK * h
+    cdef floating *converted = <floating *> c.converted + part * PREDICT_CHUNK * d
+    cdef floating *proba = <floating *> c.proba + r0 * c.ldp
+    cdef const floating *X_chunk
+    cdef intp_t ldx
+    cdef InputKind own_kind = INPUT_FLOAT32
+    if floating is double:
+        own_kind = INPUT_FLOAT64
+    if source.kind == own_kind:
+        X_chunk = <const floating *> (source.X + r0 * source.row_bytes)
+        ldx = source.row_bytes // sizeof(floating)
+    else:
+        for i in range(mc):
+            _copy_row(source.X + (r0 + i) * source.row_bytes, source.kind,
+                      converted + i * d, d)
+        X_chunk = converted
+        ldx = d
+    _gemm_skipzero(mc, h, d, X_chunk, ldx, <const floating *> c.W1, h, hidden, h,
+                   c.indices + part * d)
+    bias_activation(hidden, <const floating *> c.b1, mc, h, c.activation)
+    _dot_rows(mc, h, K, hidden, h, <const floating *> c.W2_t, h, proba, c.ldp)
+    for i in range(mc):
+        bias_softmax(proba + i * c.ldp, <const floating *> c.b2, 1, K)
+
+
+cdef void _predict_part(void *ctx, int part, int n_parts) noexcept nogil:
+    cdef PredictContext *c = <PredictContext *> ctx
+    cdef intp_t chunk
+    while True:
+        chunk = mlp_cy_claim(&c.next_chunk)
+        if chunk >= c.n_chunks:
+            return
+        if c.is_double:
+            _predict_chunk(c, part, chunk, <double *> NULL)
+        else:
+            _predict_chunk(c, part, chunk, <float *> NULL)
+
+
+cdef int parallel_predict_proba(
+    int n_threads, const BatchSource *source, intp_t n_rows, intp_t n_features,
+    const floating *W1, const floating *b1, const floating *W2, const floating *b2,
+    intp_t n_hidden, intp_t n_classes, Activation activation,
+    floating *proba, intp_t ldp,
+) noexcept nogil:
+    cdef PredictContext c
+    cdef intp_t j, k
+    cdef floating *W2_t
+    n_threads = min(n_threads, MLP_CY_MAX_WORKERS + 1)
+    c.next_chunk = 0
+    c.n_chunks = (n_rows + PREDICT_CHUNK - 1) // PREDICT_CHUNK
+    c.n_rows = n_rows
+    c.n_features = n_features
+    c.n_hidden = n_hidden
+    c.n_classes = n_classes
+    c.is_double = floating is double
+    c.source = source
+    c.W1 = W1
+    c.b1 = b1
+    c.b2 = b2
+    c.activation = activation
+    c.proba = proba
+    c.ldp = ldp
+    W2_t = <floating *> malloc(n_classes * n_hidden * sizeof(floating))
+    c.indices = <intp_t *> malloc(n_threads * n_features * sizeof(intp_t))
+    c.hidden = malloc(n_threads * PREDICT_CHUNK * n_hidden * sizeof(floating))
+    c.converted = malloc(n_threads * PREDICT_CHUNK * n_features * sizeof(floating))
+    if W2_t == NULL or c.indices == NULL or c.hidden == NULL or c.converted == NULL:
+        free(W2_t)
+        free(c.indices)
+        free(c.hidden)
+        free(c.converted)
+        return -1
+    for j in range(n_hidden):
+        for k in range(n_classes):
+            W2_t[k * n_hidden + j] = W2[j * n_classes + k]
+    c.W2_t = W2_t
+    mlp_cy_workers_run(n_threads, _predict_part, &c)
+    free(W2_t)
+    free(c.indices)
+    free(c.hidden)
+    free(c.converted)
+    return 0

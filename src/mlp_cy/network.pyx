@@ -44,7 +44,8 @@ from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzer
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
 from ._parallel cimport (BatchSource, InputKind, ParallelWork, INPUT_UINT8,
                          INPUT_FLOAT32, INPUT_FLOAT64, parallel_gather,
-                         parallel_sgd_step, parallel_work_free, parallel_work_init)
+                         parallel_predict_proba, parallel_sgd_step, parallel_work_free,
+                         parallel_work_init)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, bias_activation,
                        activation_backward, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
@@ -424,6 +425,16 @@ cdef int predict_proba(
     if ldx == 0 or ldp == 0:
         with gil:
             raise ValueError("X and proba_out need rows that do not overlap")
+    # As training (design note h): where the BLAS has 2+ threads, mostly-zero X goes
+    # through mlp_cy's own threads, no BLAS call, by chunks of 64 rows.
+    cdef BatchSource source = _batch_source(X)
+    cdef int n_threads = skipzero_parallel_threads(64, n_features, n_hidden,
+                                                   sizeof(floating))
+    if n_threads > 0 and _sparse_start(X, NULL, min(n_samples, 64)) and \
+            parallel_predict_proba(n_threads, &source, n_samples, n_features, &W1[0, 0],
+                                   &b1[0], &W2[0, 0], &b2[0], n_hidden, n_classes,
+                                   activation, &proba_out[0, 0], ldp) == 0:
+        return 0
     cdef intp_t *cols = <intp_t *> malloc(max(n_features, 1) * sizeof(intp_t))
     cdef intp_t ld_chunk = n_features if convert else ldx
     start = 0
