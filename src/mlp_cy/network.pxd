@@ -66,7 +66,8 @@ cdef int predict_proba(
     floating[:, ::1] proba_out,        # OUT (n_samples, n_classes)
     floating[::1] work,                # scratch, any length >= n_hidden (+ n_features when X
                                        # needs converting): rows go through in chunks of
-                                       # len(work) // that
+                                       # len(work) // that (on several threads: chunks of
+                                       # 64 rows, in scratch the call allocates)
 ) except -1 nogil
 
 cdef double train_step(
