@@ -19,6 +19,7 @@ import pytest
 from mlp_cy import MLPClassifier, _blas, network
 from mlp_cy.kernels import Activation
 from reference import sgd_epoch
+from test_skipzero import _images as skipzero_images
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -48,14 +49,8 @@ def engine():
 
 
 def _images(n, seed=0):
-    """MNIST-like rows in [0, 1]: a blob of ink in a 28 x 28 zero frame (~25% ink)."""
-    rng = np.random.default_rng(seed)
-    X = np.zeros((n, 28, 28))
-    for i in range(n):
-        r, c = rng.integers(4, 10, size=2)
-        X[i, r:r + rng.integers(8, 15), c:c + rng.integers(8, 15)] = rng.random()
-    X[rng.random(X.shape) < 0.1] = 0
-    return X.reshape(n, 784)
+    """test_skipzero's MNIST-like rows (a blob of ink in a 28 x 28 zero frame), float64."""
+    return skipzero_images(n, np.float64, seed)
 
 
 def _params(dtype, n_hidden=N_HIDDEN, seed=1):

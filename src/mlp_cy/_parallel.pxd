@@ -26,8 +26,8 @@ cdef struct ParallelWork:         # what the parallel step keeps between batches
     intp_t index_stride           # max(batch_size, n_features, n_classes)
     intp_t *indices               # (n_threads, index_stride) the kernels' index lists
     const void **X_rows           # (batch_size,) where a shuffled batch's rows are in X
-    void *W2_t                    # (n_classes, n_hidden) W2 transposed, parameters' type
-    bint W2_t_current             # W2_t holds W2^T (else it is copied at the next step)
+    void *W2_t                    # (n_classes, n_hidden) W2 transposed, parameters' type;
+                                  # every step updates it with W2
     intp_t max_row_chunks         # ceil(batch_size / the row chunk)
     void *bias_grads              # (max_row_chunks + 1, n_hidden + n_classes): a chunk's
                                   # bias gradients, then their sum
@@ -36,7 +36,7 @@ cdef struct ParallelWork:         # what the parallel step keeps between batches
 
 cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
                             intp_t n_features, intp_t n_hidden, intp_t n_classes,
-                            intp_t itemsize) noexcept nogil
+                            const floating *W2) noexcept nogil
 # 0, or -1 when out of memory (pw then owns nothing). Free with parallel_work_free.
 
 cdef void parallel_work_free(ParallelWork *pw) noexcept nogil
@@ -59,6 +59,7 @@ cdef double parallel_sgd_step(
     const label_t *y,                       # IN  y[i] or y[rows[i]]
     const floating *sample_weight,          # IN  same indexing, or NULL
     const intp_t *rows,                     # IN  (m,) or NULL
+    double weight_sum,                      # IN  the batch's weight sum, > 0
     floating *W1, floating *b1, floating *W2, floating *b2,   # IN/OUT
     Activation activation, double learning_rate, double alpha,
     intp_t *n_updates,            # IN/OUT, + 1 when the step updates

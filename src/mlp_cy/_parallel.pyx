@@ -82,7 +82,8 @@ cdef inline void _split(intp_t n_items, intp_t unit, int part, int n_parts,
 
 cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
                             intp_t n_features, intp_t n_hidden, intp_t n_classes,
-                            intp_t itemsize) noexcept nogil:
+                            const floating *W2) noexcept nogil:
+    cdef intp_t itemsize = sizeof(floating), j, k
     # More parts than threads would run one after the other: no more than that.
     pw.n_threads = min(n_threads, MLP_CY_MAX_WORKERS + 1)
     pw.n_features = n_features
@@ -90,7 +91,6 @@ cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
     pw.n_classes = n_classes
     pw.index_stride = max(batch_size, max(n_features, n_classes))
     pw.max_row_chunks = (batch_size + ROW_CHUNK - 1) // ROW_CHUNK
-    pw.W2_t_current = False
     pw.indices = <intp_t *> malloc(pw.n_threads * pw.index_stride * sizeof(intp_t))
     pw.X_rows = <const void **> malloc(batch_size * sizeof(void *))
     pw.W2_t = malloc(n_classes * n_hidden * itemsize)
@@ -100,6 +100,9 @@ cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
             or pw.sums == NULL):
         parallel_work_free(pw)
         return -1
+    for j in range(n_hidden):
+        for k in range(n_classes):
+            (<floating *> pw.W2_t)[k * n_hidden + j] = W2[j * n_classes + k]
     return 0
 
 
@@ -308,6 +311,7 @@ cdef double parallel_sgd_step(
     ParallelWork *pw, intp_t m,
     const floating *X_batch, intp_t ldx, const floating **X_rows,
     const label_t *y, const floating *sample_weight, const intp_t *rows,
+    double weight_sum,
     floating *W1, floating *b1, floating *W2, floating *b2,
     Activation activation, double learning_rate, double alpha,
     intp_t *n_updates,
@@ -316,25 +320,12 @@ cdef double parallel_sgd_step(
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
     cdef intp_t i, j, k
     cdef int n_parts = pw.n_threads
-    cdef double weight_sum = m, loss = 0, squares = 0
-    cdef floating *W2_t = <floating *> pw.W2_t
+    cdef double loss = 0, squares = 0
     cdef floating *partial
     cdef floating *grad_sum = <floating *> pw.bias_grads + pw.max_row_chunks * (h + K)
     cdef intp_t chunk, n_row_chunks = (m + ROW_CHUNK - 1) // ROW_CHUNK
     cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
     cdef StepContext c
-
-    if sample_weight != NULL:
-        weight_sum = 0
-        for i in range(m):
-            weight_sum += sample_weight[rows[i] if rows != NULL else i]
-        if weight_sum <= 0:      # a batch with no weight carries no gradient
-            return 0
-    if not pw.W2_t_current:
-        for j in range(h):
-            for k in range(K):
-                W2_t[k * h + j] = W2[j * K + k]
-        pw.W2_t_current = True
 
     c.pw = pw
     c.is_double = floating is double

@@ -181,6 +181,18 @@ cdef bint _sparse_start(const input_t[:, ::1] X, const intp_t *order,
     return skipzero_sparse_enough(nonzeros, m * n_features)
 
 
+cdef inline double _weight_sum(intp_t m, const floating *sample_weight,
+                               const intp_t *rows) noexcept nogil:
+    """The batch's weight sum S: m, or the sum of w[i] (w[rows[i]])."""
+    cdef intp_t i
+    cdef double total = 0
+    if sample_weight == NULL:
+        return m
+    for i in range(m):
+        total += sample_weight[rows[i] if rows != NULL else i]
+    return total
+
+
 cdef double _parallel_batch(
     ParallelWork *pw, const BatchSource *source, intp_t m,
     const label_t *y, const floating *sample_weight, const intp_t *rows,
@@ -191,10 +203,13 @@ cdef double _parallel_batch(
     cdef const floating *X_batch
     cdef const floating **X_rows
     cdef intp_t ldx
+    cdef double weight_sum = _weight_sum(m, sample_weight, rows)
+    if weight_sum <= 0:          # a batch with no weight carries no gradient
+        return 0
     parallel_gather(pw, source, m, work, &X_batch, &ldx, &X_rows)
-    return parallel_sgd_step(pw, m, X_batch, ldx, X_rows, y, sample_weight, rows, W1,
-                             b1, W2, b2, options.activation, options.learning_rate,
-                             options.alpha, n_updates, work)
+    return parallel_sgd_step(pw, m, X_batch, ldx, X_rows, y, sample_weight, rows,
+                             weight_sum, W1, b1, W2, b2, options.activation,
+                             options.learning_rate, options.alpha, n_updates, work)
 
 
 cdef void _apply_update(
@@ -259,18 +274,15 @@ cdef double _step(
     cdef floating *b2_grad = W2_grad + (0 if fused else n_hidden * n_classes)   # (n_classes,)
     cdef blas_int d = <blas_int> n_features, h = <blas_int> n_hidden
     cdef blas_int K = <blas_int> n_classes, mb = <blas_int> m
-    cdef double weight_sum = m
+    cdef double weight_sum
     cdef double loss, penalty = 0, l2, step_size
     cdef floating eta = <floating> options.learning_rate
     cdef floating decay
     cdef intp_t n_params, offset
 
-    if sample_weight != NULL:
-        weight_sum = 0
-        for i in range(m):
-            weight_sum += sample_weight[rows[i] if rows != NULL else i]
-        if weight_sum <= 0:      # a batch with no weight carries no gradient
-            return 0
+    weight_sum = _weight_sum(m, sample_weight, rows)
+    if weight_sum <= 0:          # a batch with no weight carries no gradient
+        return 0
     if options.alpha > 0:
         penalty = 0.5 * options.alpha * (
             sum_of_squares(W1, n_features * n_hidden)
@@ -613,7 +625,7 @@ cdef double train_step(
     cdef double loss
     cdef int n_threads = _parallel_threads(options, m, n_features, n_hidden, &W1[0, 0])
     if n_threads > 0 and _sparse_start(X_batch, NULL, m) and parallel_work_init(
-            &pw, n_threads, m, n_features, n_hidden, n_classes, sizeof(floating)) == 0:
+            &pw, n_threads, m, n_features, n_hidden, n_classes, &W2[0, 0]) == 0:
         source = _batch_source(X_batch)
         loss = _parallel_batch(&pw, &source, m, &y_batch[0],
                                &sample_weight[0] if sample_weight is not None else NULL,
@@ -713,7 +725,7 @@ cdef int train_epoch(
     if n_threads > 0 and _sparse_start(
             X, &order[0] if order is not None else NULL, batch_size) and parallel_work_init(
             &pw, n_threads, batch_size, n_features, n_hidden, n_classes,
-            sizeof(floating)) == 0:
+            &W2[0, 0]) == 0:
         try:
             _epoch_parallel(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
                             options, n_updates, work, stats_out, &pw)
@@ -730,6 +742,24 @@ cdef int train_epoch(
                           options, state, n_updates, work, stats_out, index_scratch)
     finally:
         free(index_scratch)
+    return 0
+
+
+cdef int _batch_done(EpochStats *stats, double loss, intp_t m, intp_t work,
+                     intp_t *work_since_check) except -1 nogil:
+    """Count a batch of m rows into stats; 1 if its loss diverged (stop), else 0.
+    Looks at the signal handlers (and raises there) every CHECK_WORK multiply-adds."""
+    if not isfinite(loss):
+        stats.diverged = True
+        return 1
+    stats.loss_sum += loss * m
+    stats.n_rows_done += m
+    stats.n_batches_done += 1
+    work_since_check[0] += work
+    if work_since_check[0] >= CHECK_WORK:
+        work_since_check[0] = 0
+        with gil:
+            PyErr_CheckSignals()
     return 0
 
 
@@ -803,18 +833,10 @@ cdef int _epoch_in_batches(
                      <blas_int> (n_features if X_batch == gathered else ldx), X_rows,
                      labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
                      options, state, n_updates, &work[0], index_scratch, skip)
-        if not isfinite(loss):
-            stats_out.diverged = True
+        if _batch_done(stats_out, loss, m, m * (n_features + n_classes) * n_hidden,
+                       &work_since_check):
             return 0
-        stats_out.loss_sum += loss * m
-        stats_out.n_rows_done += m
-        stats_out.n_batches_done += 1
         start += m
-        work_since_check += m * (n_features + n_classes) * n_hidden
-        if work_since_check >= CHECK_WORK:
-            work_since_check = 0
-            with gil:
-                PyErr_CheckSignals()
     return 0
 
 
@@ -848,18 +870,10 @@ cdef int _epoch_parallel(
                 weights = &sample_weight[0]
         loss = _parallel_batch(pw, &source, m, labels, weights, source.rows, &W1[0, 0],
                                &b1[0], &W2[0, 0], &b2[0], options, n_updates, &work[0])
-        if not isfinite(loss):
-            stats_out.diverged = True
+        if _batch_done(stats_out, loss, m, m * (n_features + n_classes) * n_hidden,
+                       &work_since_check):
             return 0
-        stats_out.loss_sum += loss * m
-        stats_out.n_rows_done += m
-        stats_out.n_batches_done += 1
         start += m
-        work_since_check += m * (n_features + n_classes) * n_hidden
-        if work_since_check >= CHECK_WORK:
-            work_since_check = 0
-            with gil:
-                PyErr_CheckSignals()
     return 0
 
 
