@@ -3,6 +3,7 @@
 Set MLP_CY_DEBUG_CYTHON=1 to turn bounds and None checks back on while debugging.
 """
 
+import glob
 import os
 
 from Cython.Build import cythonize
@@ -31,6 +32,7 @@ extensions = [
         f"mlp_cy.{name}",
         [f"src/mlp_cy/{name}.pyx"],
         extra_compile_args=extra_compile_args,
+        depends=sorted(glob.glob("src/mlp_cy/*.h")),   # rebuild when a kernel changes
         # NumPy's C API is not used: no numpy include dirs, no deprecated-API warnings.
     )
     for name in MODULES

@@ -251,7 +251,7 @@ static void mlp_cy_skipzero_ab_part_##SUFFIX(void *ctx, int part, int n_parts)  
     Py_ssize_t r0, r1;                                                               \
     mlp_cy_block_range(a->m, part, n_parts, &r0, &r1);                               \
     if (r1 > r0)                                                                     \
-        mlp_cy_skipzero_ab_##SUFFIX(r1 - r0, a->n, a->k, a->A + r0 * a->lda, a->lda, \
+        mlp_cy_skipzero_ab_##SUFFIX##_avx512(r1 - r0, a->n, a->k, a->A + r0 * a->lda, a->lda, \
                                     NULL, a->B, a->ldb, a->C + r0 * a->ldc, a->ldc,        \
                                     a->scratch + part * a->scratch_stride);          \
 }                                                                                    \
@@ -262,7 +262,7 @@ static void mlp_cy_skipzero_atb_part_##SUFFIX(void *ctx, int part, int n_parts) 
     Py_ssize_t p0, p1;                                                               \
     mlp_cy_block_range(a->k, part, n_parts, &p0, &p1);                               \
     if (p1 > p0)                                                                     \
-        mlp_cy_skipzero_atb_##SUFFIX(a->m, a->n, p1 - p0, a->alpha, a->A + p0, a->lda, \
+        mlp_cy_skipzero_atb_##SUFFIX##_avx512(a->m, a->n, p1 - p0, a->alpha, a->A + p0, a->lda, \
                                      NULL, 0, a->B, a->ldb, a->beta, a->C + p0 * a->ldc,      \
                                      a->ldc, a->scratch + part * a->scratch_stride); \
 }                                                                                    \
@@ -311,7 +311,7 @@ int main(int argc, char **argv)
         return 2;
     }
     m = atoi(argv[1]), h = atoi(argv[2]), threads = atoi(argv[3]);
-    if (m < 1 || h < 16 || h % 16 || threads < 1 || !mlp_cy_skipzero_available()) {
+    if (m < 1 || h < 16 || h % 16 || threads < 1 || mlp_cy_cpu_level() != MLP_CY_LEVEL_AVX512) {
         fprintf(stderr, "need batch >= 1, n_hidden a multiple of 16, AVX-512F\n");
         return 2;
     }

@@ -258,8 +258,6 @@ def test_train_step_is_an_epoch_of_one_batch(consumer, dtype, solver):
     assert_allclose(loss, clf.loss_, rtol=RTOL[dtype])
 
 
-@pytest.mark.skipif(not _blas._skipzero_available(),
-                    reason="the parallel step runs the AVX-512F kernels")
 @pytest.mark.parametrize("x_dtype, dtype", [(np.float32, np.float32),
                                             (np.uint8, np.float64)])
 def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):

@@ -5,8 +5,10 @@ mlp_cy's own, skipping the data's zeros. It must compute what the serial step do
 rounding, for every dtype, activation, weighting and batch shape; give the same bits
 whatever the thread count and whichever thread runs which chunk; survive fork() and
 concurrent callers; follow threadpoolctl's limit; and update nothing on a step whose
-loss is not finite. predict_proba takes the same road (by chunks of rows). `_blas._set_parallel_threads(n)` forces n parts whatever the BLAS
-has, so these tests run the same on any machine with AVX-512F.
+loss is not finite. predict_proba takes the same road (by chunks of rows).
+`_blas._set_parallel_threads(n)` forces n parts whatever the BLAS has, and the
+`kernel_level` fixture runs the kernels at each instruction-set level this CPU has, so
+these tests run the same on any machine, whatever its vector units.
 """
 
 import multiprocessing
@@ -23,10 +25,6 @@ from test_skipzero import _images as skipzero_images
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
-AVAILABLE = _blas._skipzero_available()
-pytestmark = pytest.mark.skipif(
-    not AVAILABLE, reason="the parallel step runs the AVX-512F kernels (see "
-                          "test_skipzero.py::test_unavailable for other CPUs)")
 N_HIDDEN = 48          # whole vectors for float32 (16 lanes) and float64 (8)
 
 
@@ -106,7 +104,8 @@ COMBINATIONS = [(case, dtypes) for case in CASES for dtypes in DTYPES
 
 @pytest.mark.parametrize("threads", [2, 3, 7])
 @pytest.mark.parametrize("case, dtypes", COMBINATIONS)
-def test_parallel_step_matches_the_serial_step(engine, threads, case, dtypes):
+def test_parallel_step_matches_the_serial_step(engine, threads, case, dtypes,
+                                                kernel_level):
     options = dict(CASES[case])
     weighted = options.pop("weighted", False)
     x_dtype, dtype = DTYPES[dtypes]
@@ -124,6 +123,7 @@ def test_parallel_step_matches_the_serial_step(engine, threads, case, dtypes):
         expected, expected_stats = _train(X, y, dtype, sample_weight=weights, **options)
         engine(threads=threads, mode="auto")
         got, stats = _train(X, y, dtype, sample_weight=weights, **options)
+    assert _blas._kernel_levels_used() == (kernel_level,)
     _assert_close(got, expected, dtype)
     np.testing.assert_allclose(stats[0], expected_stats[0],
                                rtol=1e-5 if dtype == np.float32 else 1e-12)
@@ -131,7 +131,7 @@ def test_parallel_step_matches_the_serial_step(engine, threads, case, dtypes):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_parallel_epoch_matches_the_numpy_reference(engine, dtype):
+def test_parallel_epoch_matches_the_numpy_reference(engine, dtype, kernel_level):
     # The independent implementation of tests/reference.py, with L2, rows in order.
     engine(threads=2, mode="auto")
     X = _images(150).astype(dtype)
@@ -151,10 +151,11 @@ def test_parallel_epoch_matches_the_numpy_reference(engine, dtype):
                                    err_msg=name)
     np.testing.assert_allclose(stats[0] / stats[1], expected_loss, rtol=rtol)
     assert tuple(stats[1:]) == (150, 4, 0, 4)
+    assert _blas._kernel_levels_used() == (kernel_level,)
 
 
 @pytest.mark.parametrize("x_dtype", [np.float32, np.uint8])
-def test_the_thread_count_changes_no_bit(engine, x_dtype):
+def test_the_thread_count_changes_no_bit(engine, x_dtype, kernel_level):
     # Work is cut into chunks whose partial sums are added in chunk order, whichever
     # thread ran them: 1, 2, 3 or 7 threads, the same weights and losses.
     X = _images(256)
@@ -226,13 +227,21 @@ def test_a_forked_child_trains_in_parallel(engine):
         np.testing.assert_array_equal(np.asarray(a, np.float32), b)
 
 
-def test_thread_count_follows_the_blas(engine):
+def test_thread_count_follows_the_blas(engine, kernel_level):
     if _blas._blas_num_threads() == 0:
         pytest.skip("this BLAS does not say how many threads it has (not OpenBLAS, "
                     "MKL or BLIS): the parallel step is never chosen")
     threads = _blas._parallel_threads
     with threadpoolctl.threadpool_limits(1):
         assert threads(64, 784, 256, 4) == 0
+    _, parallel_pays = _blas._skipzero_pays()
+    assert parallel_pays == (kernel_level in ("avx2", "avx512"))  # RESULTS.md, levels
+    if not parallel_pays:
+        with threadpoolctl.threadpool_limits(2):
+            assert threads(64, 784, 256, 4) == 0
+            engine(mode="always")                     # the tests' way in
+            assert threads(64, 784, 256, 4) == 2
+        return
     with threadpoolctl.threadpool_limits(2):
         assert threads(64, 784, 256, 4) == 2
         assert threads(64, 784, 256, 8) == 2
@@ -247,8 +256,9 @@ def test_thread_count_follows_the_blas(engine):
         assert threads(64, 784, 256, 4) == 3
 
 
-def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine):
-    # Same bits as 2 forced parts at 1 BLAS thread, other bits than the serial step.
+def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine, kernel_level):
+    # Same bits as 2 forced parts at 1 BLAS thread, other bits than the serial step;
+    # at a level where the parallel step does not pay, gemm's step and no kernel.
     if _blas._blas_num_threads() == 0:
         pytest.skip("this BLAS does not say how many threads it has")
     X = _images(400).astype(np.float32)
@@ -265,6 +275,10 @@ def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine):
         return clf.coefs_ + clf.intercepts_
 
     at_two = fit(2, 0)
+    if not _blas._skipzero_pays()[1]:
+        assert _blas._kernel_levels_used() == ()
+        return
+    assert _blas._kernel_levels_used() == (kernel_level,)
     forced = fit(1, 2)
     serial = fit(1, 0)
     for a, b in zip(at_two, forced):
@@ -311,7 +325,8 @@ def test_a_step_with_a_non_finite_loss_updates_nothing(engine):
 @pytest.mark.parametrize("dtypes", list(DTYPES))
 @pytest.mark.parametrize("activation", [Activation.LOGISTIC, Activation.RELU,
                                         Activation.TANH, Activation.IDENTITY])
-def test_parallel_predict_proba_matches_the_serial_one(engine, n_rows, dtypes, activation):
+def test_parallel_predict_proba_matches_the_serial_one(engine, n_rows, dtypes, activation,
+                                                      kernel_level):
     x_dtype, dtype = DTYPES[dtypes]
     X = _images(n_rows, seed=5)
     X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
@@ -333,7 +348,7 @@ def test_parallel_predict_proba_matches_the_serial_one(engine, n_rows, dtypes, a
         np.testing.assert_array_equal(results[threads], results[2])
 
 
-def test_dot_rows_kernel_matches_numpy():
+def test_dot_rows_kernel_matches_numpy(kernel_level):
     rng = np.random.default_rng(0)
     for dtype, lanes in ((np.float32, 16), (np.float64, 8)):
         for m, n, K in ((1, lanes, 1), (5, 2 * lanes, 3), (33, 16 * lanes, 10),
@@ -349,3 +364,4 @@ def test_dot_rows_kernel_matches_numpy():
         with pytest.raises(ValueError, match="multiple of"):
             _blas._dot_rows_memview(np.ones((2, lanes + 1), dtype),
                                     np.ones((3, lanes + 1), dtype), np.ones((2, 3), dtype))
+    assert _blas._kernel_levels_used() == (kernel_level,)

@@ -1,10 +1,17 @@
 """The products that skip the data's zeros (_skipzero.h, used by the engine).
 
 They must equal gemm's products to rounding, on every shape and layout the engine
-hands them, and training must not depend on whether they are used: the engine picks
-them only for speed (one BLAS thread, AVX-512, mostly-zero data). On a CPU without
-AVX-512F the kernels are never used, and the tests check that instead.
+hands them, at every instruction-set level this CPU runs (the `kernel_level` fixture:
+reference C, then SSE2, AVX2, AVX-512 or NEON), and agree with the reference C build;
+and training must not depend on whether they are used: the engine picks them only for
+speed (one BLAS thread, a level where they pay, mostly-zero data). Each test first
+checks that the kernels it means really ran (_blas._kernel_levels_used).
 """
+
+import os
+import platform
+import subprocess
+import sys
 
 import warnings
 
@@ -17,9 +24,7 @@ from reference import sgd_epoch
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
-AVAILABLE = _blas._skipzero_available()
-needs_kernels = pytest.mark.skipif(
-    not AVAILABLE, reason="the zero-skipping kernels need AVX-512F (see test_unavailable)")
+LANES = {np.float32: 16, np.float64: 8}     # n must be a multiple of 64 bytes
 RTOL = {np.float32: 2e-6, np.float64: 1e-13}
 
 
@@ -58,29 +63,29 @@ def _close(got, expected, dtype):
     np.testing.assert_allclose(got, expected, rtol=0, atol=RTOL[dtype] * scale * 10)
 
 
-@needs_kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m, k, n", [
     (64, 784, 256), (61, 783, 96), (1, 5, 16), (7, 3, 8), (5, 9, 48),
     (4, 4, 80), (6, 10, 100), (3, 7, 3), (130, 17, 1024),
 ])
-def test_product_equals_gemm(dtype, m, k, n):
+def test_product_equals_gemm(dtype, m, k, n, kernel_level):
     rng = np.random.default_rng(m * 1000 + n)
     A = _sparse(rng, (m, k), dtype)
     B = rng.standard_normal((k, n)).astype(dtype)
     C = np.full((m, n), np.nan, dtype)                 # never read
     _blas._gemm_skipzero_memview(A, B, C)
     _close(C, A.astype(np.float64) @ B, dtype)
+    # n % LANES columns go to gemm: narrower products never reach the kernels.
+    assert _blas._kernel_levels_used() == ((kernel_level,) if n >= LANES[dtype] else ())
 
 
-@needs_kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m, k, n", [
     (64, 784, 256), (61, 783, 96), (1, 5, 16), (7, 3, 8), (5, 9, 48), (6, 10, 100),
     (3, 7, 3),
 ])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.7])
-def test_transposed_product_equals_gemm(dtype, m, k, n, beta):
+def test_transposed_product_equals_gemm(dtype, m, k, n, beta, kernel_level):
     rng = np.random.default_rng(m * 1000 + n)
     A = _sparse(rng, (m, k), dtype)
     A[:, 1] = 0                                        # a pixel no row has: C decays
@@ -90,11 +95,11 @@ def test_transposed_product_equals_gemm(dtype, m, k, n, beta):
     _blas._gemm_t_skipzero_memview(-0.25, A, G, beta, C)
     expected = beta * C0.astype(np.float64) - 0.25 * A.T.astype(np.float64) @ G
     _close(C, expected, dtype)
+    assert _blas._kernel_levels_used() == ((kernel_level,) if n >= LANES[dtype] else ())
 
 
-@needs_kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_strided_views_and_nothing_outside_them(dtype):
+def test_strided_views_and_nothing_outside_them(dtype, kernel_level):
     # A and C as row slices of bigger arrays (row stride > row length), as the engine
     # passes slices of X; what lies between and around the rows stays untouched.
     rng = np.random.default_rng(5)
@@ -118,11 +123,11 @@ def test_strided_views_and_nothing_outside_them(dtype):
     outside = np.ones(W_big.shape, bool)
     outside[5:75, 9:41] = False
     assert np.all(W_big[outside] == 3.0)
+    assert _blas._kernel_levels_used() == (kernel_level,)
 
 
-@needs_kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_all_zero_and_single_nonzero_data(dtype):
+def test_all_zero_and_single_nonzero_data(dtype, kernel_level):
     A = np.zeros((9, 30), dtype)
     B = np.ones((30, 32), dtype)
     C = np.full((9, 32), np.nan, dtype)
@@ -137,6 +142,75 @@ def test_all_zero_and_single_nonzero_data(dtype):
     assert np.all(C[4] == 3.0) and np.all(np.delete(C, 4, axis=0) == 0)
     _blas._gemm_t_skipzero_memview(1.0, A, G, 0.0, W)
     assert np.all(W[17] == 3.0) and np.all(np.delete(W, 17, axis=0) == 0)
+    assert _blas._kernel_levels_used() == (kernel_level,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_level_matches_the_reference_build(dtype):
+    # The plain-C reference is the oracle of the vector builds. They sum in the same
+    # order, so the SSE2 build (no fused multiply-add) gives the reference's bits; the
+    # others round a b + c once and agree to rounding.
+    rng = np.random.default_rng(11)
+    A = _sparse(rng, (45, 301), dtype)          # 45 rows: a short last block of 4
+    A_rows = A[::-1]                            # another row stride
+    B = rng.standard_normal((301, 96)).astype(dtype)
+    G = rng.standard_normal((45, 96)).astype(dtype)
+    W0 = rng.standard_normal((301, 96)).astype(dtype)
+    Bt = rng.standard_normal((10, 96)).astype(dtype)
+    results = {}
+    old = _blas._kernel_level()
+    try:
+        for level in _blas._kernel_levels():
+            _blas._set_kernel_level(level)
+            C = np.full((45, 96), np.nan, dtype)
+            _blas._gemm_skipzero_memview(A_rows, B, C)
+            W = W0.copy()
+            _blas._gemm_t_skipzero_memview(-0.3, A, G, 0.9, W)
+            D = np.full((45, 10), np.nan, dtype)
+            _blas._dot_rows_memview(G, Bt, D)
+            results[level] = (C, W, D)
+    finally:
+        _blas._set_kernel_level(old)
+    reference = results.pop("reference")
+    assert set(results) == set(_blas._kernel_levels()) - {"reference"}
+    for level, got in results.items():
+        for name, g, e in zip(("X W1", "W1 update", "dot rows"), got, reference):
+            if level == "sse2" and name != "dot rows":   # dot rows: per-lane partial sums
+                np.testing.assert_array_equal(g, e, err_msg=f"{level}: {name}")
+            _close(g, e, dtype)
+
+
+def test_levels_are_what_the_cpu_has():
+    levels = _blas._kernel_levels()
+    assert levels[0] == "reference"
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        assert levels[:2] == ("reference", "sse2") or sys.platform == "win32"
+        if os.path.exists("/proc/cpuinfo"):         # both ways: no level missed or made up
+            with open("/proc/cpuinfo") as f:
+                flags = set(next(line for line in f if line.startswith("flags")).split())
+            assert ("avx2" in levels) == ({"avx2", "fma"} <= flags)
+            assert ("avx512" in levels) == ("avx512f" in flags)
+    elif machine in ("aarch64", "arm64"):
+        assert levels == ("reference", "neon") or sys.platform == "win32"
+    if not os.environ.get("MLP_CY_CPU_LEVEL"):
+        assert _blas._kernel_level() == levels[-1]   # the highest, by default
+
+
+@pytest.mark.parametrize("cap", ["reference", "sse2", "neon", "avx2", "avx512", "bogus"])
+def test_the_environment_caps_the_level(cap):
+    code = "from mlp_cy import _blas; print(_blas._kernel_level())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "MLP_CY_CPU_LEVEL": cap}, timeout=120)
+    levels = _blas._kernel_levels()
+    if cap == "bogus":
+        assert result.returncode != 0
+        assert "MLP_CY_CPU_LEVEL='bogus' is not a level" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    rank = _blas.CPU_LEVEL_NAMES
+    expected = max((name for name in levels if rank[name] <= rank[cap]), key=rank.get)
+    assert result.stdout.strip() == expected
 
 
 def test_blas_thread_count_follows_threadpoolctl():
@@ -149,12 +223,17 @@ def test_blas_thread_count_follows_threadpoolctl():
         assert _blas._blas_num_threads() == 2
 
 
-@needs_kernels
-def test_the_engine_skips_zeros_only_where_it_pays():
+def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
     rng = np.random.default_rng(0)
     half = _sparse(rng, (64, 784), np.float32, density=0.5)
     dense = _sparse(rng, (64, 784), np.float32, density=0.9)
     products = _blas._skipzero_products_memview      # -> (in X W1, in X^T G)
+    serial_pays, _ = _blas._skipzero_pays()
+    assert serial_pays == (kernel_level == "avx512")   # benchmarks/RESULTS.md, levels
+    if not serial_pays:
+        with threadpoolctl.threadpool_limits(1):
+            assert products(half, 256) == (False, False)
+        return
     with threadpoolctl.threadpool_limits(1):
         assert products(half, 256) == (True, True)
         assert products(half.astype(np.float64), 104) == (True, True)
@@ -170,23 +249,6 @@ def test_the_engine_skips_zeros_only_where_it_pays():
         assert products(half, 256) == (False, False)
 
 
-def test_availability_is_what_the_cpu_has():
-    cpuinfo = "/proc/cpuinfo"
-    if AVAILABLE:
-        import os
-        import platform
-        assert platform.machine().lower() in ("x86_64", "amd64")
-        if os.path.exists(cpuinfo):
-            with open(cpuinfo) as f:
-                assert " avx512f" in f.read()
-    else:
-        A = np.zeros((4, 4), np.float32)
-        with pytest.raises(RuntimeError, match="AVX-512F"):
-            _blas._gemm_skipzero_memview(A, A, A.copy())
-        with threadpoolctl.threadpool_limits(1):
-            assert _blas._skipzero_products_memview(A, 64) == (False, False)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
 @pytest.mark.parametrize("options", [
     dict(solver="sgd", momentum=0, alpha=0, batch_size=37),
@@ -197,7 +259,7 @@ def test_availability_is_what_the_cpu_has():
 ])
 @pytest.mark.parametrize("blas_threads", [1, 2])   # the serial step; plain SGD's parallel one
 def test_training_does_not_depend_on_skipping_zeros(dtype, options, blas_threads,
-                                                    skipzero_mode):
+                                                    skipzero_mode, kernel_level):
     options = dict(options)
     weighted = options.pop("weighted", False)
     n_hidden = options.pop("h", 48)
@@ -208,12 +270,15 @@ def test_training_does_not_depend_on_skipping_zeros(dtype, options, blas_threads
     fits = {}
     for mode in ("never", "always"):
         skipzero_mode(mode)
+        _blas._kernel_use_reset()
         clf = MLPClassifier(hidden_layer_sizes=(n_hidden,), random_state=0, max_iter=2,
                             tol=0, n_iter_no_change=100, **options)
         with threadpoolctl.threadpool_limits(blas_threads), warnings.catch_warnings():
             warnings.simplefilter("ignore")   # 2 epochs do not converge
             clf.fit(X, y, sample_weight=sample_weight)
         fits[mode] = clf
+        # The two sides really differ: gemm only, then this level's kernels.
+        assert _blas._kernel_levels_used() == (() if mode == "never" else (kernel_level,))
     weights_dtype = fits["never"].coefs_[0].dtype
     rtol = 1e-4 if weights_dtype == np.float32 else 1e-10
     for got, expected in zip(fits["always"].coefs_ + fits["always"].intercepts_,
@@ -229,9 +294,8 @@ def test_training_does_not_depend_on_skipping_zeros(dtype, options, blas_threads
                                atol=1e-5 if weights_dtype == np.float32 else 1e-12)
 
 
-@needs_kernels
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_one_epoch_skipping_zeros_matches_reference(dtype, skipzero_mode):
+def test_one_epoch_skipping_zeros_matches_reference(dtype, skipzero_mode, kernel_level):
     # Against the independent NumPy implementation, on image-like data with L2.
     skipzero_mode("always")
     X = _images(150, dtype)
@@ -256,3 +320,4 @@ def test_one_epoch_skipping_zeros_matches_reference(dtype, skipzero_mode):
     for name, g, e in zip(["W1", "b1", "W2", "b2"], got, expected):
         np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(),
                                    err_msg=name)
+    assert _blas._kernel_levels_used() == (kernel_level,)

@@ -32,6 +32,9 @@ cdef void _gemm(BLAS_Order order, BLAS_Trans ta, BLAS_Trans tb,
 # Products that skip the zeros of A, the data (_skipzero.h) ##################
 cdef int blas_num_threads() noexcept nogil
 
+# The instruction-set level of the kernels (_cpu.h's MLP_CY_LEVEL_*), for kernels.pyx
+cdef int active_level() noexcept nogil
+
 cdef enum:
     SKIP_FORWARD = 1    # X W1 by _gemm_skipzero
     SKIP_UPDATE = 2     # X^T dZ1 by _gemm_t_skipzero

@@ -3,12 +3,18 @@
 #    BLAS: C = op(A) op(B) in C order is C^T = op(B)^T op(A)^T in Fortran order,
 #    so the operands and their sizes are swapped, and no transposed copy is made.
 # b) scipy's prototypes take non-const pointers; the const inputs are cast once here.
-# c) The zero-skipping products (_skipzero.h) run on one thread: they are used only
-#    where the BLAS runs on one thread too, the CPU has their AVX-512 build, and the
-#    data are sparse enough (skipzero_products). Their result differs from gemm's by
-#    rounding only, so the choice never changes what is computed. A 2-thread version
-#    was measured and dropped: OpenBLAS's idle workers spin on the cores it needs
-#    (benchmarks/RESULTS.md).
+# c) The zero-skipping products (_skipzero.h) exist at several instruction-set levels
+#    (_cpu.h): reference C everywhere, SSE2/AVX2/AVX-512 on x86-64, NEON on aarch64.
+#    The level is picked once per process, the highest the CPU has (capped by the
+#    environment variable MLP_CY_CPU_LEVEL), and every kernel call goes through that
+#    level's table. Whether the engine uses them instead of gemm is decided here too,
+#    per level, from measurements (skipzero_products, skipzero_parallel_threads). Their
+#    result differs from gemm's by rounding only, so no choice changes what is computed.
+# d) The serial products run on one thread: they are used only where the BLAS runs on
+#    one thread too. With more, the parallel step (_parallel.pyx) runs them on
+#    mlp_cy's own threads.
+
+import os
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
@@ -16,25 +22,42 @@ cdef extern from "_skipzero.h" nogil:
     enum:
         MLP_CY_SKIPZERO_LANES_F32
         MLP_CY_SKIPZERO_LANES_F64
-    int mlp_cy_skipzero_available()
-    void mlp_cy_skipzero_ab_f32(intp_t m, intp_t n, intp_t k, const float *A, intp_t lda,
-                                const float *const *A_rows, const float *B, intp_t ldb,
-                                float *C, intp_t ldc, intp_t *cols)
-    void mlp_cy_skipzero_ab_f64(intp_t m, intp_t n, intp_t k, const double *A,
-                                intp_t lda, const double *const *A_rows, const double *B,
-                                intp_t ldb, double *C, intp_t ldc, intp_t *cols)
-    void mlp_cy_skipzero_atb_f32(intp_t m, intp_t n, intp_t k, float alpha,
-                                 const float *A, intp_t lda, const float *const *A_rows,
-                                 intp_t a_col, const float *G, intp_t ldg, float beta,
-                                 float *C, intp_t ldc, intp_t *rows)
-    void mlp_cy_skipzero_atb_f64(intp_t m, intp_t n, intp_t k, double alpha,
-                                 const double *A, intp_t lda, const double *const *A_rows,
-                                 intp_t a_col, const double *G, intp_t ldg, double beta,
-                                 double *C, intp_t ldc, intp_t *rows)
-    void mlp_cy_dot_rows_f32(intp_t m, intp_t n, intp_t K, const float *A, intp_t lda,
-                             const float *Bt, intp_t ldb, float *C, intp_t ldc)
-    void mlp_cy_dot_rows_f64(intp_t m, intp_t n, intp_t K, const double *A, intp_t lda,
-                             const double *Bt, intp_t ldb, double *C, intp_t ldc)
+        MLP_CY_LEVEL_REFERENCE
+        MLP_CY_LEVEL_BASELINE
+        MLP_CY_LEVEL_AVX2
+        MLP_CY_LEVEL_AVX512
+        MLP_CY_N_LEVELS
+    ctypedef void (*ab_f32_fn)(intp_t m, intp_t n, intp_t k, const float *A, intp_t lda,
+                               const float *const *A_rows, const float *B, intp_t ldb,
+                               float *C, intp_t ldc, intp_t *cols) noexcept nogil
+    ctypedef void (*ab_f64_fn)(intp_t m, intp_t n, intp_t k, const double *A, intp_t lda,
+                               const double *const *A_rows, const double *B, intp_t ldb,
+                               double *C, intp_t ldc, intp_t *cols) noexcept nogil
+    ctypedef void (*atb_f32_fn)(intp_t m, intp_t n, intp_t k, float alpha,
+                                const float *A, intp_t lda, const float *const *A_rows,
+                                intp_t a_col, const float *G, intp_t ldg, float beta,
+                                float *C, intp_t ldc, intp_t *rows) noexcept nogil
+    ctypedef void (*atb_f64_fn)(intp_t m, intp_t n, intp_t k, double alpha,
+                                const double *A, intp_t lda, const double *const *A_rows,
+                                intp_t a_col, const double *G, intp_t ldg, double beta,
+                                double *C, intp_t ldc, intp_t *rows) noexcept nogil
+    ctypedef void (*dot_rows_f32_fn)(intp_t m, intp_t n, intp_t K, const float *A,
+                                     intp_t lda, const float *Bt, intp_t ldb, float *C,
+                                     intp_t ldc) noexcept nogil
+    ctypedef void (*dot_rows_f64_fn)(intp_t m, intp_t n, intp_t K, const double *A,
+                                     intp_t lda, const double *Bt, intp_t ldb, double *C,
+                                     intp_t ldc) noexcept nogil
+    ctypedef struct mlp_cy_skipzero_table:
+        ab_f32_fn ab_f32
+        ab_f64_fn ab_f64
+        atb_f32_fn atb_f32
+        atb_f64_fn atb_f64
+        dot_rows_f32_fn dot_rows_f32
+        dot_rows_f64_fn dot_rows_f64
+    int mlp_cy_level_built(int level)
+    const char *mlp_cy_level_name(int level)
+    int mlp_cy_cpu_level()
+    const mlp_cy_skipzero_table *mlp_cy_skipzero_kernels(int level)
 
 # Measured (benchmarks/RESULTS.md, one thread): an epoch on Fashion-MNIST (50%
 # non-zeros) takes 0.79-0.81x (h=256, b=64) to 0.87-0.90x (h=1024, b=256) of its time
@@ -47,6 +70,30 @@ cdef double SKIPZERO_MAX_DENSITY = 0.55
 # 1.4x; 2 MiB: 0.90x).
 cdef intp_t SKIPZERO_MAX_FORWARD_BYTES = 1 << 20
 cdef intp_t SKIPZERO_MAX_UPDATE_BYTES = 4 << 20
+
+# Where each level's kernels beat the BLAS, by level (reference, SSE2 or NEON, AVX2,
+# AVX-512): alone, on one thread, against the BLAS's own kernels for this CPU
+# (SERIAL); and as the parallel step on 2 threads against 2-thread gemms (PARALLEL).
+# Measured in benchmarks/RESULTS.md ("Instruction-set levels"); the reference level
+# is the portable fallback, never chosen for speed.
+cdef bint SKIPZERO_PAYS_SERIAL[4]
+cdef bint SKIPZERO_PAYS_PARALLEL[4]
+SKIPZERO_PAYS_SERIAL[:] = [False, False, False, True]
+SKIPZERO_PAYS_PARALLEL[:] = [False, False, True, True]
+
+# The level the kernels run at (MLP_CY_LEVEL_*), and its table: set at import
+# (_init_kernel_level) and only through _set_kernel_level after that.
+cdef int kernel_level = MLP_CY_LEVEL_REFERENCE
+cdef const mlp_cy_skipzero_table *kernels = mlp_cy_skipzero_kernels(MLP_CY_LEVEL_REFERENCE)
+# Which levels' kernels ran since the tests last asked (_kernel_use_reset): a test
+# that compares two paths first checks that the kernels it means did run. A plain
+# store, the same value from any thread.
+cdef bint kernel_used[4]
+
+
+cdef inline void _note_kernel_use() noexcept nogil:
+    if not kernel_used[kernel_level]:     # a read, after the first call: no cache-line
+        kernel_used[kernel_level] = True  # traffic between the threads that call kernels
 
 # 0: decide (skipzero_products); 1: never skip zeros; 2: always where the CPU can.
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
@@ -152,13 +199,13 @@ cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
     cdef intp_t lanes = (MLP_CY_SKIPZERO_LANES_F32 if floating is float
                          else MLP_CY_SKIPZERO_LANES_F64)
     cdef int products = 0
-    if skipzero_mode == 1 or n < lanes or m < 1 or k < 1 \
-            or not mlp_cy_skipzero_available():
+    if skipzero_mode == 1 or n < lanes or m < 1 or k < 1:
         return 0
     if skipzero_mode == 2:
         return SKIP_FORWARD | SKIP_UPDATE
     # n % lanes columns would go to a gemm that costs almost a whole one (it packs A).
-    if n % lanes != 0 or blas_num_threads() != 1:
+    if not SKIPZERO_PAYS_SERIAL[kernel_level] or n % lanes != 0 \
+            or blas_num_threads() != 1:
         return 0
     if out_bytes <= SKIPZERO_MAX_FORWARD_BYTES:
         products |= SKIP_FORWARD
@@ -178,18 +225,19 @@ cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
     """How many threads the parallel step (_parallel.pyx) may use on batches of m rows
     of k features with n hidden units, or 0: use the serial step.
 
-    As many as the BLAS has (so threadpoolctl's limits hold), if that is 2 or more and
-    the kernels can run at this shape: the rules of skipzero_products, but for the
-    thread count and the density, which the step checks batch by batch
-    (skipzero_sparse_enough).
+    As many as the BLAS has (so threadpoolctl's limits hold), if that is 2 or more,
+    the parallel step pays at this level and the kernels can run at this shape: the
+    rules of skipzero_products, but for the thread count and the density, which the
+    step checks batch by batch (skipzero_sparse_enough). _set_parallel_threads and
+    mode "always" (tests, benchmarks) take it at any level.
     """
     cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
     cdef int threads = (parallel_threads_override if parallel_threads_override > 0
                         else blas_num_threads())
-    if skipzero_mode == 1 or n < lanes or n % lanes != 0 or m < 1 or k < 1 \
-            or not mlp_cy_skipzero_available():
+    if skipzero_mode == 1 or n < lanes or n % lanes != 0 or m < 1 or k < 1:
         return 0
-    if parallel_threads_override == 0 and threads < 2:
+    if parallel_threads_override == 0 and (
+            threads < 2 or (skipzero_mode == 0 and not SKIPZERO_PAYS_PARALLEL[kernel_level])):
         return 0
     # Both products in the step skip zeros: the forward product's limit is the lower,
     # and it holds per thread (measured: float64, h=1024, b=256, 2 MiB on 2 threads,
@@ -207,10 +255,11 @@ cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
 cdef void _dot_rows(intp_t m, intp_t n, intp_t K, const floating *A, intp_t lda,
                     const floating *Bt, intp_t ldb, floating *C, intp_t ldc) noexcept nogil:
     """C (m, K) := A (m, n) Bt^T with Bt (K, n); n a multiple of the vector width."""
+    _note_kernel_use()
     if floating is float:
-        mlp_cy_dot_rows_f32(m, n, K, A, lda, Bt, ldb, C, ldc)
+        kernels.dot_rows_f32(m, n, K, A, lda, Bt, ldb, C, ldc)
     else:
-        mlp_cy_dot_rows_f64(m, n, K, A, lda, Bt, ldb, C, ldc)
+        kernels.dot_rows_f64(m, n, K, A, lda, Bt, ldb, C, ldc)
 
 
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
@@ -224,10 +273,11 @@ cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
                          else MLP_CY_SKIPZERO_LANES_F64)
     cdef intp_t n_vec = n - n % lanes
     if n_vec > 0:
+        _note_kernel_use()
         if floating is float:
-            mlp_cy_skipzero_ab_f32(m, n_vec, k, A, lda, NULL, B, ldb, C, ldc, cols)
+            kernels.ab_f32(m, n_vec, k, A, lda, NULL, B, ldb, C, ldc, cols)
         else:
-            mlp_cy_skipzero_ab_f64(m, n_vec, k, A, lda, NULL, B, ldb, C, ldc, cols)
+            kernels.ab_f64(m, n_vec, k, A, lda, NULL, B, ldb, C, ldc, cols)
     if n_vec < n:
         _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> (n - n_vec),
               <blas_int> k, <floating> 1, A, <blas_int> lda, B + n_vec, <blas_int> ldb,
@@ -240,10 +290,11 @@ cdef void _gemm_skipzero_rows(intp_t m, intp_t n, intp_t k,
                               intp_t *cols) noexcept nogil:
     """_gemm_skipzero with A's rows at A_rows[0 .. m]; n a multiple of the vector
     width (no gemm for the last columns: there is no strided A to give it)."""
+    _note_kernel_use()
     if floating is float:
-        mlp_cy_skipzero_ab_f32(m, n, k, NULL, 0, A_rows, B, ldb, C, ldc, cols)
+        kernels.ab_f32(m, n, k, NULL, 0, A_rows, B, ldb, C, ldc, cols)
     else:
-        mlp_cy_skipzero_ab_f64(m, n, k, NULL, 0, A_rows, B, ldb, C, ldc, cols)
+        kernels.ab_f64(m, n, k, NULL, 0, A_rows, B, ldb, C, ldc, cols)
 
 
 cdef void _gemm_t_skipzero_rows(intp_t m, intp_t n, intp_t k, floating alpha,
@@ -252,11 +303,12 @@ cdef void _gemm_t_skipzero_rows(intp_t m, intp_t n, intp_t k, floating alpha,
                                 floating *C, intp_t ldc, intp_t *rows) noexcept nogil:
     """_gemm_t_skipzero over columns a_col .. a_col + k of the rows A_rows[0 .. m];
     n a multiple of the vector width."""
+    _note_kernel_use()
     if floating is float:
-        mlp_cy_skipzero_atb_f32(m, n, k, alpha, NULL, 0, A_rows, a_col, G, ldg, beta, C,
+        kernels.atb_f32(m, n, k, alpha, NULL, 0, A_rows, a_col, G, ldg, beta, C,
                                 ldc, rows)
     else:
-        mlp_cy_skipzero_atb_f64(m, n, k, alpha, NULL, 0, A_rows, a_col, G, ldg, beta, C,
+        kernels.atb_f64(m, n, k, alpha, NULL, 0, A_rows, a_col, G, ldg, beta, C,
                                 ldc, rows)
 
 
@@ -272,11 +324,12 @@ cdef void _gemm_t_skipzero(intp_t m, intp_t n, intp_t k, floating alpha,
                          else MLP_CY_SKIPZERO_LANES_F64)
     cdef intp_t n_vec = n - n % lanes
     if n_vec > 0:
+        _note_kernel_use()
         if floating is float:
-            mlp_cy_skipzero_atb_f32(m, n_vec, k, alpha, A, lda, NULL, 0, G, ldg, beta, C,
+            kernels.atb_f32(m, n_vec, k, alpha, A, lda, NULL, 0, G, ldg, beta, C,
                                     ldc, rows)
         else:
-            mlp_cy_skipzero_atb_f64(m, n_vec, k, alpha, A, lda, NULL, 0, G, ldg, beta, C,
+            kernels.atb_f64(m, n_vec, k, alpha, A, lda, NULL, 0, G, ldg, beta, C,
                                     ldc, rows)
     if n_vec < n:
         _gemm(RowMajor, Trans, NoTrans, <blas_int> k, <blas_int> (n - n_vec),
@@ -291,9 +344,86 @@ def _blas_num_threads():
     return blas_num_threads()
 
 
-def _skipzero_available():
-    """Whether this CPU runs the zero-skipping kernels (AVX-512F, x86-64, gcc/clang)."""
-    return bool(mlp_cy_skipzero_available())
+cdef int active_level() noexcept nogil:
+    """The instruction-set level (MLP_CY_LEVEL_*) the kernels run at."""
+    return kernel_level
+
+
+def _level_number(name):
+    for level in range(MLP_CY_N_LEVELS):
+        if mlp_cy_level_built(level) and mlp_cy_level_name(level).decode() == name:
+            return level
+    raise ValueError(name)
+
+
+def _kernel_levels():
+    """The levels this build has and this CPU runs, lowest first: ("reference", "sse2",
+    "avx2", "avx512") on an AVX-512 x86-64 CPU, ("reference", "neon") on aarch64."""
+    return tuple(mlp_cy_level_name(level).decode() for level in range(MLP_CY_N_LEVELS)
+                 if mlp_cy_level_built(level) and level <= mlp_cy_cpu_level())
+
+
+def _kernel_level():
+    """The level the kernels run at now."""
+    return mlp_cy_level_name(kernel_level).decode()
+
+
+def _set_kernel_level(name):
+    """Run the kernels at level `name` (one of _kernel_levels()); returns the old one.
+
+    For tests and benchmarks: process-wide, not thread-safe.
+    """
+    global kernel_level, kernels
+    levels = _kernel_levels()
+    if name not in levels:
+        raise ValueError(f"kernel level must be one of {levels} on this CPU, got {name!r}")
+    old = _kernel_level()
+    kernel_level = _level_number(name)
+    kernels = mlp_cy_skipzero_kernels(kernel_level)
+    return old
+
+
+# Every name MLP_CY_CPU_LEVEL takes, in rank order; "sse2" and "neon" are the same
+# rank, each architecture's baseline.
+CPU_LEVEL_NAMES = {"reference": 0, "sse2": 1, "neon": 1, "avx2": 2, "avx512": 3}
+
+
+def _init_kernel_level(cap=None):
+    """Pick the highest level the CPU has, at most `cap` (a name of CPU_LEVEL_NAMES;
+    default: the environment variable MLP_CY_CPU_LEVEL, if set)."""
+    if cap is None:
+        cap = os.environ.get("MLP_CY_CPU_LEVEL", "").strip().lower() or None
+    levels = _kernel_levels()
+    if cap is not None:
+        if cap not in CPU_LEVEL_NAMES:
+            raise ValueError(
+                f"MLP_CY_CPU_LEVEL={cap!r} is not a level: use one of "
+                f"{', '.join(CPU_LEVEL_NAMES)} (this CPU runs up to {max(levels, key=CPU_LEVEL_NAMES.get)!r}), "
+                "or unset it")
+        levels = [name for name in levels if CPU_LEVEL_NAMES[name] <= CPU_LEVEL_NAMES[cap]]
+    _set_kernel_level(max(levels, key=CPU_LEVEL_NAMES.get))
+
+
+_init_kernel_level()
+
+
+def _kernel_use_reset():
+    """Forget which levels' kernels ran (see _kernel_levels_used)."""
+    for level in range(MLP_CY_N_LEVELS):
+        kernel_used[level] = False
+
+
+def _kernel_levels_used():
+    """The levels whose zero-skipping or dot-product kernels ran since the last
+    _kernel_use_reset(), lowest first."""
+    return tuple(mlp_cy_level_name(level).decode() for level in range(MLP_CY_N_LEVELS)
+                 if kernel_used[level])
+
+
+def _skipzero_pays():
+    """Whether the engine skips zeros by itself at the current level: (on one thread,
+    as the parallel step)."""
+    return bool(SKIPZERO_PAYS_SERIAL[kernel_level]), bool(SKIPZERO_PAYS_PARALLEL[kernel_level])
 
 
 def _set_skipzero_mode(mode):
@@ -330,12 +460,6 @@ def _parallel_threads(intp_t m, intp_t k, intp_t n, intp_t itemsize):
     return skipzero_parallel_threads(m, k, n, itemsize)
 
 
-def _require_skipzero():
-    if not mlp_cy_skipzero_available():
-        raise RuntimeError("the zero-skipping kernels need an x86-64 CPU with AVX-512F "
-                           "and a gcc or clang build")
-
-
 def _skipzero_products_memview(const floating[:, ::1] A, intp_t n):
     """skipzero_products as a pair of bools: (skip in A B, skip in A^T G)."""
     cdef int products = skipzero_products(&A[0, 0], A.shape[1], A.shape[0], A.shape[1], n)
@@ -346,7 +470,6 @@ def _gemm_skipzero_memview(const floating[:, :] A, const floating[:, ::1] B,
                            floating[:, :] C):
     """C := A B by _gemm_skipzero on C-order views (A and C may be row-sliced)."""
     import numpy as np
-    _require_skipzero()
     if A.strides[1] != sizeof(floating) or C.strides[1] != sizeof(floating):
         raise ValueError("the last axis of A and C must be contiguous")
     if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
@@ -362,7 +485,6 @@ def _gemm_t_skipzero_memview(double alpha, const floating[:, :] A,
                              const floating[:, ::1] G, double beta, floating[:, :] C):
     """C := beta C + alpha A^T G by _gemm_t_skipzero on C-order views."""
     import numpy as np
-    _require_skipzero()
     if A.strides[1] != sizeof(floating) or C.strides[1] != sizeof(floating):
         raise ValueError("the last axis of A and C must be contiguous")
     if A.shape[0] != G.shape[0] or C.shape[0] != A.shape[1] or C.shape[1] != G.shape[1]:
@@ -379,7 +501,6 @@ def _gemm_t_skipzero_memview(double alpha, const floating[:, :] A,
 def _dot_rows_memview(const floating[:, ::1] A, const floating[:, ::1] Bt,
                       floating[:, ::1] C):
     """C := A Bt^T by _dot_rows (A's width a multiple of the vector width)."""
-    _require_skipzero()
     cdef intp_t lanes = 64 // sizeof(floating)
     if A.shape[1] != Bt.shape[1] or C.shape[0] != A.shape[0] or C.shape[1] != Bt.shape[0]:
         raise ValueError("shapes disagree")

@@ -1,4 +1,4 @@
-/* Matrix products that skip the zeros of the data matrix, for network.pyx.
+/* Matrix products that skip the zeros of the data matrix, for _blas.pyx.
  *
  * MNIST-style images are about half zeros (Fashion-MNIST 50%, MNIST 81%), and a dense
  * gemm multiplies every one of them. These two products skip a column (pixel) of a
@@ -15,43 +15,76 @@
  * A is the data: row i at A + i lda, or, when A_rows is not NULL, at A_rows[i] (the
  * rows of a shuffled batch where they lie in X, not copied; atb reads columns a_col
  * on). B, C, G are dense with row strides ldb, ldc, ldg.
- * As in gemm, beta == 0 means C is not read. n must be a multiple of the vector
- * width, MLP_CY_SKIPZERO_LANES_F32 or _F64 (the caller hands the last columns to
- * gemm). Sums run in another order than a BLAS gemm's: results agree to rounding.
+ * As in gemm, beta == 0 means C is not read. n must be a multiple of 64 bytes
+ * (MLP_CY_SKIPZERO_LANES_F32 or _F64 values; the caller hands the last columns to
+ * gemm), whatever the level. Sums run in another order than a BLAS gemm's: results
+ * agree to rounding.
  *
- * Each kernel keeps a tile of 4 rows x 4 vectors of C in registers while it walks the
- * selected columns (or rows), the shape of a gemm micro-kernel, so every load of B
- * (or G) feeds 4 FMAs. The vectors are GCC/clang vector extensions compiled for
- * AVX-512F and used only where the CPU has it (the wheel stays baseline x86-64).
- * Measured on Fashion-MNIST batches of 64 and 256 against OpenBLAS's SkylakeX sgemm,
- * one thread: 0.68-0.78x its time for X W1, 0.74-0.86x for the update
- * (benchmarks/RESULTS.md).
- * An AVX2 build of the same kernels measured no faster than OpenBLAS's Haswell
- * kernels, so elsewhere (no AVX-512, other CPUs, MSVC) mlp_cy_skipzero_available()
- * is 0 and the engine calls gemm.
+ * One source, one build per instruction-set level (_cpu.h): the plain-C reference
+ * (_skipzero_ref.h), and the vector kernels below, GCC/clang vector extensions of
+ * 16 bytes (SSE2, NEON), 32 (AVX2 + FMA) and 64 (AVX-512F), the wider ones compiled
+ * with __attribute__((target)). mlp_cy_skipzero_kernels(level) gives a level's table;
+ * _blas.pyx picks the level once per process (and where each one pays: there).
+ *
+ * Each vector kernel keeps a tile of 4 rows x NV vectors of C in registers while it
+ * walks the selected columns (or rows), the shape of a gemm micro-kernel, so every
+ * load of B (or G) feeds 4 multiply-adds. NV fits the register file: 4 x 4 tiles in
+ * the 32 registers of AVX-512 and NEON, 4 x 2 in the 16 of SSE2 and AVX2.
  */
 #ifndef MLP_CY_SKIPZERO_H
 #define MLP_CY_SKIPZERO_H
 
 #include <stddef.h>
 
+#include "_cpu.h"
+#include "_skipzero_ref.h"
+
 #define MLP_CY_SKIPZERO_LANES_F32 16
 #define MLP_CY_SKIPZERO_LANES_F64 8
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define MLP_CY_SKIPZERO 1
-#else
-#define MLP_CY_SKIPZERO 0
-#endif
+typedef void (*mlp_cy_ab_f32_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *,
+                                 Py_ssize_t, const float *const *, const float *,
+                                 Py_ssize_t, float *, Py_ssize_t, Py_ssize_t *);
+typedef void (*mlp_cy_ab_f64_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, const double *,
+                                 Py_ssize_t, const double *const *, const double *,
+                                 Py_ssize_t, double *, Py_ssize_t, Py_ssize_t *);
+typedef void (*mlp_cy_atb_f32_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, float,
+                                  const float *, Py_ssize_t, const float *const *,
+                                  Py_ssize_t, const float *, Py_ssize_t, float, float *,
+                                  Py_ssize_t, Py_ssize_t *);
+typedef void (*mlp_cy_atb_f64_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, double,
+                                  const double *, Py_ssize_t, const double *const *,
+                                  Py_ssize_t, const double *, Py_ssize_t, double,
+                                  double *, Py_ssize_t, Py_ssize_t *);
+typedef void (*mlp_cy_dot_rows_f32_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *,
+                                       Py_ssize_t, const float *, Py_ssize_t, float *,
+                                       Py_ssize_t);
+typedef void (*mlp_cy_dot_rows_f64_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                       const double *, Py_ssize_t, const double *,
+                                       Py_ssize_t, double *, Py_ssize_t);
 
-#if MLP_CY_SKIPZERO
+/* One level's kernels. */
+typedef struct {
+    mlp_cy_ab_f32_fn ab_f32;
+    mlp_cy_ab_f64_fn ab_f64;
+    mlp_cy_atb_f32_fn atb_f32;
+    mlp_cy_atb_f64_fn atb_f64;
+    mlp_cy_dot_rows_f32_fn dot_rows_f32;
+    mlp_cy_dot_rows_f64_fn dot_rows_f64;
+} mlp_cy_skipzero_table;
 
-/* Vector types that may sit at any element-aligned address and alias their element. */
-typedef float mlp_cy_f32x16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef double mlp_cy_f64x8 __attribute__((vector_size(64), aligned(8), may_alias));
+#define MLP_CY_SKIPZERO_TABLE(LEVEL)                                                 \
+    {mlp_cy_skipzero_ab_f32_##LEVEL, mlp_cy_skipzero_ab_f64_##LEVEL,                 \
+     mlp_cy_skipzero_atb_f32_##LEVEL, mlp_cy_skipzero_atb_f64_##LEVEL,               \
+     mlp_cy_dot_rows_f32_##LEVEL, mlp_cy_dot_rows_f64_##LEVEL}
+
+static const mlp_cy_skipzero_table mlp_cy_skipzero_reference =
+    MLP_CY_SKIPZERO_TABLE(reference);
+
+#if MLP_CY_X86_LEVELS || MLP_CY_NEON_LEVEL
 
 #define MLP_CY_TILE_ROWS 4      /* rows of C per tile, and the skipping block */
-#define MLP_CY_TILE_VECS 4      /* vectors per row of the wide tile */
+#define MLP_CY_DOT_CLASSES 4    /* classes per tile of the dot products */
 
 /* One NV-vector-wide tile of the forward product: C rows i0 .. i0 + n_rows, columns
  * j0 .. j0 + NV * lanes, summed over the selected columns cols[0 .. n_cols] of the
@@ -109,15 +142,15 @@ typedef double mlp_cy_f64x8 __attribute__((vector_size(64), aligned(8), may_alia
                 *(V *)(C + (p0 + r_) * ldc + j0 + v_ * lanes) = acc_[r_][v_];        \
     } while (0)
 
-#define MLP_CY_DEFINE_SKIPZERO(SUFFIX, T, V)                                         \
-__attribute__((target("avx512f"))) static void                                      \
-mlp_cy_skipzero_ab_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,                   \
+#define MLP_CY_DEFINE_SKIPZERO(SUFFIX, T, V, NV, ATTR, LEVEL)                        \
+ATTR static void                                                                    \
+mlp_cy_skipzero_ab_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,                   \
                             const T *A, Py_ssize_t lda, const T *const *A_rows,        \
                             const T *B, Py_ssize_t ldb,                                \
                             T *C, Py_ssize_t ldc, Py_ssize_t *cols)                    \
 {                                                                                    \
     const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
-    const Py_ssize_t wide = MLP_CY_TILE_VECS * lanes;                                 \
+    const Py_ssize_t wide = NV * lanes;                                 \
     Py_ssize_t i0, j0, p, r, n_rows, n_cols;                                          \
     const T *a[MLP_CY_TILE_ROWS];                                                    \
     for (i0 = 0; i0 < m; i0 += MLP_CY_TILE_ROWS) {                                   \
@@ -132,20 +165,20 @@ mlp_cy_skipzero_ab_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,           
             n_cols += (a[0][p] != 0) | (a[1][p] != 0) | (a[2][p] != 0) | (a[3][p] != 0); \
         }                                                                            \
         for (j0 = 0; j0 + wide <= n; j0 += wide)                                     \
-            MLP_CY_AB_TILE(T, V, MLP_CY_TILE_VECS);                                  \
+            MLP_CY_AB_TILE(T, V, NV);                                  \
         for (; j0 < n; j0 += lanes)                                                  \
             MLP_CY_AB_TILE(T, V, 1);                                                 \
     }                                                                                \
 }                                                                                    \
                                                                                      \
-__attribute__((target("avx512f"))) static void                                      \
-mlp_cy_skipzero_atb_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha,         \
+ATTR static void                                                                    \
+mlp_cy_skipzero_atb_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha,         \
                              const T *A, Py_ssize_t lda, const T *const *A_rows,       \
                              Py_ssize_t a_col, const T *G, Py_ssize_t ldg,             \
                              T beta, T *C, Py_ssize_t ldc, Py_ssize_t *rows)           \
 {                                                                                    \
     const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
-    const Py_ssize_t wide = MLP_CY_TILE_VECS * lanes;                                 \
+    const Py_ssize_t wide = NV * lanes;                                 \
     Py_ssize_t p0, j0, i, j, r, n_rows, n_out;                                        \
     Py_ssize_t pix[MLP_CY_TILE_ROWS];                                                 \
     for (p0 = 0; p0 < k; p0 += MLP_CY_TILE_ROWS) {                                   \
@@ -168,7 +201,7 @@ mlp_cy_skipzero_atb_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha, 
             continue;                                                                \
         }                                                                            \
         for (j0 = 0; j0 + wide <= n; j0 += wide)                                     \
-            MLP_CY_ATB_TILE(T, V, MLP_CY_TILE_VECS);                                 \
+            MLP_CY_ATB_TILE(T, V, NV);                                 \
         for (; j0 < n; j0 += lanes)                                                  \
             MLP_CY_ATB_TILE(T, V, 1);                                                \
     }                                                                                \
@@ -177,35 +210,35 @@ mlp_cy_skipzero_atb_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha, 
 /* C (m, K) = A (m, n) Bt^T, Bt (K, n) with row stride ldb: the output layer's
  * product A1 W2 with W2 kept transposed (_parallel.pyx), which no gemm does well for
  * K = 10 columns. Each C[i, c] is a dot product of row i of A and row c of Bt, in
- * tiles of 4 rows x 4 classes (short tiles repeat their last row or class and do not
+ * tiles of DR rows x 4 classes (short tiles repeat their last row or class and do not
  * store it). n must be a multiple of the vector width. */
-#define MLP_CY_DEFINE_DOT_ROWS(SUFFIX, T, V)                                         \
-__attribute__((target("avx512f"))) static void                                      \
-mlp_cy_dot_rows_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t K,                    \
-                         const T *A, Py_ssize_t lda, const T *Bt, Py_ssize_t ldb,    \
-                         T *C, Py_ssize_t ldc)                                        \
+#define MLP_CY_DEFINE_DOT_ROWS(SUFFIX, T, V, DR, ATTR, LEVEL)                        \
+ATTR static void                                                                     \
+mlp_cy_dot_rows_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t K,         \
+                                   const T *A, Py_ssize_t lda, const T *Bt,          \
+                                   Py_ssize_t ldb, T *C, Py_ssize_t ldc)             \
 {                                                                                    \
-    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
-    Py_ssize_t i0, c0, q, r, s, l, n_rows, n_out;                                     \
-    const T *a[MLP_CY_TILE_ROWS], *b[MLP_CY_TILE_ROWS];                              \
-    for (i0 = 0; i0 < m; i0 += MLP_CY_TILE_ROWS) {                                   \
-        n_rows = m - i0 < MLP_CY_TILE_ROWS ? m - i0 : MLP_CY_TILE_ROWS;              \
-        for (r = 0; r < MLP_CY_TILE_ROWS; r++)                                       \
+    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                    \
+    Py_ssize_t i0, c0, q, r, s, l, n_rows, n_out;                                    \
+    const T *a[DR], *b[MLP_CY_DOT_CLASSES];                                          \
+    for (i0 = 0; i0 < m; i0 += DR) {                                                 \
+        n_rows = m - i0 < DR ? m - i0 : DR;                                          \
+        for (r = 0; r < DR; r++)                                                     \
             a[r] = A + (i0 + (r < n_rows ? r : n_rows - 1)) * lda;                   \
-        for (c0 = 0; c0 < K; c0 += MLP_CY_TILE_ROWS) {                               \
-            V acc[MLP_CY_TILE_ROWS][MLP_CY_TILE_ROWS], x[MLP_CY_TILE_ROWS];          \
-            n_out = K - c0 < MLP_CY_TILE_ROWS ? K - c0 : MLP_CY_TILE_ROWS;           \
-            for (s = 0; s < MLP_CY_TILE_ROWS; s++)                                   \
+        for (c0 = 0; c0 < K; c0 += MLP_CY_DOT_CLASSES) {                             \
+            V acc[DR][MLP_CY_DOT_CLASSES], x[DR];                                    \
+            n_out = K - c0 < MLP_CY_DOT_CLASSES ? K - c0 : MLP_CY_DOT_CLASSES;       \
+            for (s = 0; s < MLP_CY_DOT_CLASSES; s++)                                 \
                 b[s] = Bt + (c0 + (s < n_out ? s : n_out - 1)) * ldb;                \
-            for (r = 0; r < MLP_CY_TILE_ROWS; r++)                                   \
-                for (s = 0; s < MLP_CY_TILE_ROWS; s++)                               \
+            for (r = 0; r < DR; r++)                                                 \
+                for (s = 0; s < MLP_CY_DOT_CLASSES; s++)                             \
                     acc[r][s] = (V){0};                                              \
             for (q = 0; q < n; q += lanes) {                                         \
-                for (r = 0; r < MLP_CY_TILE_ROWS; r++)                               \
+                for (r = 0; r < DR; r++)                                             \
                     x[r] = *(const V *)(a[r] + q);                                   \
-                for (s = 0; s < MLP_CY_TILE_ROWS; s++) {                             \
+                for (s = 0; s < MLP_CY_DOT_CLASSES; s++) {                           \
                     const V w = *(const V *)(b[s] + q);                              \
-                    for (r = 0; r < MLP_CY_TILE_ROWS; r++)                           \
+                    for (r = 0; r < DR; r++)                                         \
                         acc[r][s] += x[r] * w;                                       \
                 }                                                                    \
             }                                                                        \
@@ -220,41 +253,64 @@ mlp_cy_dot_rows_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t K,              
     }                                                                                \
 }
 
-/* 32 vector registers hold the 4 x 4 tile, a row of B and the broadcasts. */
-MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x16)
-MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x8)
-MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x16)
-MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x8)
+/* Vector types that may sit at any element-aligned address and alias their element. */
+#define MLP_CY_VECTOR(NAME, T, BYTES) \
+    typedef T NAME __attribute__((vector_size(BYTES), aligned(sizeof(T)), may_alias))
+MLP_CY_VECTOR(mlp_cy_f32x4, float, 16);
+MLP_CY_VECTOR(mlp_cy_f64x2, double, 16);
 
-/* 1 if the CPU has AVX-512F, else 0 (then use gemm). Fixed at the first call. */
-static int mlp_cy_skipzero_available(void)
-{
-    static int available = -1;
-    if (available < 0) {
-        __builtin_cpu_init();
-        available = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    }
-    return available;
-}
-
-#else   /* not x86-64 with GCC or clang: never available, the engine calls gemm */
-
-static int mlp_cy_skipzero_available(void) { return 0; }
-static void mlp_cy_skipzero_ab_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A,
-        Py_ssize_t lda, const float *const *A_rows, const float *B, Py_ssize_t ldb,
-        float *C, Py_ssize_t ldc, Py_ssize_t *cols) {}
-static void mlp_cy_skipzero_ab_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A,
-        Py_ssize_t lda, const double *const *A_rows, const double *B, Py_ssize_t ldb,
-        double *C, Py_ssize_t ldc, Py_ssize_t *cols) {}
-static void mlp_cy_skipzero_atb_f32(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
-        const float *A, Py_ssize_t lda, const float *const *A_rows, Py_ssize_t a_col,
-        const float *G, Py_ssize_t ldg, float beta, float *C, Py_ssize_t ldc,
-        Py_ssize_t *rows) {}
-static void mlp_cy_skipzero_atb_f64(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
-        const double *A, Py_ssize_t lda, const double *const *A_rows, Py_ssize_t a_col,
-        const double *G, Py_ssize_t ldg, double beta, double *C, Py_ssize_t ldc,
-        Py_ssize_t *rows) {}
-
+/* The baseline: SSE2 on x86-64, NEON on aarch64; no target attribute needed. */
+#define MLP_CY_BASELINE_ATTR
+#if MLP_CY_NEON_LEVEL
+#define MLP_CY_BASELINE_NV 4    /* 32 registers */
+#define MLP_CY_BASELINE_DR 4
+#else
+#define MLP_CY_BASELINE_NV 2    /* 16 registers */
+#define MLP_CY_BASELINE_DR 2
 #endif
+MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x4, MLP_CY_BASELINE_NV, MLP_CY_BASELINE_ATTR, baseline)
+MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x2, MLP_CY_BASELINE_NV, MLP_CY_BASELINE_ATTR, baseline)
+MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x4, MLP_CY_BASELINE_DR, MLP_CY_BASELINE_ATTR, baseline)
+MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x2, MLP_CY_BASELINE_DR, MLP_CY_BASELINE_ATTR, baseline)
+static const mlp_cy_skipzero_table mlp_cy_skipzero_baseline = MLP_CY_SKIPZERO_TABLE(baseline);
+
+#if MLP_CY_X86_LEVELS
+MLP_CY_VECTOR(mlp_cy_f32x8, float, 32);
+MLP_CY_VECTOR(mlp_cy_f64x4, double, 32);
+MLP_CY_VECTOR(mlp_cy_f32x16, float, 64);
+MLP_CY_VECTOR(mlp_cy_f64x8, double, 64);
+
+#define MLP_CY_AVX2_ATTR __attribute__((target("avx2,fma")))
+MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x8, 2, MLP_CY_AVX2_ATTR, avx2)
+MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x4, 2, MLP_CY_AVX2_ATTR, avx2)
+MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x8, 2, MLP_CY_AVX2_ATTR, avx2)
+MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x4, 2, MLP_CY_AVX2_ATTR, avx2)
+static const mlp_cy_skipzero_table mlp_cy_skipzero_avx2 = MLP_CY_SKIPZERO_TABLE(avx2);
+
+#define MLP_CY_AVX512_ATTR __attribute__((target("avx512f")))
+MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x16, 4, MLP_CY_AVX512_ATTR, avx512)
+MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x8, 4, MLP_CY_AVX512_ATTR, avx512)
+MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x16, 4, MLP_CY_AVX512_ATTR, avx512)
+MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x8, 4, MLP_CY_AVX512_ATTR, avx512)
+static const mlp_cy_skipzero_table mlp_cy_skipzero_avx512 = MLP_CY_SKIPZERO_TABLE(avx512);
+#endif
+
+#endif  /* vector levels */
+
+/* The kernels of a level this build has (mlp_cy_level_built), else NULL. */
+static const mlp_cy_skipzero_table *mlp_cy_skipzero_kernels(int level)
+{
+    switch (level) {
+    case MLP_CY_LEVEL_REFERENCE: return &mlp_cy_skipzero_reference;
+#if MLP_CY_X86_LEVELS || MLP_CY_NEON_LEVEL
+    case MLP_CY_LEVEL_BASELINE: return &mlp_cy_skipzero_baseline;
+#endif
+#if MLP_CY_X86_LEVELS
+    case MLP_CY_LEVEL_AVX2: return &mlp_cy_skipzero_avx2;
+    case MLP_CY_LEVEL_AVX512: return &mlp_cy_skipzero_avx512;
+#endif
+    default: return NULL;
+    }
+}
 
 #endif

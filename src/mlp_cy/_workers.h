@@ -24,7 +24,8 @@
  * - fork(): helpers do not exist in the child. The pool remembers the process id it
  *   was started in and starts afresh in a new process.
  *
- * GCC and clang only (__atomic builtins); elsewhere every part runs on the caller.
+ * GCC and clang only (__atomic builtins); elsewhere (MSVC, or MLP_CY_PORTABLE_ONLY
+ * defined: _cpu.h) every part runs on the caller, one after the other.
  */
 #ifndef MLP_CY_WORKERS_H
 #define MLP_CY_WORKERS_H
@@ -36,7 +37,7 @@ typedef void (*mlp_cy_part_fn)(void *ctx, int part, int n_parts);
 
 #define MLP_CY_MAX_WORKERS 63
 
-#if defined(__GNUC__) || defined(__clang__)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(MLP_CY_PORTABLE_ONLY)
 
 #if defined(_WIN32)
 #include <process.h>

@@ -7,17 +7,20 @@
 #    log of a probability that may underflow to 0.
 # d) float's exp is _fastexp.h's: libm's expf is an opaque call that keeps the
 #    sigmoid loop scalar, and that loop alone cost a quarter of an epoch's GEMM time.
-#    double keeps libm's exp, whose accuracy float64 users expect.
+#    double keeps libm's exp, whose accuracy float64 users expect. The loop is built
+#    for each instruction-set level and runs at the level _blas picked for the kernels.
 # c) Bias gradients are summed in the same pass that forms dZ, while the row is hot.
 
 from libc.math cimport INFINITY, exp, log, logf, tanh, tanhf
 
 from ._typedefs cimport intp_t, label_t
+from ._blas cimport active_level
 
 cdef extern from "_fastexp.h" nogil:
     float mlp_cy_expf(float x)
-    void mlp_cy_bias_sigmoid_f32(float *z, const float *bias, Py_ssize_t n_rows,
-                                 Py_ssize_t n_cols)
+    ctypedef void (*bias_sigmoid_f32_fn)(float *z, const float *bias, Py_ssize_t n_rows,
+                                         Py_ssize_t n_cols) noexcept nogil
+    bias_sigmoid_f32_fn mlp_cy_bias_sigmoid_f32_at(int level)
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -73,8 +76,8 @@ cdef void bias_activation(
     cdef intp_t i, j
     cdef floating *row
     if floating is float:
-        if activation == LOGISTIC:      # the hot case: SIMD clones (_fastexp.h)
-            mlp_cy_bias_sigmoid_f32(Z, bias, n_rows, n_cols)
+        if activation == LOGISTIC:      # the hot case: SIMD builds (_fastexp.h)
+            mlp_cy_bias_sigmoid_f32_at(active_level())(Z, bias, n_rows, n_cols)
             return
     for i in range(n_rows):
         row = Z + i * n_cols
