@@ -321,3 +321,35 @@ def test_one_epoch_skipping_zeros_matches_reference(dtype, skipzero_mode, kernel
         np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(),
                                    err_msg=name)
     assert _blas._kernel_levels_used() == (kernel_level,)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.uint8])
+def test_batch_size_one_matches_reference(dtype, kernel_level):
+    # batch_size 1 runs its own loop (one sweep over the rows of W1 of a sample's
+    # non-zero pixels, built per level): against the NumPy reference, sample by sample.
+    X = _images(60, np.float64, seed=6)
+    y = np.random.default_rng(3).integers(0, 10, 60)
+    y[:10] = np.arange(10)
+    X_in = (X * 255).astype(np.uint8) if dtype == np.uint8 else X.astype(dtype)
+    weights_dtype = np.float32 if dtype == np.float32 else np.float64
+    rng = np.random.default_rng(4)
+    params = [0.01 * rng.standard_normal((784, 48)), 0.1 * rng.standard_normal(48),
+              0.3 * rng.standard_normal((48, 10)), 0.1 * rng.standard_normal(10)]
+    params = [p.astype(weights_dtype) for p in params]
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    expected, _ = sgd_epoch(X_in.astype(np.float64), y, [p.astype(np.float64) for p in params],
+                            learning_rate=0.05 / scale, batch_size=1, n_classes=10)
+    clf = MLPClassifier(hidden_layer_sizes=48, warm_start=True, shuffle=False,
+                        max_iter=1, learning_rate_init=0.05 / scale, batch_size=1,
+                        momentum=0, solver="sgd")
+    clf.coefs_ = [params[0].copy(), params[2].copy()]
+    clf.intercepts_ = [params[1].copy(), params[3].copy()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # max_iter=1 does not converge
+        clf.fit(X_in, y)
+    got = [clf.coefs_[0], clf.intercepts_[0], clf.coefs_[1], clf.intercepts_[1]]
+    assert got[0].dtype == weights_dtype
+    rtol = 1e-4 if weights_dtype == np.float32 else 1e-9
+    for name, g, e in zip(["W1", "b1", "W2", "b2"], got, expected):
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(),
+                                   err_msg=name)

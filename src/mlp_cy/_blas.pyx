@@ -47,6 +47,14 @@ cdef extern from "_skipzero.h" nogil:
     ctypedef void (*dot_rows_f64_fn)(intp_t m, intp_t n, intp_t K, const double *A,
                                      intp_t lda, const double *Bt, intp_t ldb, double *C,
                                      intp_t ldc) noexcept nogil
+    ctypedef void (*sample_sweep_f32_fn)(intp_t n_features, intp_t n_hidden,
+                                         const float *x, const float *x_next, float eta,
+                                         const float *grad, float *W1,
+                                         float *pre) noexcept nogil
+    ctypedef void (*sample_sweep_f64_fn)(intp_t n_features, intp_t n_hidden,
+                                         const double *x, const double *x_next,
+                                         double eta, const double *grad, double *W1,
+                                         double *pre) noexcept nogil
     ctypedef struct mlp_cy_skipzero_table:
         ab_f32_fn ab_f32
         ab_f64_fn ab_f64
@@ -54,6 +62,8 @@ cdef extern from "_skipzero.h" nogil:
         atb_f64_fn atb_f64
         dot_rows_f32_fn dot_rows_f32
         dot_rows_f64_fn dot_rows_f64
+        sample_sweep_f32_fn sample_sweep_f32
+        sample_sweep_f64_fn sample_sweep_f64
     int mlp_cy_level_built(int level)
     const char *mlp_cy_level_name(int level)
     int mlp_cy_cpu_level()
@@ -260,6 +270,17 @@ cdef void _dot_rows(intp_t m, intp_t n, intp_t K, const floating *A, intp_t lda,
         kernels.dot_rows_f32(m, n, K, A, lda, Bt, ldb, C, ldc)
     else:
         kernels.dot_rows_f64(m, n, K, A, lda, Bt, ldb, C, ldc)
+
+
+cdef void _sample_sweep(intp_t n_features, intp_t n_hidden, const floating *x,
+                        const floating *x_next, floating eta, const floating *grad,
+                        floating *W1, floating *pre) noexcept nogil:
+    """batch_size 1: W1 -= eta x grad^T, then pre := x_next W1 (0 if x_next is NULL),
+    in one sweep over the rows of W1 where x or x_next is not zero."""
+    if floating is float:
+        kernels.sample_sweep_f32(n_features, n_hidden, x, x_next, eta, grad, W1, pre)
+    else:
+        kernels.sample_sweep_f64(n_features, n_hidden, x, x_next, eta, grad, W1, pre)
 
 
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,

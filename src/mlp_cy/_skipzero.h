@@ -12,6 +12,9 @@
  *
  *   mlp_cy_dot_rows_*       C (m, K) = A (m, n) Bt^T, Bt (K, n)             A1 W2
  *
+ * and batch_size 1's sweep over the rows of W1 of a sample's non-zero pixels
+ * (mlp_cy_sample_sweep_*, in _skipzero_ref.h: plain C at every level).
+ *
  * A is the data: row i at A + i lda, or, when A_rows is not NULL, at A_rows[i] (the
  * rows of a shuffled batch where they lie in X, not copied; atb reads columns a_col
  * on). B, C, G are dense with row strides ldb, ldc, ldg.
@@ -62,6 +65,12 @@ typedef void (*mlp_cy_dot_rows_f32_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, const
 typedef void (*mlp_cy_dot_rows_f64_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                        const double *, Py_ssize_t, const double *,
                                        Py_ssize_t, double *, Py_ssize_t);
+typedef void (*mlp_cy_sample_sweep_f32_fn)(Py_ssize_t, Py_ssize_t, const float *,
+                                           const float *, float, const float *, float *,
+                                           float *);
+typedef void (*mlp_cy_sample_sweep_f64_fn)(Py_ssize_t, Py_ssize_t, const double *,
+                                           const double *, double, const double *,
+                                           double *, double *);
 
 /* One level's kernels. */
 typedef struct {
@@ -71,15 +80,19 @@ typedef struct {
     mlp_cy_atb_f64_fn atb_f64;
     mlp_cy_dot_rows_f32_fn dot_rows_f32;
     mlp_cy_dot_rows_f64_fn dot_rows_f64;
+    mlp_cy_sample_sweep_f32_fn sample_sweep_f32;
+    mlp_cy_sample_sweep_f64_fn sample_sweep_f64;
 } mlp_cy_skipzero_table;
 
-#define MLP_CY_SKIPZERO_TABLE(LEVEL)                                                 \
+/* SWEEP: the level whose build of the sample sweep goes with this one. */
+#define MLP_CY_SKIPZERO_TABLE(LEVEL, SWEEP)                                          \
     {mlp_cy_skipzero_ab_f32_##LEVEL, mlp_cy_skipzero_ab_f64_##LEVEL,                 \
      mlp_cy_skipzero_atb_f32_##LEVEL, mlp_cy_skipzero_atb_f64_##LEVEL,               \
-     mlp_cy_dot_rows_f32_##LEVEL, mlp_cy_dot_rows_f64_##LEVEL}
+     mlp_cy_dot_rows_f32_##LEVEL, mlp_cy_dot_rows_f64_##LEVEL,                       \
+     mlp_cy_sample_sweep_f32_##SWEEP, mlp_cy_sample_sweep_f64_##SWEEP}
 
 static const mlp_cy_skipzero_table mlp_cy_skipzero_reference =
-    MLP_CY_SKIPZERO_TABLE(reference);
+    MLP_CY_SKIPZERO_TABLE(reference, reference);
 
 #if MLP_CY_X86_LEVELS || MLP_CY_NEON_LEVEL
 
@@ -272,7 +285,9 @@ MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x4, MLP_CY_BASELINE_NV, MLP_CY_BASE
 MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x2, MLP_CY_BASELINE_NV, MLP_CY_BASELINE_ATTR, baseline)
 MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x4, MLP_CY_BASELINE_DR, MLP_CY_BASELINE_ATTR, baseline)
 MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x2, MLP_CY_BASELINE_DR, MLP_CY_BASELINE_ATTR, baseline)
-static const mlp_cy_skipzero_table mlp_cy_skipzero_baseline = MLP_CY_SKIPZERO_TABLE(baseline);
+/* The baseline's sample sweep is the reference one: the same source, compiled alike. */
+static const mlp_cy_skipzero_table mlp_cy_skipzero_baseline =
+    MLP_CY_SKIPZERO_TABLE(baseline, reference);
 
 #if MLP_CY_X86_LEVELS
 MLP_CY_VECTOR(mlp_cy_f32x8, float, 32);
@@ -285,14 +300,19 @@ MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x8, 2, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x4, 2, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x8, 2, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x4, 2, MLP_CY_AVX2_ATTR, avx2)
-static const mlp_cy_skipzero_table mlp_cy_skipzero_avx2 = MLP_CY_SKIPZERO_TABLE(avx2);
+MLP_CY_DEFINE_SAMPLE_SWEEP(f32, float, MLP_CY_AVX2_ATTR, avx2)
+MLP_CY_DEFINE_SAMPLE_SWEEP(f64, double, MLP_CY_AVX2_ATTR, avx2)
+static const mlp_cy_skipzero_table mlp_cy_skipzero_avx2 = MLP_CY_SKIPZERO_TABLE(avx2, avx2);
 
 #define MLP_CY_AVX512_ATTR __attribute__((target("avx512f")))
 MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x16, 4, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x8, 4, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x16, 4, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x8, 4, MLP_CY_AVX512_ATTR, avx512)
-static const mlp_cy_skipzero_table mlp_cy_skipzero_avx512 = MLP_CY_SKIPZERO_TABLE(avx512);
+MLP_CY_DEFINE_SAMPLE_SWEEP(f32, float, MLP_CY_AVX512_ATTR, avx512)
+MLP_CY_DEFINE_SAMPLE_SWEEP(f64, double, MLP_CY_AVX512_ATTR, avx512)
+static const mlp_cy_skipzero_table mlp_cy_skipzero_avx512 =
+    MLP_CY_SKIPZERO_TABLE(avx512, avx512);
 #endif
 
 #endif  /* vector levels */

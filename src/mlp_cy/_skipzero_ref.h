@@ -10,6 +10,9 @@
  * blocks of 4 (adding 0 x b changes no sum).
  *
  * Arguments as in _skipzero.h; any n works here.
+ *
+ * The sample sweep (batch_size 1) is plain C at every level: the compiler vectorises
+ * its loops, and _skipzero.h compiles this same source once per level.
  */
 #ifndef MLP_CY_SKIPZERO_REF_H
 #define MLP_CY_SKIPZERO_REF_H
@@ -85,5 +88,42 @@ mlp_cy_dot_rows_##SUFFIX##_reference(                                           
 
 MLP_CY_DEFINE_REFERENCE(f32, float)
 MLP_CY_DEFINE_REFERENCE(f64, double)
+
+/* batch_size 1's update of W1 (n_features, n_hidden) and the next sample's forward
+ * product, in one sweep over the rows of W1 (network.pyx, _sample_step):
+ *
+ *   W1 -= eta x grad^T          then   pre = x_next W1   (with W1 updated)
+ *
+ * x (n_features,) is this sample, x_next the next one or NULL, grad (n_hidden,) this
+ * sample's dZ1. Rows where both x and x_next are zero are not touched. */
+#define MLP_CY_DEFINE_SAMPLE_SWEEP(SUFFIX, T, ATTR, LEVEL)                            \
+ATTR static void                                                                     \
+mlp_cy_sample_sweep_##SUFFIX##_##LEVEL(Py_ssize_t n_features, Py_ssize_t n_hidden,   \
+                                       const T *x, const T *x_next, T eta,           \
+                                       const T *grad, T *W1, T *pre)                 \
+{                                                                                    \
+    Py_ssize_t i, j;                                                                 \
+    for (j = 0; j < n_hidden; j++)                                                   \
+        pre[j] = 0;                                                                  \
+    for (i = 0; i < n_features; i++) {                                               \
+        const T xi = x[i], xn = x_next != NULL ? x_next[i] : 0, step = eta * xi;     \
+        T *row = W1 + i * n_hidden;                                                  \
+        if (xi != 0 && xn != 0)                                                      \
+            for (j = 0; j < n_hidden; j++) {                                         \
+                row[j] -= step * grad[j];                                            \
+                pre[j] += xn * row[j];                                               \
+            }                                                                        \
+        else if (xi != 0)                                                            \
+            for (j = 0; j < n_hidden; j++)                                           \
+                row[j] -= step * grad[j];                                            \
+        else if (xn != 0)                                                            \
+            for (j = 0; j < n_hidden; j++)                                           \
+                pre[j] += xn * row[j];                                               \
+    }                                                                                \
+}
+
+#define MLP_CY_NO_TARGET
+MLP_CY_DEFINE_SAMPLE_SWEEP(f32, float, MLP_CY_NO_TARGET, reference)
+MLP_CY_DEFINE_SAMPLE_SWEEP(f64, double, MLP_CY_NO_TARGET, reference)
 
 #endif

@@ -39,7 +39,7 @@ from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
-                    _gemm_t_skipzero_rows, skipzero_products,
+                    _gemm_t_skipzero_rows, _sample_sweep, skipzero_products,
                     skipzero_parallel_threads, skipzero_sparse_enough,
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
 from ._parallel cimport (BatchSource, InputKind, ParallelWork, INPUT_UINT8,
@@ -504,7 +504,7 @@ cdef double _sample_step(
     floating *work,               # (4 n_hidden + 2 n_classes,)
 ) noexcept nogil:
     """One plain-SGD step on one sample (batch_size 1, no L2); returns its loss."""
-    cdef intp_t i, j, k
+    cdef intp_t j, k
     cdef floating *hidden = work                       # (n_hidden,)  A1
     cdef floating *hidden_grad = hidden + n_hidden     # (n_hidden,)  dA1, then dZ1
     cdef floating *b1_grad = hidden_grad + n_hidden    # (n_hidden,)
@@ -512,7 +512,7 @@ cdef double _sample_step(
     cdef floating *b2_grad = output + n_classes        # (n_classes,)
     cdef floating *row
     cdef floating eta = <floating> options.learning_rate
-    cdef floating a, g, xi, xn, step
+    cdef floating a, g
     cdef double loss
 
     # Forward: A1 = act(x W1 + b1), Z2 = A1 W2
@@ -548,25 +548,7 @@ cdef double _sample_step(
         b1[j] -= eta * hidden_grad[j]
     # W1 -= eta x dZ1^T, and the next sample's x_next W1 from the updated rows,
     # in one sweep; rows where both samples are zero are not touched.
-    for j in range(n_hidden):
-        pre[j] = 0
-    for i in range(n_features):
-        xi = x[i]
-        xn = x_next[i] if x_next != NULL else 0
-        if xi == 0 and xn == 0:
-            continue
-        row = W1 + i * n_hidden
-        step = eta * xi
-        if xi != 0 and xn != 0:
-            for j in range(n_hidden):
-                row[j] -= step * hidden_grad[j]
-                pre[j] += xn * row[j]
-        elif xi != 0:
-            for j in range(n_hidden):
-                row[j] -= step * hidden_grad[j]
-        else:
-            for j in range(n_hidden):
-                pre[j] += xn * row[j]
+    _sample_sweep(n_features, n_hidden, x, x_next, eta, hidden_grad, W1, pre)
     return loss
 
 
