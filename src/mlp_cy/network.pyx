@@ -21,7 +21,8 @@
 #    need neither (about half of Fashion-MNIST's, 80% of MNIST's). No BLAS call is
 #    worth its overhead at this size.
 # g) The two products with X (X W1 and W1's update X^T dZ1) skip X's zeros where that
-#    beats gemm (_blas.skipzero_products: one BLAS thread, AVX-512, mostly-zero data),
+#    beats gemm (_blas.skipzero_products: one BLAS thread, a kernel level where it
+#    pays, mostly-zero data),
 #    decided per call from its first batch; a shuffled batch is then read in place,
 #    through row pointers. They need index scratch, allocated once per call: without
 #    it they use gemm.
