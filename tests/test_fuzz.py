@@ -3,20 +3,25 @@
 Inputs are valid files mutated by hypothesis (bit flips, byte writes, truncations,
 insertions and deletions; edits of the IDX header, of the gzip, zip and .npy headers
 and of the .npy header text; members of the .npz re-zipped with correct CRCs after
-their bytes were mutated, dropped or duplicated) and fully random bytes. Only the
-documented exceptions may come out:
+their bytes were mutated, dropped or duplicated) and fully random bytes, and the
+shapes of the attacks in test_hostile_files.py: gzip and zip bombs (headers that
+declare megabytes to gigabytes over megabytes of compressed zeros), members named
+like a key without ".npy", dozens of members, long member names, .npy headers of
+format 2.0 that declare huge lengths. Only the documented exceptions may come out,
+with a message of at most MAX_MESSAGE characters:
 
-* read_idx: IDXFormatError; and, with mmap=True on a gzip file, the ValueError that
-  read_idx documents for it;
+* read_idx (plain, mmap=True and with max_bytes): IDXFormatError; and, with
+  mmap=True on a gzip file, the ValueError that read_idx documents for it;
 * load: ModelFileError; and a model that loads must predict.
 
 Each target runs in a child process (``python tests/test_fuzz.py TARGET N``), so a
 crash fails the test instead of killing pytest, with a watchdog (faulthandler) that
 kills the child if one example runs longer than HANG_SECONDS, and an address-space
-limit so that a file claiming terabytes gets a MemoryError instead of the machine's
-memory. The child does not stop at the first unexpected exception: it records every
-kind (type and message pattern, with the first input that raised it saved to
-FUZZ_OUT_DIR when that is set), counts the examples and prints one JSON summary.
+limit: a file claiming terabytes must get the documented error, never a MemoryError
+(the child reports its peak RSS, which the test bounds). The child does not stop at
+the first unexpected exception: it records every kind (type and message pattern,
+with the first input that raised it saved to FUZZ_OUT_DIR when that is set), counts
+the examples and prints one JSON summary.
 
 The long run recorded in docs/reliability.md is this file's child with more examples:
 
@@ -36,12 +41,16 @@ import tempfile
 import time
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 
 HANG_SECONDS = 20
 CI_EXAMPLES = 400                 # per target; the child prints how many ran
-ADDRESS_SPACE = 6 * 2**30         # RLIMIT_AS of the child
+ADDRESS_SPACE = 2 * 2**30         # RLIMIT_AS of the child
+MAX_PEAK_RSS = 1024               # MiB: the child's peak RSS, imports included
+MAX_MESSAGE = 2000                # characters of an error's message
+MiB = 2**20
 
 
 # Seed files --------------------------------------------------------------------------
@@ -158,6 +167,38 @@ def _fix_npy_header_length(data):
             data[8:10] = struct.pack("<H", end + 1 - 10)
 
 
+def _deflated_zeros(prefix, n_mib):
+    """Raw DEFLATE data of ``prefix`` and ``n_mib`` MiB of zeros, about 1 KiB a MiB:
+    one fully flushed block of zeros, repeated (see test_hostile_files.py)."""
+    head = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = block.compress(bytes(MiB)) + block.flush(zlib.Z_FULL_FLUSH)
+    return head.compress(prefix) + head.flush(zlib.Z_FULL_FLUSH) + zeros * n_mib \
+        + b"\x03\x00"
+
+
+def _gzip_zeros(prefix, n_mib):
+    """A gzip file of ``prefix`` and ``n_mib`` MiB of zeros, with its real CRC."""
+    crc = zlib.crc32(prefix)
+    for _ in range(n_mib):
+        crc = zlib.crc32(bytes(MiB), crc)
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+            + _deflated_zeros(prefix, n_mib)
+            + struct.pack("<II", crc, (len(prefix) + n_mib * MiB) & 0xFFFFFFFF))
+
+
+BOMB_SHAPES = [(2**20,), (2**28,), (10**12,), (3, 2**26), (2**16, 2**16), (4, 3)]
+
+
+def _npy_header(descr, shape, version=(1, 0), length=None):
+    """A .npy header; ``length`` overrides the header length it declares."""
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    text += b" " * (-(len(text) + 12) % 64) + b"\n"
+    form = "<H" if version == (1, 0) else "<I"
+    return (b"\x93NUMPY" + bytes(version)
+            + struct.pack(form, len(text) if length is None else length) + text)
+
+
 def _strategies(target, seeds):
     from hypothesis import strategies as st
 
@@ -205,8 +246,19 @@ def _strategies(target, seeds):
         return bytes(data)
 
     @st.composite
+    def idx_bomb(draw):
+        """A gzip of an IDX header and MiBs of zeros: as much as it declares, or not."""
+        code = draw(st.sampled_from([0x08, 0x0C, 0x0E]))
+        dims = draw(st.sampled_from([(2**20,), (2**26,), (2**14, 28, 28), (4, 2**20),
+                                     (0xFFFFFFFF, 28, 28), (2**24,), (16, 2**16)]))
+        header = bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+        return _gzip_zeros(header, draw(st.sampled_from([0, 1, 4, 16, 64])))
+
+    @st.composite
     def mutated_idx(draw):
         plain, compress = draw(st.sampled_from(seeds))
+        if draw(st.integers(0, 9)) == 0:
+            return draw(idx_bomb())
         if draw(st.integers(0, 3)) == 0:   # a header built from scratch
             ndim = draw(st.sampled_from([0, 1, 2, 3, 4, 64, 65, 255]))
             code = draw(st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x0A, 0xFF]))
@@ -235,7 +287,8 @@ def _strategies(target, seeds):
             i = draw(st.integers(0, len(members) - 1))
             name, content = members[i]
             op = draw(st.sampled_from(["bytes", "bytes", "bytes", "drop", "duplicate",
-                                       "add", "swap"]))
+                                       "add", "swap", "bomb", "twin", "many", "long",
+                                       "v2"]))
             if op == "bytes":
                 members[i] = (name, byte_ops(draw, content))
             elif op == "drop":
@@ -247,10 +300,29 @@ def _strategies(target, seeds):
             elif op == "add":
                 members.append((draw(st.sampled_from(["x.npy", "extra", "a/b.npy", "W1"])),
                                 content))
+            elif op == "bomb":      # a header declaring much, over MiBs of zeros
+                descr = draw(st.sampled_from(["<f4", "<f8", "<U100", "|u1"]))
+                header = _npy_header(descr, draw(st.sampled_from(BOMB_SHAPES)))
+                members[i] = (name, header + bytes(draw(st.sampled_from([0, 48, MiB,
+                                                                         2 * MiB]))))
+            elif op == "twin":      # a member named like a key, without ".npy"
+                members.append((name.removesuffix(".npy"),
+                                draw(st.sampled_from([content, bytes(64)]))))
+            elif op == "many":
+                members += [(f"m{j}.npy", content[:draw(st.integers(0, 200))])
+                            for j in range(draw(st.sampled_from([20, 60, 200])))]
+            elif op == "long":
+                members.append(("x" * draw(st.sampled_from([300, 5000, 65000])) + ".npy",
+                                content))
+            elif op == "v2":        # format 2.0, maybe declaring a huge header
+                length = draw(st.sampled_from([None, 2**16, 2**31, 2**32 - 1]))
+                members[i] = (name, _npy_header("<f8", (4, 3), (2, 0), length)
+                              + bytes(96))
             else:   # another member's content under this name
                 members[i] = (name, members[draw(st.integers(0, len(members) - 1))][1])
         out = io.BytesIO()
-        method = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+        method = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_STORED,
+                                       zipfile.ZIP_DEFLATED]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")       # duplicate names
             with zipfile.ZipFile(out, "w", method) as zf:
@@ -274,9 +346,11 @@ def _strategies(target, seeds):
 def _check_idx(path, record):
     from mlp_cy.datasets import IDXFormatError, read_idx
 
-    for mmap in (False, True):
+    size = os.path.getsize(path)
+    # Plain, mmap=True, and with a bound like load_mnist's, one that varies.
+    for mmap, max_bytes in ((False, None), (True, None), (False, size * (size % 7))):
         try:
-            array = read_idx(path, mmap=mmap)
+            array = read_idx(path, mmap=mmap, max_bytes=max_bytes)
         except IDXFormatError as exc:
             record(exc)
             continue
@@ -352,6 +426,9 @@ def main(argv):
     def record(exc):
         if exc is None:
             counts["accepted"] += 1
+        elif len(str(exc)) > MAX_MESSAGE:   # a finding: raised into the fuzz loop
+            raise AssertionError(f"a message of {len(str(exc))} characters: "
+                                 f"{str(exc)[:200]}")
         else:
             counts["refused"] += 1
             key = f"{type(exc).__name__}: {_pattern(str(exc))}"
@@ -392,9 +469,12 @@ def main(argv):
         fuzz = hypothesis_seed(args.seed)(fuzz)
     start = time.perf_counter()
     fuzz()
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({
         "target": args.target, **counts, "seconds": round(time.perf_counter() - start, 1),
         "slowest_example_seconds": round(slowest[0], 3),
+        # KiB on Linux, bytes on macOS
+        "peak_rss_mib": round(peak_rss / (2**20 if sys.platform == "darwin" else 1024)),
         "refusals": dict(sorted(expected.items(), key=lambda kv: -kv[1])),
         "unexpected": unexpected,
     }))
@@ -427,8 +507,10 @@ def test_fuzzed_files_raise_only_documented_exceptions(target):
     pytest.importorskip("hypothesis")
     proc, summary = _run_child(target, CI_EXAMPLES)
     print(f"{target}: {summary['examples']} examples, {summary['accepted']} accepted, "
-          f"{summary['refused']} refused, slowest {summary['slowest_example_seconds']} s")
+          f"{summary['refused']} refused, slowest {summary['slowest_example_seconds']} "
+          f"s, peak RSS {summary['peak_rss_mib']} MiB")
     assert summary["examples"] >= CI_EXAMPLES, summary["examples"]
+    assert summary["peak_rss_mib"] < MAX_PEAK_RSS, summary["peak_rss_mib"]
     assert not summary["unexpected"], json.dumps(summary["unexpected"], indent=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary["refused"] > CI_EXAMPLES // 2      # the mutations do break files

@@ -16,14 +16,19 @@ import gzip
 import hashlib
 import math
 import os
+import socket
 import sys
-import tempfile
+import threading
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
 from http.client import HTTPException
 
 import numpy as np
+
+from . import _atomic
 
 __all__ = [
     "MIRRORS",
@@ -79,11 +84,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_DEFLATE_RATIO = 1032
 
 _CHUNK_SIZE = 1 << 20
-
-
-def _is_gzip(path):
-    with open(path, "rb") as f:
-        return f.read(2) == _GZIP_MAGIC
 
 
 def _idx_error(path, problem, advice=None):
@@ -170,7 +170,7 @@ def _size_error(path, dtype, shape, expected, actual, *, at_least=False):
     return _idx_error(path, problem, advice)
 
 
-def read_idx(path, *, mmap=False):
+def read_idx(path, *, mmap=False, max_bytes=None):
     """Read an array from an IDX file.
 
     IDX is the format of the MNIST and Fashion-MNIST files: a big-endian
@@ -180,9 +180,12 @@ def read_idx(path, *, mmap=False):
     name.
 
     The header is validated before any large allocation: the data size it
-    declares must match the size of the file exactly. Gzip files are
-    decompressed with a bounded read, so a corrupt or malicious file cannot
-    allocate more memory than its header declares.
+    declares must match the size of the file exactly, and be at most
+    ``max_bytes``. Gzip files are decompressed incrementally and never
+    beyond the size the header declares (which cannot exceed what DEFLATE
+    can expand the file to), so a corrupt or malicious file cannot make the
+    reader inflate more than that. Only regular files are read: a FIFO or a
+    device is refused at once.
 
     Parameters
     ----------
@@ -192,7 +195,14 @@ def read_idx(path, *, mmap=False):
         If True, return a read-only :class:`numpy.memmap` of the data instead
         of reading it into memory, for out-of-core use. Only possible for
         uncompressed files. The memmap keeps the big-endian dtype of the
-        file, which NumPy handles transparently.
+        file, which NumPy handles transparently. If the file is truncated
+        while it is mapped, reading the missing part kills the process with
+        SIGBUS: that is how memory mapping works; map only files that nothing
+        shortens meanwhile.
+    max_bytes : int, default=None
+        If given, a file whose header declares more data bytes than this is
+        refused before its data is read or decompressed: a bound for files
+        whose size is known, like those of a data set.
 
     Returns
     -------
@@ -202,9 +212,12 @@ def read_idx(path, *, mmap=False):
     Raises
     ------
     IDXFormatError
-        If the file is not a well-formed IDX file.
+        If the file is not a well-formed IDX file, declares more than
+        ``max_bytes``, or its data do not fit in memory.
     ValueError
         If ``mmap=True`` and the file is gzip-compressed.
+    OSError
+        If the file cannot be opened, or is not a regular file.
 
     See Also
     --------
@@ -223,37 +236,67 @@ def read_idx(path, *, mmap=False):
            [3, 4, 5]], dtype=int32)
     """
     path = os.fspath(path)
-    if _is_gzip(path):
-        if mmap:
-            raise ValueError(
-                f"{path!r} is gzip-compressed and cannot be memory-mapped; "
-                "decompress it first (e.g. `gunzip -k FILE`) and memory-map "
-                "the uncompressed file."
-            )
-        return _read_idx_gzip(path)
+    with _atomic.open_regular(path) as f:
+        gzipped = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        if gzipped:
+            if mmap:
+                raise ValueError(
+                    f"{path!r} is gzip-compressed and cannot be memory-mapped; "
+                    "decompress it first (e.g. `gunzip -k FILE`) and memory-map "
+                    "the uncompressed file."
+                )
+            return _read_idx_gzip(f, path, max_bytes)
 
-    with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
         dtype, shape, offset = _read_header(f, path)
         expected = math.prod(shape) * dtype.itemsize
+        _check_max_bytes(path, dtype, shape, expected, max_bytes)
         if file_size - offset != expected:
             raise _size_error(path, dtype, shape, expected, file_size - offset)
         _check_representable(path, dtype, shape)
         if mmap:
-            return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-        array = np.empty(shape, dtype=dtype)
+            # The open file, not the path: what was checked is what gets mapped.
+            return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape)
+        try:
+            array = np.empty(shape, dtype=dtype)
+        except MemoryError:
+            raise _memory_error(path, dtype, shape, expected) from None
         n_read = f.readinto(memoryview(array.reshape(-1).view(np.uint8)))
         if n_read != expected:  # the file shrank while being read
             raise _size_error(path, dtype, shape, expected, n_read)
     return _to_native(array)
 
 
-def _read_idx_gzip(path):
-    compressed_size = os.path.getsize(path)
+def _check_max_bytes(path, dtype, shape, expected, max_bytes):
+    if max_bytes is not None and expected > max_bytes:
+        raise _idx_error(
+            path,
+            f"the IDX header declares shape {shape} of "
+            f"{dtype.newbyteorder('=').name}, i.e. {expected} data bytes, more than "
+            f"the {max_bytes} bytes expected here",
+            "It is not the file expected here (a corrupt or substituted file?); "
+            "delete it and download or copy it again.",
+        )
+
+
+def _memory_error(path, dtype, shape, expected):
+    return _idx_error(
+        path,
+        f"the IDX header declares shape {shape} of {dtype.newbyteorder('=').name}, "
+        f"i.e. {expected} data bytes, which do not fit in the memory available",
+        "If the file is that large, decompress it and read it with mmap=True; "
+        "otherwise its header is corrupt: delete it and get it again.",
+    )
+
+
+def _read_idx_gzip(raw, path, max_bytes):
+    compressed_size = os.fstat(raw.fileno()).st_size
     try:
-        with gzip.open(path, "rb") as f:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as f:
             dtype, shape, offset = _read_header(f, path)
             expected = math.prod(shape) * dtype.itemsize
+            _check_max_bytes(path, dtype, shape, expected, max_bytes)
             limit = _MAX_DEFLATE_RATIO * compressed_size
             if expected + offset > limit:
                 raise _idx_error(
@@ -264,26 +307,35 @@ def _read_idx_gzip(path):
                     "The header is corrupt or the file is truncated; delete "
                     "it and download or copy it again.",
                 )
-            # Bounded read: never more than the header declares plus one
-            # byte, which is enough to detect trailing data.
-            buffer = bytearray()
-            while len(buffer) <= expected:
-                chunk = f.read(min(_CHUNK_SIZE, expected + 1 - len(buffer)))
+            _check_representable(path, dtype, shape)
+            # Address space for what the header declares, at once: a claim that
+            # cannot fit fails now, not after gigabytes are inflated. Its pages
+            # take memory only as data arrives, so a header that lies about a
+            # short file costs only what the file holds.
+            try:
+                array = np.empty(shape, dtype=dtype)
+            except MemoryError:
+                raise _memory_error(path, dtype, shape, expected) from None
+            # Bounded, incremental read: never more than the header declares,
+            # then one byte more to detect trailing data.
+            flat = array.reshape(-1).view(np.uint8)
+            n_read = 0
+            while n_read < expected:
+                chunk = f.read(min(_CHUNK_SIZE, expected - n_read))
                 if not chunk:
                     break
-                buffer += chunk
+                flat[n_read:n_read + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                n_read += len(chunk)
+            trailing = f.read(1) if n_read == expected else b""
     except (OSError, EOFError, zlib.error) as exc:
         raise _idx_error(
             path,
             f"the gzip stream is corrupt or truncated ({exc})",
             "Delete the file and download or copy it again.",
         ) from exc
-    if len(buffer) != expected:
-        raise _size_error(
-            path, dtype, shape, expected, len(buffer), at_least=len(buffer) > expected
-        )
-    _check_representable(path, dtype, shape)
-    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    if n_read != expected or trailing:
+        raise _size_error(path, dtype, shape, expected, n_read + len(trailing),
+                          at_least=bool(trailing))
     return _to_native(array)
 
 
@@ -304,37 +356,14 @@ def _to_native(array):
     return array.byteswap(inplace=True).view(array.dtype.newbyteorder("="))
 
 
-@contextlib.contextmanager
-def _atomic_writer(path):
-    """Open a temporary file next to ``path``, renamed onto it on success.
-
-    On any exception, including KeyboardInterrupt, the temporary file is
-    removed and ``path`` is left untouched, so no partial file ever exists
-    under the final name.
-    """
-    path = os.path.abspath(os.fspath(path))
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_idx(path, array):
     """Write an array to an IDX file, atomically.
 
     The data are first written to a temporary file in the same directory,
     which then replaces ``path``; an interrupted call never leaves a partial
-    file under ``path``. The file is gzip-compressed if ``path`` ends with
-    ``.gz``.
+    file under ``path``. A new file gets the mode that ``open()`` gives under
+    the umask; a replaced file keeps its mode. The file is gzip-compressed if
+    ``path`` ends with ``.gz``.
 
     Parameters
     ----------
@@ -375,7 +404,7 @@ def write_idx(path, array):
     data = np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).reshape(-1)
 
     path = os.fspath(path)
-    with _atomic_writer(path) as raw:
+    with _atomic.atomic_writer(path, suffix=".part") as raw:
         if path.endswith(".gz"):
             # mtime=0 makes the output reproducible.
             with gzip.GzipFile(
@@ -401,6 +430,15 @@ _FILES = (
     ("test_images", "t10k-images-idx3-ubyte.gz"),
     ("test_labels", "t10k-labels-idx1-ubyte.gz"),
 )
+
+# The number of images of each split, and so the largest data each file
+# may declare (28 x 28 uint8 images, uint8 labels).
+_SPLIT_SIZES = {"train": 60000, "test": 10000}
+_MAX_BYTES = {
+    f"{split}_{kind}": n * (28 * 28 if kind == "images" else 1)
+    for split, n in _SPLIT_SIZES.items()
+    for kind in ("images", "labels")
+}
 
 #: Base URLs of the mirrors that :func:`load_mnist` downloads from, tried in
 #: order. Read at call time, so it can be changed to use another mirror.
@@ -459,6 +497,11 @@ _SHA256 = {
 _SYSTEM_DATA_DIRS = ("/usr/share/datasets", "/usr/local/share/datasets")
 
 _DOWNLOAD_TIMEOUT = 60  # seconds, per blocking network operation
+# The whole download of one file, and the slowest rate tolerated over any
+# window of _RATE_WINDOW seconds: 26 MiB take 30 min at 15 KiB/s.
+_DOWNLOAD_DEADLINE = 30 * 60  # seconds
+_MIN_DOWNLOAD_RATE = 1024  # bytes per second
+_RATE_WINDOW = 60  # seconds
 _MAX_DOWNLOAD_SIZE = 128 * 2**20  # the largest file is about 26 MiB
 
 _ENV_DATA_HOME = "MLP_CY_DATA"
@@ -529,11 +572,139 @@ def _print_progress(n_bytes, total, file=None):
     print(msg, end="", file=file, flush=True)
 
 
+class _Watchdog:
+    """Ends a download that takes too long or goes too slowly.
+
+    The socket timeout bounds each blocking operation only: a server that
+    sends one byte every 59 s never trips a 60 s timeout. This thread
+    checks the whole download instead, from the connection on (TLS
+    handshake and headers included): an overall deadline, and a minimum
+    rate over every window of ``_RATE_WINDOW`` seconds. When either fails,
+    it shuts the connection's sockets down, which wakes the blocked read.
+    """
+
+    def __init__(self, url):
+        self.url = url
+        self.received = 0          # bytes of the body so far, set by the reader
+        self.reason = None         # why the download was stopped, if it was
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="mlp_cy download watchdog")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        self._thread.join()
+
+    def _run(self):
+        deadline, window, rate = _DOWNLOAD_DEADLINE, _RATE_WINDOW, _MIN_DOWNLOAD_RATE
+        start = window_start = time.monotonic()
+        window_bytes = 0
+        while not self._done.wait(min(1.0, window / 10)):
+            now = time.monotonic()
+            if now - start > deadline:
+                self._stop(f"{self.url}: the download took longer than {deadline:g} s; "
+                           "the network or the server is too slow")
+                return
+            if now - window_start >= window:
+                received, seconds = self.received, now - window_start
+                if received - window_bytes < rate * seconds:
+                    self._stop(f"{self.url}: less than {rate:g} bytes/s over {seconds:.1f}"
+                               " s; the network or the server is too slow (or stalled)")
+                    return
+                window_start, window_bytes = now, received
+
+    def _stop(self, reason):
+        with self._lock:
+            self.reason = reason
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def watch(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+            stopped = self.reason is not None
+        if stopped:
+            _shutdown(sock)
+
+    def connection_class(self, http_class):
+        """``http_class`` whose sockets this watchdog watches from their connection on."""
+        watchdog = self
+
+        def make(*args, **kwargs):
+            connection = http_class(*args, **kwargs)
+            create = connection._create_connection
+
+            def create_watched(*args, **kwargs):
+                sock = create(*args, **kwargs)
+                watchdog.watch(sock)
+                return sock
+
+            connection._create_connection = create_watched
+            return connection
+
+        return make
+
+
+def _shutdown(sock):
+    # The plain socket's shutdown, also for a TLS socket: it wakes a read blocked in
+    # another thread without touching the TLS state that thread is using.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http and https URLs only (urllib also follows ftp)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme
+        if scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(
+                newurl, code, f"redirect to {newurl[:200]!r} refused: mirrors must "
+                "be http or https, also after redirects", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(watchdog):
+    """An opener for http and https only, whose connections ``watchdog`` watches.
+
+    Built handler by handler: ``build_opener`` would add ftp, file and data
+    handlers too. A fresh opener reads the proxy settings of the environment now.
+    """
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def do_open(self, http_class, req, **kwargs):
+            return super().do_open(watchdog.connection_class(http_class), req, **kwargs)
+
+    handlers = [urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+                HTTPHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                _HTTPOnlyRedirects(), urllib.request.HTTPErrorProcessor()]
+    if hasattr(urllib.request, "HTTPSHandler"):   # Python built with ssl
+        class HTTPSHandler(urllib.request.HTTPSHandler):
+            def do_open(self, http_class, req, **kwargs):
+                return super().do_open(watchdog.connection_class(http_class), req,
+                                       **kwargs)
+
+        handlers.append(HTTPSHandler())
+    opener = urllib.request.OpenerDirector()
+    for handler in handlers:
+        opener.add_handler(handler)
+    return opener
+
+
 def _download(url, path, sha256, *, verbose=False):
     """Download ``url`` to ``path``, checking its SHA-256 while streaming.
 
     The data are streamed to a temporary file in the same directory, which
-    replaces ``path`` only once the digest matches.
+    replaces ``path`` only once the digest matches. The temporary file is
+    removed on every error, on KeyboardInterrupt and on SIGTERM or SIGHUP
+    (then the process still ends by the signal); one left by a process
+    killed otherwise is removed by the next download of the same file.
     """
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
@@ -541,30 +712,50 @@ def _download(url, path, sha256, *, verbose=False):
     hasher = hashlib.sha256()
     if verbose:
         print(f"Downloading {url}", file=sys.stderr)
-    # A fresh opener reads the proxy settings of the environment now.
-    opener = urllib.request.build_opener()
     request = urllib.request.Request(url, headers={"User-Agent": "mlp_cy"})
-    with _atomic_writer(path) as out:
-        with opener.open(request, timeout=_DOWNLOAD_TIMEOUT) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            if total > _MAX_DOWNLOAD_SIZE:
-                raise OSError(f"{url} is {total} bytes, more than expected")
-            n_bytes = 0
-            while chunk := response.read(_CHUNK_SIZE):
-                n_bytes += len(chunk)
-                if n_bytes > _MAX_DOWNLOAD_SIZE:
-                    raise OSError(f"{url} sent more data than expected")
-                hasher.update(chunk)
-                out.write(chunk)
-                if verbose:
-                    _print_progress(n_bytes, total)
-            if verbose:
-                print(file=sys.stderr)
-            if total and n_bytes != total:
-                raise OSError(f"{url}: got {n_bytes} of {total} bytes")
+    with _atomic.signals_raise(), _Watchdog(url) as watchdog, \
+            _atomic.atomic_writer(path, suffix=".part") as out:
+        try:
+            n_bytes, total = _stream(watchdog, request, out, hasher, verbose)
+        except (OSError, HTTPException) as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()
+            if watchdog.reason is not None:
+                raise TimeoutError(watchdog.reason) from exc
+            raise
+        if watchdog.reason is not None:   # it stopped the body short
+            raise TimeoutError(watchdog.reason)
+        if total and n_bytes != total:
+            raise OSError(f"{url}: got {n_bytes} of {total} bytes")
         actual = hasher.hexdigest()
         if actual != sha256.lower():
             raise ChecksumError(f"its SHA-256 is {actual}, not the published {sha256}")
+
+
+def _stream(watchdog, request, out, hasher, verbose):
+    url = watchdog.url
+    with _opener(watchdog).open(request, timeout=_DOWNLOAD_TIMEOUT) as response:
+        try:
+            total = int(response.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise OSError(f"{url}: bad Content-Length") from None
+        if total > _MAX_DOWNLOAD_SIZE:
+            raise OSError(f"{url} is {total} bytes, more than expected")
+        n_bytes = 0
+        # read1: what has arrived, so that the byte count stays current; read()
+        # would wait for a whole chunk.
+        while chunk := response.read1(_CHUNK_SIZE):
+            n_bytes += len(chunk)
+            watchdog.received = n_bytes
+            if n_bytes > _MAX_DOWNLOAD_SIZE:
+                raise OSError(f"{url} sent more data than expected")
+            hasher.update(chunk)
+            out.write(chunk)
+            if verbose:
+                _print_progress(n_bytes, total)
+        if verbose:
+            print(file=sys.stderr)
+    return n_bytes, total
 
 
 def _not_found_message(name, searched, partial, download_dir, failures):
@@ -754,7 +945,11 @@ def load_mnist(
     if verbose:
         directory = os.path.dirname(files["train_images"])
         print(f"Loading {name} from {directory}", file=sys.stderr)
-    arrays = {role: read_idx(path) for role, path in files.items()}
+    # Each file is refused before it is read if it declares more than its split
+    # holds: a corrupt or planted file in a cache cannot claim gigabytes.
+    arrays = {
+        role: read_idx(path, max_bytes=_MAX_BYTES[role]) for role, path in files.items()
+    }
     X_train, y_train = _check_split(arrays, files, "train")
     X_test, y_test = _check_split(arrays, files, "test")
     return _to_features(X_train, dtype), y_train, _to_features(X_test, dtype), y_test
