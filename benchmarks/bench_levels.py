@@ -38,15 +38,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train as B  # noqa: E402  (data loading, machine line, epoch helper)
 
 
-def interleaved(fns, rounds):
+# The clock of the one-thread timings: wall, or the process's CPU time (--clock cpu),
+# which leaves out the time the process waits for a core on a busy machine.
+one_thread_clock = time.perf_counter
+
+
+def interleaved(fns, rounds, clock=None):
     """Min time of each of fns, their rounds interleaved (a, b, a, b, ...)."""
+    clock = clock or time.perf_counter
     best = [float("inf")] * len(fns)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
             gc.collect()
-            t = time.perf_counter()
+            t = clock()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t)
+            best[i] = min(best[i], clock() - t)
     return best
 
 
@@ -93,7 +99,8 @@ def products(levels, X, rounds):
                 fwd, upd = {}, {}
                 for level in levels:
                     _blas._set_kernel_level(level)
-                    t = interleaved([gemm_fwd, skip_fwd, gemm_upd, skip_upd], rounds)
+                    t = interleaved([gemm_fwd, skip_fwd, gemm_upd, skip_upd], rounds,
+                                    one_thread_clock)
                     scale = batches / len(Xb)
                     fwd.setdefault("gemm", []).append(t[0] * scale)
                     upd.setdefault("gemm", []).append(t[2] * scale)
@@ -120,9 +127,12 @@ def epochs(levels, X, y, rounds):
     order = np.random.RandomState(0).permutation(len(X)).astype(np.intp)
 
     def epoch(mode):
-        _blas._set_skipzero_mode(mode)
         run = B.engine_epoch(X, y32, b, [p.copy() for p in params], np.float32)
-        return lambda: run(order)
+
+        def timed():
+            _blas._set_skipzero_mode(mode)   # the engine reads it at each call
+            run(order)
+        return timed
 
     for level in levels:
         _blas._set_kernel_level(level)
@@ -130,7 +140,8 @@ def epochs(levels, X, y, rounds):
         for threads in (1, 2):
             with threadpool_limits(threads):
                 gemm, skipping = epoch("never"), epoch("always")
-                t = interleaved([gemm, skipping], rounds)
+                t = interleaved([gemm, skipping], rounds,
+                                one_thread_clock if threads == 1 else None)
             row += [f"{t[0]:.3f}", f"{t[1]:.3f}", f"{t[1] / t[0]:.2f}"]
         _blas._set_skipzero_mode("auto")
         print("| " + " | ".join(row) + " |")
@@ -153,8 +164,9 @@ def sigmoid(levels, rounds):
         def run():
             Z[...] = Z0
             _bias_activation(Z, bias, Activation.LOGISTIC)
-        copy = interleaved([lambda: Z.__setitem__(Ellipsis, Z0)], rounds)[0]
-        times.append(interleaved([run], rounds)[0] - copy)
+        copy = interleaved([lambda: Z.__setitem__(Ellipsis, Z0)], rounds,
+                           one_thread_clock)[0]
+        times.append(interleaved([run], rounds, one_thread_clock)[0] - copy)
     print("| " + " | ".join(f"{1e3 * t:.1f}" for t in times) + " |")
 
 
@@ -165,7 +177,12 @@ def main():
     ap.add_argument("--rows", type=int, default=20000, help="rows per epoch (section 2)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sections", default="1,2,3")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: one-thread timings by process CPU time (2 threads: wall)")
     args = ap.parse_args()
+    global one_thread_clock
+    if args.clock == "cpu":
+        one_thread_clock = time.process_time
 
     B.set_threads(2, False, ["mlp_cy.network", "mlp_cy.kernels"])
     from threadpoolctl import threadpool_info
@@ -180,7 +197,8 @@ def main():
     blas = [f"{lib.get('internal_api')} {lib.get('version')} {lib.get('architecture')}"
             for lib in threadpool_info() if lib.get("user_api") == "blas"]
     print(f"# BLAS: {'; '.join(blas)}")
-    print(f"# python benchmarks/bench_levels.py {' '.join(sys.argv[1:])}")
+    print(f"# python benchmarks/bench_levels.py {' '.join(sys.argv[1:])}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     X, y = B.load("train", np.float32)
     sections = args.sections.split(",")
     with warnings.catch_warnings():
