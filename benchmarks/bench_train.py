@@ -617,7 +617,8 @@ def child_infer(spec):
         fn = _gemm_fn(dtype)
         for h in spec["hs"]:
             W1, b1, W2, b2 = glorot(Xte.shape[1], h, N_CLASSES, dtype)
-            clf = MLPClassifier(hidden_layer_sizes=(h,), max_iter=1, batch_size=200,
+            clf = MLPClassifier(hidden_layer_sizes=(h,), activation="logistic",
+                                max_iter=1, batch_size=200,
                                 random_state=0).fit(Xte[:400], yte[:400])
             clf.coefs_, clf.intercepts_ = [W1, W2], [b1, b2]
             A1 = np.empty((Xte.shape[0], h), dtype)

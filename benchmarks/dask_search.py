@@ -52,7 +52,8 @@ def make_search(n_jobs):
     from mlp_cy import MLPClassifier
 
     return GridSearchCV(
-        MLPClassifier(batch_size=64, max_iter=10, tol=0, random_state=0),
+        MLPClassifier(activation="logistic", solver="sgd", momentum=0.0, batch_size=64,
+                      max_iter=10, tol=0, random_state=0),
         {"hidden_layer_sizes": [64, 128], "learning_rate_init": [0.05, 0.2],
          "alpha": [0.0, 1e-3]},
         cv=3, n_jobs=n_jobs, refit=False,   # the fits only: a refit runs in the client

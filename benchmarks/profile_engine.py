@@ -309,7 +309,8 @@ def api_overhead(X, y):
 
     print("\n## 5. fit's cost around the engine (h=256, b=64)\n")
     warnings.simplefilter("ignore")
-    clf = MLPClassifier(hidden_layer_sizes=(256,), solver="sgd", momentum=0.0, alpha=0.0,
+    clf = MLPClassifier(hidden_layer_sizes=(256,), activation="logistic", solver="sgd",
+                        momentum=0.0, alpha=0.0,
                         batch_size=64, learning_rate_init=B.ETA, max_iter=1, random_state=0,
                         tol=0.0, n_iter_no_change=10**9)
     clf.fit(X, y)

@@ -146,7 +146,8 @@ def main(argv=None):
                              on_workers=on_workers)
         y = client.persist(da.from_array(y_train, chunks=X.chunks[0]))
         incremental = Incremental(
-            MLPClassifier(hidden_layer_sizes=128, batch_size=64, learning_rate_init=0.1,
+            MLPClassifier(hidden_layer_sizes=128, activation="logistic", solver="sgd",
+                          momentum=0.0, alpha=0.0, batch_size=64, learning_rate_init=0.1,
                           random_state=0),
             shuffle_blocks=True,
         )
@@ -163,7 +164,8 @@ def main(argv=None):
         X_small = X[:args.search_rows].compute()
         y_small = y_train[:args.search_rows]
         search = RandomizedSearchCV(
-            MLPClassifier(batch_size=64, max_iter=5, tol=0, random_state=0),
+            MLPClassifier(activation="logistic", solver="sgd", momentum=0.0, batch_size=64,
+                          max_iter=5, tol=0, random_state=0),
             {"hidden_layer_sizes": [32, 64, 128], "learning_rate_init": [0.03, 0.1, 0.3],
              "alpha": [0.0, 1e-4, 1e-3]},
             n_iter=6, cv=3, n_jobs=-1, random_state=0,

@@ -1,4 +1,4 @@
-"""Fashion-MNIST >= 0.90 test accuracy with the seed's network: one sigmoid hidden layer.
+"""Fashion-MNIST >= 0.90 test accuracy with the textbook network: one sigmoid hidden layer.
 
     python examples/fashion_mnist_recipe.py [--data-home DIR] [--seed 0] [--threads 1]
 

@@ -137,8 +137,11 @@ def main(argv=None):
                  f"{rows * images[0].size * 4 / 1e6:.1f} MB as float32)"))
         del images
 
-        clf = MLPClassifier(hidden_layer_sizes=args.hidden, batch_size=args.batch_size,
-                            learning_rate_init=args.lr, random_state=args.seed)
+        # The textbook network: a sigmoid hidden layer and plain minibatch SGD.
+        clf = MLPClassifier(hidden_layer_sizes=args.hidden, activation="logistic",
+                            solver="sgd", momentum=0.0, alpha=0.0,
+                            batch_size=args.batch_size, learning_rate_init=args.lr,
+                            random_state=args.seed)
         classes = np.arange(10)
         rng = np.random.default_rng(args.seed)
         n_chunks = -(-n // rows)

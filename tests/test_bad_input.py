@@ -703,6 +703,7 @@ def test_predictions_after_divergence_are_finite():
     X = rng.randn(120, 5).astype(np.float32)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
     clf = MLPClassifier(hidden_layer_sizes=8, activation="identity", batch_size=16,
+                        solver="sgd", momentum=0.0, alpha=0.0,
                         learning_rate_init=10.0, max_iter=30, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -726,8 +727,10 @@ def test_divergence_warns_and_keeps_the_last_finite_weights(dtype, params, epoch
     rng = np.random.RandomState(0)
     X = rng.randn(120, 5).astype(dtype)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
-    params = {"hidden_layer_sizes": 8, "learning_rate_init": 10.0, "tol": 0,
-              "n_iter_no_change": 100, "random_state": 0, **params}
+    # Plain SGD (or momentum) with a step far too large: Adam's steps are bounded.
+    params = {"hidden_layer_sizes": 8, "solver": "sgd", "momentum": 0.0, "alpha": 0.0,
+              "learning_rate_init": 10.0, "tol": 0, "n_iter_no_change": 100,
+              "random_state": 0, **params}
     clf = MLPClassifier(max_iter=30, **params)
     with pytest.warns(ConvergenceWarning,
                       match=rf"Training diverged in epoch {epoch}: .*likely too large"):

@@ -222,11 +222,17 @@ def test_model_for_other_features(data_home, tmp_path):
 
 
 def test_missing_data_set(tmp_path):
+    (tmp_path / "empty").mkdir()
     status, out, err = run("train", "--dataset", "mnist", "--no-download",
                            "--data-home", tmp_path / "empty", "--out", tmp_path / "m")
-    assert_one_line_error(status, err)
-    assert "--data-home DIR" in err and "--dataset fashion-mnist" in err
-    assert "apt-get install dataset-fashion-mnist" in err
+    # The one error on several lines: where it looked, and what to do, a line each.
+    assert status == 1 and "Traceback" not in err and out == ""
+    lines = [line for line in err.strip().splitlines() if not line.startswith("Loading ")]
+    assert lines[0].startswith("mlp-cy: error: ") and len(lines) >= 4
+    assert lines[-2] == "On the command line, pass the directory with --data-home DIR."
+    assert lines[-1].startswith("Or use --dataset fashion-mnist") and len(lines[-1]) < 100
+    assert "apt-get install dataset-fashion-mnist" in lines[-1]
+    assert any(str(tmp_path / "empty") in line for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -297,3 +303,265 @@ def test_train_on_debian_fashion_mnist(tmp_path, system_fashion_mnist):
     assert status == 0, err
     assert "training on 54000 images (6000 held out), testing on 10000" in out
     assert printed_accuracy(out) > 0.7
+
+
+# A training tool: options, history, Ctrl-C, plot, progress, threads (issue 15) ------
+
+def test_data_home_that_does_not_exist_is_an_error(trained, tmp_path):
+    for command in (["train", "--out", tmp_path / "m.npz"], ["evaluate", trained[0]]):
+        status, out, err = run(*command, "--data-home", tmp_path / "no-such-dir")
+        assert_one_line_error(status, err)
+        assert "--data-home" in err and "no-such-dir" in err and "no such directory" in err
+        assert out == ""
+
+
+def test_solver_activation_momentum_alpha_reach_the_model(data_home, tmp_path):
+    status, out, err = run("train", "--data-home", data_home, "--epochs", "2",
+                           "--hidden", "8", "--solver", "adam", "--activation", "relu",
+                           "--alpha", "0.01", "--out", tmp_path / "adam.npz")
+    assert status == 0, err
+    assert "relu, float32, adam, batch 64, lr 0.001, alpha 0.01" in out
+    params = mlp_cy.load(tmp_path / "adam.npz").get_params()
+    assert (params["solver"], params["activation"], params["alpha"],
+            params["learning_rate_init"]) == ("adam", "relu", 0.01, 0.001)
+
+    status, out, err = run("train", "--data-home", data_home, "--epochs", "2",
+                           "--hidden", "8", "--momentum", "0.5", "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    assert "sgd momentum 0.5" in out
+    params = mlp_cy.load(tmp_path / "m.npz").get_params()
+    assert (params["solver"], params["momentum"], params["activation"], params["alpha"],
+            params["learning_rate_init"]) == ("sgd", 0.5, "logistic", 0.0, 0.1)
+
+
+@pytest.mark.parametrize("argv", [["--momentum", "1"], ["--alpha", "-1"],
+                                  ["--solver", "lbfgs"], ["--patience", "0"],
+                                  ["--threads", "0"]])
+def test_bad_training_options_exit_2(argv):
+    status, out, err = run("train", *argv)
+    assert status == 2 and "error:" in err and "Traceback" not in err
+
+
+def test_the_model_file_keeps_the_training_history(trained):
+    model, out = trained
+    lines = [line.split() for line in out.splitlines() if line.startswith("epoch ")]
+    clf = mlp_cy.load(model)
+    assert clf.loss_curve_ == [pytest.approx(float(f[3]), abs=1e-4) for f in lines]
+    # "held-out accuracy 0.9750, loss 0.1234"
+    assert clf.validation_scores_ == [pytest.approx(float(f[6].rstrip(",")), abs=1e-4)
+                                      for f in lines]
+    assert clf.validation_loss_curve_ == [pytest.approx(float(f[8]), abs=1e-4)
+                                          for f in lines]
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(data_home, tmp_path, monkeypatch):
+    kept = {}
+    real = mlp_cy.MLPClassifier.partial_fit
+
+    def partial_fit(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        kept[len(self.loss_curve_)] = [p.copy() for p in self.coefs_ + self.intercepts_]
+        return result
+
+    monkeypatch.setattr(mlp_cy.MLPClassifier, "partial_fit", partial_fit)
+    status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS[2:],
+                           "--epochs", "40", "--early-stopping", "--patience", "2",
+                           "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) < 40 and "early stopping: the held-out accuracy has not " \
+        "improved for 2 epochs" in out
+    clf = mlp_cy.load(tmp_path / "m.npz")
+    assert len(clf.loss_curve_) == len(epochs)        # the whole history is kept
+    best = int(np.argmax(clf.validation_scores_)) + 1  # the first best epoch
+    assert f"keeping the weights of epoch {best} " in out
+    for got, want in zip(clf.coefs_ + clf.intercepts_, kept[best]):
+        assert_array_equal(got, want)
+
+    status, _, err = run("train", "--data-home", data_home, "--early-stopping",
+                         "--val-fraction", "0", "--out", tmp_path / "x.npz")
+    assert_one_line_error(status, err)
+    assert "--val-fraction" in err
+
+
+def test_a_run_that_does_not_learn_warns(data_home, tmp_path):
+    status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS[:4],
+                           "--lr", "30", "--batch-size", "20", "--out", tmp_path / "m.npz")
+    assert status == 0
+    warning = [line for line in err.splitlines() if "did not learn" in line]
+    assert len(warning) == 1 and warning[0].startswith("mlp-cy: warning: ")
+    assert "chance level" in warning[0] and "--lr 30.0 is too large" in warning[0]
+    status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS,
+                           "--out", tmp_path / "m.npz")
+    assert status == 0 and "did not learn" not in err
+
+
+def _interrupt_in_epoch(monkeypatch, n):
+    real = mlp_cy.MLPClassifier.partial_fit
+    calls = []
+
+    def partial_fit(self, *args, **kwargs):
+        calls.append(None)
+        if len(calls) == n:
+            real(self, *args, **kwargs)   # the weights move on, as a half epoch's do
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlp_cy.MLPClassifier, "partial_fit", partial_fit)
+
+
+def test_ctrl_c_saves_the_last_completed_epoch(data_home, tmp_path, monkeypatch):
+    _, _, err = run("train", "--data-home", data_home, *TRAIN_ARGS[:2], *TRAIN_ARGS[4:],
+                    "--epochs", "2", "--out", tmp_path / "two.npz")
+    _interrupt_in_epoch(monkeypatch, 3)
+    status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS[:2],
+                           *TRAIN_ARGS[4:], "--epochs", "10", "--out", tmp_path / "m.npz")
+    assert status == 130
+    lines = err.strip().splitlines()
+    assert lines[-1] == "mlp-cy: interrupted"
+    assert lines[-2].startswith(f"mlp-cy: interrupted in epoch 3; saved the model of epoch 2 "
+                                f"to {tmp_path / 'm.npz'}")
+    assert "test accuracy" not in out
+    clf, two = mlp_cy.load(tmp_path / "m.npz"), mlp_cy.load(tmp_path / "two.npz")
+    assert len(clf.loss_curve_) == 2 and clf.t_ == 2 * 360
+    assert len(clf.validation_scores_) == 2
+    for got, want in zip(clf.coefs_ + clf.intercepts_, two.coefs_ + two.intercepts_):
+        assert_array_equal(got, want)      # epoch 2's weights, not half of epoch 3's
+    assert sorted(os.listdir(tmp_path)) == ["m.npz", "two.npz"]  # no temporary file
+
+
+def test_ctrl_c_without_saving(data_home, tmp_path, monkeypatch):
+    _interrupt_in_epoch(monkeypatch, 3)
+    status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS,
+                           "--no-save-on-interrupt", "--out", tmp_path / "m.npz")
+    assert status == 130 and err.strip().splitlines()[-1] == "mlp-cy: interrupted"
+    assert "saved" not in err and not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no SIGINT to send")
+def test_sigint_during_training_saves_the_model(data_home, tmp_path):
+    # The real thing: SIGINT to the process while it trains, as Ctrl-C sends it.
+    import signal
+    import time
+
+    model = tmp_path / "m.npz"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlp_cy", "train", "--data-home", str(data_home),
+         "--hidden", "24", "--epochs", "100000", "--out", str(model)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch") and "/100000" in line and " 3/" in line:
+                break
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "saved the model of epoch" in err and err.strip().endswith("mlp-cy: interrupted")
+    epochs = int(err.split("saved the model of epoch ")[1].split()[0])
+    clf = mlp_cy.load(model)
+    assert epochs >= 3 and len(clf.loss_curve_) == epochs
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_plot_command_draws_a_saved_model(trained, tmp_path):
+    pytest.importorskip("matplotlib", reason="plot needs matplotlib")
+    model, _ = trained
+    copy = tmp_path / "saved.npz"
+    copy.write_bytes(model.read_bytes())
+    status, out, err = run("plot", copy)
+    assert status == 0, err
+    png = tmp_path / "saved.png"                  # the model's name, .png
+    assert out.strip() == f"plot saved to {png}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    status, out, err = run("plot", copy, "--out", tmp_path / "other.png")
+    assert status == 0 and (tmp_path / "other.png").stat().st_size > 20_000
+    status, _, err = run("plot", tmp_path / "missing.npz")
+    assert_one_line_error(status, err)
+
+
+def test_plot_command_without_matplotlib(trained, monkeypatch, tmp_path):
+    for name in [m for m in sys.modules if m.startswith("matplotlib")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    status, out, err = run("plot", trained[0], "--out", tmp_path / "p.png")
+    assert_one_line_error(status, err)
+    assert "matplotlib" in err and "pip install" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_line_within_long_epochs_on_a_terminal(data_home, tmp_path, monkeypatch):
+    import time
+
+    from mlp_cy import cli
+
+    real = mlp_cy.MLPClassifier.partial_fit
+
+    def slow_partial_fit(self, *args, **kwargs):
+        time.sleep(1.8)        # a long epoch: the progress line shows after DELAY
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlp_cy.MLPClassifier, "partial_fit", slow_partial_fit)
+    out, err = _Terminal(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in ("train", "--data-home", data_home, *TRAIN_ARGS[2:],
+                                        "--epochs", "2", "--out", tmp_path / "m.npz")])
+    assert status == 0, err.getvalue()
+    text = out.getvalue()
+    updates = [part for part in text.split("\r") if part.startswith("epoch ")
+               and "\x1b[K" in part and "loss" not in part]
+    first = [u for u in updates if u.startswith("epoch 1/2")]
+    second = [u for u in updates if u.startswith("epoch 2/2")]
+    # Shown from DELAY (1 s) on, at most every INTERVAL (0.5 s): 1-2 updates per epoch.
+    assert cli._Progress.DELAY >= 0.5 and cli._Progress.INTERVAL >= 0.25
+    assert 1 <= len(first) <= 2 and 1 <= len(second) <= 2, updates
+    assert " s" in first[0] and "%" not in first[0]       # epoch 1: time so far
+    assert "%" in second[0] and "s of about " in second[0]  # then from the last epoch
+    # Each update is cleared before the epoch's own line, which stays as it was.
+    # What the terminal shows: each line from its last carriage return and clear.
+    lines = [line.split("\r")[-1].replace("\x1b[K", "") for line in text.split("\n")]
+    assert [line[:9] for line in lines if line.startswith("epoch ")] == \
+        ["epoch 1/2", "epoch 2/2"]
+    assert "\r" not in err.getvalue()
+
+
+def test_no_progress_line_when_not_a_terminal(trained):
+    _, out = trained
+    assert "\r" not in out and "\x1b" not in out
+
+
+def test_threads_limits_the_blas_for_the_run(data_home, tmp_path, monkeypatch):
+    pytest.importorskip("threadpoolctl", reason="--threads uses threadpoolctl")
+    from mlp_cy import _blas
+
+    if _blas._blas_num_threads() == 0:
+        pytest.skip("this BLAS does not tell its thread count")
+    seen = []
+    real = mlp_cy.MLPClassifier.partial_fit
+
+    def partial_fit(self, *args, **kwargs):
+        seen.append(_blas._blas_num_threads())    # what the engine's threads follow
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlp_cy.MLPClassifier, "partial_fit", partial_fit)
+    before = _blas._blas_num_threads()
+    status, _, err = run("train", "--data-home", data_home, *TRAIN_ARGS, "--threads", "1",
+                         "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    assert seen == [1] * 4
+    assert _blas._blas_num_threads() == before     # restored after the run
+
+
+def test_threads_without_threadpoolctl_says_what_to_do(data_home, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    status, out, err = run("train", "--data-home", data_home, "--threads", "1",
+                           "--out", tmp_path / "m.npz")
+    assert_one_line_error(status, err)
+    assert "pip install threadpoolctl" in err and "OPENBLAS_NUM_THREADS" in err
+    assert out == ""

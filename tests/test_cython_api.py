@@ -137,7 +137,8 @@ def _data(dtype, seed=0):
 
 
 def _fitted(X, y, **params):
-    settings = dict(hidden_layer_sizes=N_HIDDEN, learning_rate_init=0.05, max_iter=2,
+    settings = dict(hidden_layer_sizes=N_HIDDEN, activation="logistic", solver="sgd",
+                    momentum=0.0, alpha=0.0, learning_rate_init=0.05, max_iter=2,
                     random_state=0)
     clf = MLPClassifier(**{**settings, **params})
     with warnings.catch_warnings():

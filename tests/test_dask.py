@@ -120,8 +120,9 @@ def _small_problem():
 
 
 def _estimator(**params):
-    base = {"hidden_layer_sizes": 16, "learning_rate_init": 0.2, "batch_size": 50,
-            "max_iter": 5, "tol": 0, "momentum": 0.9, "random_state": 0}
+    base = {"hidden_layer_sizes": 16, "activation": "logistic", "solver": "sgd",
+            "learning_rate_init": 0.2, "batch_size": 50, "max_iter": 5, "tol": 0,
+            "momentum": 0.9, "random_state": 0}
     return MLPClassifier(**{**base, **params})
 
 
@@ -253,7 +254,8 @@ def test_incremental_over_a_dask_array_equals_in_memory_partial_fit(
     y_dask = client.persist(da.from_array(y, chunks=block_rows))
     assert X_dask.numblocks == (n_blocks, 1)
 
-    estimator = MLPClassifier(hidden_layer_sizes=32, learning_rate_init=0.1,
+    estimator = MLPClassifier(hidden_layer_sizes=32, activation="logistic", solver="sgd",
+                              momentum=0.0, alpha=0.0, learning_rate_init=0.1,
                               batch_size=100, random_state=0)
     incremental = wrappers.Incremental(estimator, shuffle_blocks=shuffle_blocks,
                                        random_state=3)
@@ -293,7 +295,8 @@ def test_search_on_the_cluster_matches_the_local_search(client, fashion_subset, 
     distributed = _importorskip("distributed")
     model_selection = pytest.importorskip("sklearn.model_selection")
     X, y = fashion_subset[0][:3000], fashion_subset[1][:3000]
-    estimator = MLPClassifier(hidden_layer_sizes=16, batch_size=100, max_iter=4, tol=0,
+    estimator = MLPClassifier(hidden_layer_sizes=16, activation="logistic", solver="sgd",
+                              momentum=0.0, batch_size=100, max_iter=4, tol=0,
                               random_state=0)
     grid = {"learning_rate_init": [0.02, 0.3], "alpha": [0.0, 1e-2]}
     if search == "grid":

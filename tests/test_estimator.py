@@ -114,7 +114,8 @@ def test_predict_proba_large_input_goes_through_in_chunks():
     # More rows than one predict chunk: the chunked forward pass equals a
     # NumPy forward pass over all rows at once.
     X, y = _blobs(n_samples=2500)
-    clf = _fit(MLPClassifier(hidden_layer_sizes=7, max_iter=2, random_state=0), X, y)
+    clf = _fit(MLPClassifier(hidden_layer_sizes=7, activation="logistic", max_iter=2,
+                             random_state=0), X, y)
     from scipy.special import expit, softmax
 
     W1, W2 = clf.coefs_

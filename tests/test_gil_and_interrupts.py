@@ -14,12 +14,16 @@ from mlp_cy import MLPClassifier
 
 
 @pytest.mark.filterwarnings("ignore:Stochastic Optimizer")   # max_iter=1
-def test_other_python_threads_run_while_an_epoch_trains():
+@pytest.mark.filterwarnings("ignore:Training did not learn")  # random labels
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_other_python_threads_run_while_an_epoch_trains(solver):
+    # Plain SGD (the textbook network) runs its own engine path; Adam is the default.
     rng = np.random.RandomState(0)
     X = rng.rand(20000, 784).astype(np.float32)
     y = rng.randint(0, 10, len(X))
+    plain_sgd = dict(activation="logistic", momentum=0.0, alpha=0.0) if solver == "sgd" else {}
     clf = MLPClassifier(hidden_layer_sizes=256, batch_size=64, max_iter=1, shuffle=False,
-                        random_state=0)
+                        solver=solver, random_state=0, **plain_sgd)
     done = threading.Event()
 
     def train():
@@ -53,6 +57,7 @@ INTERRUPTED_FIT = textwrap.dedent("""
     X = rng.rand(20000, 784).astype(np.float32)
     y = rng.randint(0, 10, len(X))
     clf = MLPClassifier(hidden_layer_sizes=512, batch_size=32, max_iter=10000,
+                        activation="logistic", solver="sgd", momentum=0.0, alpha=0.0,
                         learning_rate_init=0.01, tol=0, random_state=0)
     sent = {}
 

@@ -22,6 +22,11 @@ def _problem(dtype=np.float64, n_samples=180, n_features=12, n_classes=4, seed=0
     return X.astype(dtype), y
 
 
+# The textbook network, the defaults before they became scikit-learn's (ReLU, Adam):
+# for the tests about plain SGD.
+PLAIN_SGD = dict(activation="logistic", solver="sgd", momentum=0.0, alpha=0.0)
+
+
 def _quiet_fit(clf, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -65,7 +70,7 @@ def test_adaptive_schedule_divides_the_rate_by_five():
     X, y = _problem()
     clf = _quiet_fit(MLPClassifier(hidden_layer_sizes=8, learning_rate="adaptive",
                                    learning_rate_init=0.1, tol=1.0, n_iter_no_change=1,
-                                   max_iter=6, random_state=0), X, y)
+                                   max_iter=6, random_state=0, **PLAIN_SGD), X, y)
     # Epoch 1 improves on inf; after it the counter reaches 2 > 1 at epochs 3 and 5.
     assert clf._learning_rate == pytest.approx(0.1 / 5**2)
     assert clf.n_iter_ == 6
@@ -107,7 +112,7 @@ def test_early_stopping_rules_match_scikit_learn(monkeypatch, solver):
                   learning_rate_init=0.05 if solver == "sgd" else 0.01, batch_size=25,
                   max_iter=200, early_stopping=True, validation_fraction=0.2,
                   n_iter_no_change=3, tol=1e-3, random_state=5)
-    ours = _quiet_fit(MLPClassifier(**common), X, y)
+    ours = _quiet_fit(MLPClassifier(activation="logistic", **common), X, y)
     theirs = _quiet_fit(SkMLP(activation="logistic", **common), X, y)
     assert ours.n_iter_ < 200, "early stopping never triggered"
     _assert_same_model(ours, theirs, rtol=1e-9)
@@ -168,7 +173,7 @@ def test_balanced_class_weight_lifts_the_minority_class():
     X = np.vstack([rng.randn(950, 2), rng.randn(50, 2) + [1.5, 1.5]])
     y = np.repeat([0, 1], [950, 50])
     common = dict(hidden_layer_sizes=8, learning_rate_init=0.1, batch_size=50,
-                  max_iter=60, random_state=0)
+                  max_iter=60, random_state=0, **PLAIN_SGD)
     plain = _quiet_fit(MLPClassifier(**common), X, y)
     balanced = _quiet_fit(MLPClassifier(class_weight="balanced", **common), X, y)
     recall = lambda clf: np.mean(clf.predict(X[y == 1]) == 1)  # noqa: E731
@@ -238,8 +243,9 @@ def test_optimisers_match_pytorch(case):
     start = [0.3 * rng.randn(12, 9), 0.1 * rng.randn(9), 0.3 * rng.randn(9, 4),
              0.1 * rng.randn(4)]
     lr, alpha = 0.02, 1e-2
-    clf = MLPClassifier(hidden_layer_sizes=9, warm_start=True, shuffle=False, max_iter=1,
-                        batch_size=32, learning_rate_init=lr, alpha=alpha, **params_kwargs)
+    clf = MLPClassifier(hidden_layer_sizes=9, activation="logistic", warm_start=True,
+                        shuffle=False, max_iter=1, batch_size=32, learning_rate_init=lr,
+                        alpha=alpha, **params_kwargs)
     clf.coefs_ = [start[0].copy(), start[2].copy()]
     clf.intercepts_ = [start[1].copy(), start[3].copy()]
     for _ in range(4):

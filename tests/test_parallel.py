@@ -267,6 +267,7 @@ def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine, kerne
     def fit(limit, forced):
         engine(threads=forced)
         clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=2, random_state=0,
+                            activation="logistic", solver="sgd", momentum=0.0, alpha=0.0,
                             learning_rate_init=0.1, batch_size=64, tol=0,
                             n_iter_no_change=100)
         with threadpoolctl.threadpool_limits(limit), warnings.catch_warnings():

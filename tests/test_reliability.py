@@ -65,7 +65,7 @@ def _run_in_threads(target, n_threads=N_THREADS):
 def test_concurrent_predictions_equal_serial_ones(model_dtype, X_dtype):
     X, y = _problem(model_dtype)
     clf = MLPClassifier(hidden_layer_sizes=32, learning_rate_init=0.1, batch_size=64,
-                        max_iter=3, random_state=0).fit(X, y)
+                        max_iter=3, random_state=0, solver="sgd", **TEXTBOOK).fit(X, y)
     X = (X - X.min()).astype(X_dtype)
     # Thread i predicts rows [starts[i], starts[i] + sizes[i]): sizes straddle the
     # 1024-row chunk of predict_proba, and every thread's rows differ.
@@ -89,7 +89,10 @@ def test_concurrent_predictions_equal_serial_ones(model_dtype, X_dtype):
             np.testing.assert_array_equal(log_proba, serial[i][2], err_msg=f"thread {i}")
 
 
-CONFIGS = [
+# Each on top of the textbook network's settings (the defaults before they became
+# scikit-learn's), so that plain SGD and the sigmoid keep their share of the mix.
+TEXTBOOK = dict(activation="logistic", momentum=0.0, alpha=0.0)
+CONFIGS = [{**TEXTBOOK, **config} for config in [
     dict(solver="sgd", batch_size=32),
     dict(solver="sgd", batch_size=1, shuffle=False),
     dict(solver="sgd", momentum=0.9, batch_size=16),
@@ -98,7 +101,7 @@ CONFIGS = [
     dict(solver="adam", batch_size=1, alpha=0.01, learning_rate_init=0.01),
     dict(solver="sgd", learning_rate="invscaling", activation="relu"),
     dict(solver="sgd", class_weight="balanced", activation="tanh"),
-]
+]]
 
 
 def test_concurrent_fits_of_separate_models_equal_serial_fits():
@@ -127,9 +130,9 @@ LEAK_CHECK = textwrap.dedent("""
     from mlp_cy import MLPClassifier, network
 
     warnings.simplefilter("ignore")
-    CONFIGS = [
-        dict(solver="sgd", batch_size=16),
-        dict(solver="sgd", batch_size=1),
+    CONFIGS = [  # plain SGD, its per-sample loop, momentum, Adam with early stopping
+        dict(solver="sgd", momentum=0.0, alpha=0.0, activation="logistic", batch_size=16),
+        dict(solver="sgd", momentum=0.0, alpha=0.0, activation="logistic", batch_size=1),
         dict(solver="sgd", momentum=0.9, nesterovs_momentum=False, batch_size=8),
         dict(solver="adam", batch_size=32, early_stopping=True),
     ]

@@ -260,7 +260,7 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
 @pytest.mark.parametrize("blas_threads", [1, 2])   # the serial step; plain SGD's parallel one
 def test_training_does_not_depend_on_skipping_zeros(dtype, options, blas_threads,
                                                     skipzero_mode, kernel_level):
-    options = dict(options)
+    options = {"activation": "logistic", **options}
     weighted = options.pop("weighted", False)
     n_hidden = options.pop("h", 48)
     X = _images(300, np.float64)
@@ -309,7 +309,7 @@ def test_one_epoch_skipping_zeros_matches_reference(dtype, skipzero_mode, kernel
                             learning_rate=0.05, batch_size=40, n_classes=10, alpha=1e-3)
     clf = MLPClassifier(hidden_layer_sizes=32, warm_start=True, shuffle=False,
                         max_iter=1, learning_rate_init=0.05, batch_size=40,
-                        alpha=1e-3, momentum=0, solver="sgd")
+                        alpha=1e-3, momentum=0, solver="sgd", activation="logistic")
     clf.coefs_ = [params[0].copy(), params[2].copy()]
     clf.intercepts_ = [params[1].copy(), params[3].copy()]
     with warnings.catch_warnings():
@@ -341,7 +341,7 @@ def test_batch_size_one_matches_reference(dtype, kernel_level):
                             learning_rate=0.05 / scale, batch_size=1, n_classes=10)
     clf = MLPClassifier(hidden_layer_sizes=48, warm_start=True, shuffle=False,
                         max_iter=1, learning_rate_init=0.05 / scale, batch_size=1,
-                        momentum=0, solver="sgd")
+                        momentum=0, solver="sgd", activation="logistic", alpha=0.0)
     clf.coefs_ = [params[0].copy(), params[2].copy()]
     clf.intercepts_ = [params[1].copy(), params[3].copy()]
     with warnings.catch_warnings():

@@ -15,6 +15,9 @@ from mlp_cy import MLPClassifier
 from reference import sgd_epoch
 
 TOL = {np.float64: 1e-9, np.float32: 1e-4}
+# The reference is the textbook network: a sigmoid hidden layer and plain minibatch
+# SGD (not the defaults: ReLU, Adam, alpha=1e-4).
+PLAIN_SGD = dict(activation="logistic", solver="sgd", momentum=0.0, alpha=0.0)
 
 
 def _problem(dtype, n_samples=103, n_features=20, n_hidden=8, n_classes=4, seed=0):
@@ -33,7 +36,7 @@ def _problem(dtype, n_samples=103, n_features=20, n_hidden=8, n_classes=4, seed=
 
 def _with_weights(params, **kwargs):
     clf = MLPClassifier(hidden_layer_sizes=params[0].shape[1], warm_start=True,
-                        shuffle=False, max_iter=1, **kwargs)
+                        shuffle=False, max_iter=1, **{**PLAIN_SGD, **kwargs})
     clf.coefs_ = [params[0].copy(), params[2].copy()]
     clf.intercepts_ = [params[1].copy(), params[3].copy()]
     return clf
@@ -108,7 +111,7 @@ def test_matches_scikit_learn_over_shuffled_epochs(dtype, activation, weighted):
     sample_weight = np.random.RandomState(0).rand(len(X)) if weighted else None
     common = dict(hidden_layer_sizes=(12,), activation=activation, learning_rate_init=0.05,
                   batch_size=32, max_iter=4, alpha=1e-3, random_state=7, tol=0)
-    ours = MLPClassifier(**common)
+    ours = MLPClassifier(solver="sgd", momentum=0.0, **common)
     theirs = SkMLP(solver="sgd", momentum=0.0, **common)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

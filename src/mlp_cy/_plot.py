@@ -1,6 +1,6 @@
-"""The training report of ``mlp-cy train --plot``: one PNG, drawn with matplotlib.
+"""The training report of ``mlp-cy train --plot`` and ``mlp-cy plot``: one PNG.
 
-matplotlib is an optional dependency (``pip install 'mlp_cy[plot]'``); it is
+matplotlib is an optional dependency (``pip install '.[plot]'``); it is
 imported only when a plot is asked for. The figure is drawn on an Agg canvas
 directly, without pyplot, so the caller's matplotlib backend is left alone.
 """
@@ -27,26 +27,30 @@ def check_available():
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
     except ImportError as exc:
         raise MatplotlibMissingError(
-            "--plot needs matplotlib, which is not installed: "
-            "pip install 'mlp_cy[plot]' (or: pip install matplotlib)"
+            "plotting needs matplotlib, which is not installed: "
+            "pip install matplotlib (from a clone of mlp_cy: pip install '.[plot]')"
         ) from exc
 
 
-def plot_training(path, loss_curve, val_accuracy, confusion, labels, *, title=""):
-    """Write a PNG with the loss curve, the held-out accuracy and a confusion matrix.
+def plot_training(path, loss_curve, val_accuracy, confusion=None, labels=(), *,
+                  val_loss=(), title=""):
+    """Write a PNG with the loss curves, the held-out accuracy and a confusion matrix.
 
     Parameters
     ----------
     path : str or os.PathLike
         The PNG file to write.
     loss_curve : sequence of float
-        Mean training loss of each epoch (NaN for an epoch without one).
+        Mean training loss of each epoch.
     val_accuracy : sequence of float
         Held-out accuracy after each epoch; may be empty (no validation split).
-    confusion : ndarray of shape (n_labels, n_labels)
-        Counts, rows the true labels and columns the predicted ones.
-    labels : sequence of str
+    confusion : ndarray of shape (n_labels, n_labels), default=None
+        Counts, rows the true labels and columns the predicted ones; None leaves
+        the confusion matrix out.
+    labels : sequence of str, default=()
         Names of the labels, in the order of the rows of ``confusion``.
+    val_loss : sequence of float, default=()
+        Mean cross-entropy on the held-out rows after each epoch; may be empty.
     title : str, default=""
         Title of the figure.
     """
@@ -54,14 +58,19 @@ def plot_training(path, loss_curve, val_accuracy, confusion, labels, *, title=""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 5), layout="constrained")
+    with_confusion = confusion is not None
+    fig = Figure(figsize=(16 if with_confusion else 11, 5), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_acc, ax_cm = fig.subplots(
-        1, 3, gridspec_kw={"width_ratios": [1, 1, 1.35]}
-    )
+    widths = [1, 1, 1.35] if with_confusion else [1, 1]
+    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths})
+    ax_loss, ax_acc = axes[:2]
     epochs = np.arange(1, len(loss_curve) + 1)
-    ax_loss.plot(epochs, loss_curve, marker="o", color="tab:blue")
-    ax_loss.set(xlabel="epoch", ylabel="mean cross-entropy", title="Training loss")
+    ax_loss.plot(epochs, loss_curve, marker="o", color="tab:blue", label="training")
+    if len(val_loss):
+        ax_loss.plot(np.arange(1, len(val_loss) + 1), val_loss, marker="o",
+                     color="tab:orange", label="held-out")
+        ax_loss.legend()
+    ax_loss.set(xlabel="epoch", ylabel="mean cross-entropy", title="Loss")
     ax_loss.grid(alpha=0.3)
 
     if len(val_accuracy):
@@ -76,7 +85,14 @@ def plot_training(path, loss_curve, val_accuracy, confusion, labels, *, title=""
         # Integer epochs only: a 1-epoch run should not show ticks at 0.5.
         ax.xaxis.get_major_locator().set_params(integer=True)
 
-    confusion = np.asarray(confusion)
+    if with_confusion:
+        _plot_confusion(fig, axes[2], np.asarray(confusion), labels)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+
+
+def _plot_confusion(fig, ax_cm, confusion, labels):
     image = ax_cm.imshow(confusion, cmap="Blues")
     fig.colorbar(image, ax=ax_cm, shrink=0.8, label="test images")
     ticks = np.arange(len(labels))
@@ -88,6 +104,3 @@ def plot_training(path, loss_curve, val_accuracy, confusion, labels, *, title=""
         for (i, j), count in np.ndenumerate(confusion):
             ax_cm.text(j, i, str(count), ha="center", va="center", fontsize=7,
                        color="white" if count > threshold else "black")
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=100)

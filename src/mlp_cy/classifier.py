@@ -8,8 +8,8 @@ b) Every random draw follows scikit-learn's MLPClassifier (Glorot-uniform init f
    ``random_state``, coefficients then intercepts; the epoch shuffle of
    ``sklearn.utils.shuffle``), so both start from the same weights and visit the rows
    in the same order for the same ``random_state``.
-c) The output layer is a softmax over all K classes, also for K = 2 (the seed's
-   network); scikit-learn uses one logistic unit there, so for binary problems
+c) The output layer is a softmax over all K classes, also for K = 2 (as in the
+   textbook network); scikit-learn uses one logistic unit there, so for binary problems
    ``coefs_[1]`` is (n_hidden, 2) here and (n_hidden, 1) in scikit-learn.
 """
 
@@ -20,11 +20,11 @@ import numpy as np
 
 from . import network
 from ._compat import (
-    HAS_SKLEARN,
     BaseEstimator,
     ClassifierMixin,
     ConvergenceWarning,
     check_is_fitted,
+    follows_sklearn,
 )
 from ._validation import (
     FLOAT_DTYPES,
@@ -42,17 +42,25 @@ LEARNING_RATES = ("constant", "invscaling", "adaptive")
 PREDICT_CHUNK_ROWS = 1024
 # X dtypes the engine reads directly (uint8 pixels are converted batch by batch).
 ENGINE_INPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+# A run has not learned when its last training loss is above this share of the loss
+# of predicting the class frequencies (log K for K balanced classes).
+NEAR_CHANCE_LOSS = 0.98
+# Features beyond +-this are called unscaled in the advice of a run that did not learn.
+UNSCALED_INPUT = 10.0
 
 
+@follows_sklearn  # scikit-learn's BaseEstimator and ClassifierMixin once it is imported
 class MLPClassifier(ClassifierMixin, BaseEstimator):
-    """Two-layer perceptron classifier trained by minibatch SGD in compiled code.
+    """Two-layer perceptron classifier trained by minibatch SGD or Adam in compiled code.
 
-    The network is the seed's: ``X -> act(X W1 + b1) -> softmax(. W2 + b2)`` with a
-    cross-entropy loss. Parameters and attributes have scikit-learn's names and
-    meanings (``sklearn.neural_network.MLPClassifier``) for one hidden layer; the
-    defaults differ where the seed speaks: a sigmoid hidden layer, plain SGD, no
-    momentum and no L2 penalty. From the same ``random_state`` and parameters both
-    draw the same initial weights and shuffles and train to the same weights.
+    The network is ``X -> act(X W1 + b1) -> softmax(. W2 + b2)`` with a cross-entropy
+    loss. Parameters, defaults and attributes are scikit-learn's
+    (``sklearn.neural_network.MLPClassifier``) for one hidden layer: ReLU, Adam at
+    ``learning_rate_init=0.001``, ``alpha=1e-4``. From the same ``random_state`` and
+    parameters both draw the same initial weights and shuffles and train to the same
+    weights. The classic textbook network (a sigmoid hidden layer trained by plain
+    minibatch SGD) is ``activation="logistic", solver="sgd", momentum=0.0,
+    alpha=0.0, learning_rate_init=0.1``.
 
     float32 input trains in float32 and float64 in float64; other numeric input is
     converted to float64. Training releases the GIL for each epoch, and Ctrl-C
@@ -62,11 +70,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     ----------
     hidden_layer_sizes : int or tuple of one int, default=(100,)
         Number of units in the single hidden layer.
-    activation : {"logistic", "tanh", "relu", "identity"}, default="logistic"
-        Activation of the hidden layer; "logistic" is the seed's sigmoid.
-    solver : {"sgd", "adam"}, default="sgd"
-        Minibatch stochastic gradient descent (with ``momentum``), or Adam.
-    alpha : float, default=0.0
+    activation : {"logistic", "tanh", "relu", "identity"}, default="relu"
+        Activation of the hidden layer; "logistic" is the sigmoid.
+    solver : {"sgd", "adam"}, default="adam"
+        Adam, or minibatch stochastic gradient descent (with ``momentum``).
+    alpha : float, default=1e-4
         L2 penalty, scaled as scikit-learn scales it: the batch loss gains
         ``alpha / (2 S) * (||W1||^2 + ||W2||^2)``, S the batch's weight sum.
     batch_size : int or "auto", default="auto"
@@ -78,7 +86,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         divides it by 5 each time ``n_iter_no_change`` epochs fail to improve by
         ``tol``, and stops once it is below 1e-6. Only for solver="sgd".
     learning_rate_init : float, default=0.001
-        Initial step size eta.
+        Initial step size eta. 0.001 suits Adam; plain SGD usually needs 0.01-0.1.
     power_t : float, default=0.5
         Exponent of the "invscaling" schedule.
     max_iter : int, default=200
@@ -96,8 +104,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue from the current ``coefs_`` and ``intercepts_`` (also ones that the
         user assigned) instead of initialising new ones.
-    momentum : float, default=0.0
-        Momentum of the SGD update, in [0, 1). 0 is the seed's plain SGD.
+    momentum : float, default=0.9
+        Momentum of the SGD update, in [0, 1); 0 is plain SGD. Only for solver="sgd".
     nesterovs_momentum : bool, default=True
         Use Nesterov's momentum (when ``momentum > 0``).
     early_stopping : bool, default=False
@@ -126,13 +134,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         ``[b1 (n_hidden,), b2 (n_classes,)]``.
     loss_ : float
         Mean training loss of the last epoch, each batch's loss taken at its forward
-        pass and weighted by its row count.
+        pass and weighted by its row count; ``inf`` when the first epoch diverged.
     best_loss_ : float or None
         Lowest ``loss_`` seen; None with early stopping.
     loss_curve_ : list of float
         ``loss_`` of every epoch.
     validation_scores_ : list of float or None
-        Accuracy on the held-out rows after each epoch (early stopping only).
+        Accuracy on the held-out rows after each epoch (early stopping only; a model
+        saved by ``mlp-cy train`` holds those of its held-out part here).
     best_validation_score_ : float or None
         Best of ``validation_scores_``.
     validation_loss_curve_ : list of float or None
@@ -164,7 +173,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     >>> rng = np.random.RandomState(0)
     >>> X = rng.rand(200, 4).astype(np.float32)
     >>> y = (X[:, 0] + X[:, 1] > 1).astype(int)
-    >>> clf = MLPClassifier(hidden_layer_sizes=16, learning_rate_init=0.5,
+    >>> clf = MLPClassifier(hidden_layer_sizes=16, learning_rate_init=0.01,
     ...                     max_iter=300, random_state=0).fit(X, y)
     >>> clf.coefs_[0].dtype
     dtype('float32')
@@ -175,10 +184,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         hidden_layer_sizes=(100,),
-        activation="logistic",
+        activation="relu",
         *,
-        solver="sgd",
-        alpha=0.0,
+        solver="adam",
+        alpha=1e-4,
         batch_size="auto",
         learning_rate="constant",
         learning_rate_init=0.001,
@@ -189,7 +198,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         tol=1e-4,
         verbose=False,
         warm_start=False,
-        momentum=0.0,
+        momentum=0.9,
         nesterovs_momentum=True,
         early_stopping=False,
         validation_fraction=0.1,
@@ -240,6 +249,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self : MLPClassifier
+
+        Warns
+        -----
+        ConvergenceWarning
+            When ``max_iter`` epochs did not converge; when the loss diverged (the
+            weights are then those before the diverging epoch); and when the run did
+            not learn: its last training loss is no better than predicting the class
+            frequencies, or no epoch improved on the first. The message names the
+            likely causes (learning rate, unscaled X, too few epochs).
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
@@ -298,8 +316,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if fresh or not hasattr(self, "_best_params"):
             self._best_params = [p.copy() for p in self._parameters()]
         sample_weight = self._apply_class_weight(y_codes, sample_weight, incremental, dtype)
-        self._fit_stochastic(X, y_codes, sample_weight, incremental)
+        diverged = self._fit_stochastic(X, y_codes, sample_weight, incremental)
+        # One partial_fit epoch tells too little; callers that loop over partial_fit
+        # (the command line) ask _learning_problem themselves at the end.
+        if not incremental and not diverged:
+            problem = _learning_problem(self.loss_curve_,
+                                        _chance_loss(y_codes, sample_weight))
+            if problem:
+                warnings.warn(f"{problem} {self._learning_advice(X)}", ConvergenceWarning,
+                              stacklevel=3)
         return self
+
+    def _learning_advice(self, X):
+        """The likely causes of a run that did not learn, for this estimator and X."""
+        causes = [f"learning_rate_init={self.learning_rate_init} is too large or too small "
+                  f"for solver={self.solver!r} (0.001 suits 'adam'; 'sgd' usually needs "
+                  "0.01-0.1)"]
+        low, high = float(np.min(X)), float(np.max(X))
+        if max(-low, high) > UNSCALED_INPUT:
+            causes.append(f"X is not scaled: its values reach {low:g} to {high:g} "
+                          "(standardise it, e.g. with sklearn.preprocessing."
+                          "StandardScaler, or divide pixels by 255)")
+        if self.n_iter_ == self.max_iter and _still_improving(self.loss_curve_):
+            causes.append(f"max_iter={self.max_iter} epochs are too few")
+        return "Likely causes: " + "; or ".join(causes) + "."
 
     def _reset_early_stopping(self):
         # warm_start into early_stopping: start the validation record now.
@@ -451,6 +491,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.n_outputs_ = self.classes_.shape[0]
         self.out_activation_ = "softmax"
         self.loss_curve_ = []
+        self.__dict__.pop("loss_", None)  # a former fit's, not these weights'
         self._no_improvement_count = 0
         if self.early_stopping:
             self.validation_scores_ = []
@@ -554,6 +595,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         stats = np.zeros(5)
         sample_idx = np.arange(n_samples, dtype=np.intp)
         self.n_iter_ = 0
+        diverged = False
         for _ in range(self.max_iter):
             if self.shuffle:
                 # sklearn.utils.shuffle(sample_idx, random_state=...), draw for draw
@@ -578,6 +620,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if stats[3] or not all(np.isfinite(p).all() for p in params):
                 for current, saved in zip(params + (self._optimizer_state,), snapshot):
                     current[...] = saved
+                diverged = True
+                if not hasattr(self, "loss_"):  # loss_ is always set after fit
+                    self.loss_ = float("inf")
                 warnings.warn(
                     f"Training diverged in epoch {self.n_iter_ + 1}: the loss is no longer "
                     f"finite (learning_rate_init={self.learning_rate_init} is likely too "
@@ -627,6 +672,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if early_stopping:
             for current, best in zip(params, self._best_params):
                 current[...] = best
+        return diverged
 
     def _update_loss_improvement(self):
         """scikit-learn's stopping rule on the training loss."""
@@ -759,14 +805,42 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "coefs_") and hasattr(self, "classes_")
 
-    if HAS_SKLEARN:
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this, and then its BaseEstimator is a base (_compat).
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_label = False
+        return tags
 
-        def __sklearn_tags__(self):
-            tags = super().__sklearn_tags__()
-            tags.input_tags.sparse = False
-            tags.input_tags.allow_nan = False
-            tags.classifier_tags.multi_label = False
-            return tags
+
+def _chance_loss(y_codes, sample_weight=None):
+    """Cross-entropy of always predicting the (weighted) class frequencies."""
+    counts = np.bincount(y_codes, weights=sample_weight)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def _learning_problem(loss_curve, chance_loss):
+    """What says that a run did not learn, or None: its last loss is about the loss
+    of predicting the class frequencies (chance level), or no epoch after the first
+    improved on it."""
+    if not loss_curve:
+        return None
+    n, last = len(loss_curve), loss_curve[-1]
+    epochs = f"{n} epoch{'s' if n > 1 else ''}"
+    if last >= NEAR_CHANCE_LOSS * chance_loss:
+        return (f"Training did not learn: after {epochs} the training loss is {last:.4g}, "
+                f"no better than predicting the class frequencies ({chance_loss:.4g}): "
+                "the model is at chance level.")
+    if n >= 2 and min(loss_curve[1:]) >= loss_curve[0]:
+        return (f"Training did not learn: the training loss never went down in {epochs} "
+                f"(first {loss_curve[0]:.4g}, last {last:.4g}).")
+    return None
+
+
+def _still_improving(loss_curve):
+    return len(loss_curve) >= 2 and loss_curve[-1] < loss_curve[0]
 
 
 def _check_random_state(seed):

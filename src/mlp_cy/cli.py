@@ -4,27 +4,34 @@
 
 * ``train``    fits an MLPClassifier epoch by epoch, reports the loss and the
   accuracy on a held-out part of the training set after every epoch, then the
-  test accuracy, and saves the model (optionally a PNG of the curves);
+  test accuracy, and saves the model with its training history (optionally a PNG
+  of the curves); Ctrl-C saves the model of the last completed epoch;
 * ``evaluate`` reports a saved model's test accuracy, per-class precision and
   recall and the confusion matrix;
-* ``predict``  prints a saved model's labels for the rows of an IDX or .npy file.
+* ``predict``  prints a saved model's labels for the rows of an IDX or .npy file;
+* ``plot``     draws a saved model's training history to a PNG.
 
 Expected failures (missing or corrupt files, bad model files, unusable
-arguments) end with one line ``mlp-cy: error: ...`` on stderr and exit status 1
+arguments) end with one line ``mlp-cy: error: ...`` on stderr (a missing data
+set with a few: where it was looked for and what to do) and exit status 1
 (2 for invalid arguments, as argparse does); Ctrl-C ends with status 130.
+The optional packages (matplotlib, threadpoolctl) are imported only by the
+options that need them.
 """
 
 import argparse
 import contextlib
+import copy
 import os
 import sys
+import threading
 import time
 import warnings
 
 import numpy as np
 
-from . import __version__, _plot
-from .classifier import MLPClassifier
+from . import __version__, _atomic, _plot
+from .classifier import MLPClassifier, _chance_loss, _learning_problem, _still_improving
 from .datasets import DatasetNotFoundError, load_mnist, read_idx
 from .persistence import load
 
@@ -76,6 +83,16 @@ def _fraction(text):
     return value
 
 
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _seed(text):
     try:
         value = int(text)
@@ -105,6 +122,14 @@ def _add_data_arguments(parser):
     )
 
 
+def _add_threads_argument(parser):
+    parser.add_argument(
+        "--threads", type=_positive_int, metavar="N",
+        help="use at most N threads for the BLAS and mlp_cy's own threads (needs "
+             "threadpoolctl; default: the BLAS's own setting, e.g. OPENBLAS_NUM_THREADS)",
+    )
+
+
 def build_parser():
     """The argument parser of ``mlp-cy``.
 
@@ -129,14 +154,27 @@ def build_parser():
     _add_data_arguments(train)
     train.add_argument("--hidden", type=_positive_int, default=256, metavar="N",
                        help="hidden units (default: %(default)s)")
-    train.add_argument("--activation", choices=("logistic", "tanh", "relu"),
+    train.add_argument("--activation", choices=("logistic", "tanh", "relu", "identity"),
                        default="logistic", help="hidden activation (default: %(default)s)")
+    train.add_argument("--solver", choices=("sgd", "adam"), default="sgd",
+                       help="minibatch SGD (with --momentum) or Adam "
+                            "(default: %(default)s)")
     train.add_argument("--epochs", type=_positive_int, default=20, metavar="N",
                        help="passes over the training data (default: %(default)s)")
     train.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
-                       help="rows per SGD step (default: %(default)s)")
-    train.add_argument("--lr", type=_positive_float, default=0.1,
-                       help="SGD learning rate (default: %(default)s)")
+                       help="rows per step (default: %(default)s)")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="learning rate (default: 0.1 with sgd, 0.001 with adam)")
+    train.add_argument("--momentum", type=_fraction, default=0.0, metavar="M",
+                       help="momentum of sgd, in [0, 1) (default: %(default)s)")
+    train.add_argument("--alpha", type=_non_negative_float, default=0.0,
+                       help="L2 penalty on the weights (default: %(default)s)")
+    train.add_argument("--early-stopping", action="store_true",
+                       help="stop once the held-out accuracy has not improved for "
+                            "--patience epochs, and keep the best epoch's weights")
+    train.add_argument("--patience", type=_positive_int, default=10, metavar="N",
+                       help="epochs without improvement before --early-stopping stops "
+                            "(default: %(default)s)")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="floating-point type of data and weights (default: %(default)s)")
     train.add_argument("--seed", type=_seed, default=0,
@@ -149,7 +187,12 @@ def build_parser():
                        help="model file to write (default: %(default)s)")
     train.add_argument("--plot", metavar="PNG",
                        help="also write the loss and accuracy curves and the confusion "
-                            "matrix to this PNG (needs matplotlib: mlp_cy[plot])")
+                            "matrix to this PNG (needs matplotlib)")
+    train.add_argument("--no-save-on-interrupt", dest="save_on_interrupt",
+                       action="store_false",
+                       help="on Ctrl-C, exit without saving (default: save the model "
+                            "of the last completed epoch to --out)")
+    _add_threads_argument(train)
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser(
@@ -158,6 +201,7 @@ def build_parser():
     )
     evaluate.add_argument("model", metavar="MODEL", help="model file written by train")
     _add_data_arguments(evaluate)
+    _add_threads_argument(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     predict = commands.add_parser(
@@ -171,7 +215,19 @@ def build_parser():
     predict.add_argument("file", metavar="FILE", help="IDX or .npy file of images")
     predict.add_argument("--out", metavar="TXT",
                          help="write the labels to this file instead of stdout")
+    _add_threads_argument(predict)
     predict.set_defaults(func=_predict)
+
+    plot = commands.add_parser(
+        "plot", help="plot a saved model's training history",
+        description="Write a PNG of a saved model's training history: the training "
+                    "and held-out loss and the held-out accuracy of every epoch. "
+                    "Needs matplotlib.",
+    )
+    plot.add_argument("model", metavar="MODEL", help="model file written by train")
+    plot.add_argument("--out", metavar="PNG",
+                      help="PNG file to write (default: MODEL with the suffix .png)")
+    plot.set_defaults(func=_plot_model)
     return parser
 
 
@@ -194,7 +250,8 @@ def main(argv=None):
     except SystemExit as exc:  # --help, --version or an argparse error
         return 0 if exc.code is None else int(exc.code)
     try:
-        args.func(args)
+        with _thread_limit(getattr(args, "threads", None)):
+            args.func(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -210,14 +267,37 @@ def main(argv=None):
     return 0
 
 
+@contextlib.contextmanager
+def _thread_limit(n_threads):
+    """At most ``n_threads`` BLAS threads meanwhile; mlp_cy's own threads follow the
+    BLAS's count. threadpoolctl does it for the libraries already loaded, which
+    environment variables such as OPENBLAS_NUM_THREADS, read at load, cannot."""
+    if n_threads is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise CLIError(
+            "--threads needs threadpoolctl, which is not installed: pip install "
+            "threadpoolctl (or, without it, set OPENBLAS_NUM_THREADS=N and "
+            "OMP_NUM_THREADS=N in the environment of mlp-cy)"
+        ) from None
+    with threadpool_limits(limits=n_threads):
+        yield
+
+
 def _error_message(exc, args):
     if isinstance(exc, DatasetNotFoundError):
-        hint = " On the command line, pass the directory with --data-home DIR."
+        # The one error of several lines: where the files were looked for and what
+        # to do, an item a line, as load_mnist words them; then the options.
+        lines = [line.rstrip() for line in str(exc).splitlines() if line.strip()]
+        lines.append("On the command line, pass the directory with --data-home DIR.")
         if getattr(args, "dataset", None) == "mnist":
-            hint += (" Or use --dataset fashion-mnist, which Debian/Ubuntu install "
-                     "with `apt-get install dataset-fashion-mnist`.")
-        text = str(exc) + hint
-    elif isinstance(exc, OSError) and exc.strerror and exc.filename:
+            lines.append("Or use --dataset fashion-mnist (Debian, Ubuntu: "
+                         "apt-get install dataset-fashion-mnist).")
+        return "\n".join(lines)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
         text = f"{exc.filename}: {exc.strerror}"
     elif isinstance(exc, MemoryError):
         text = "out of memory" + (f" ({exc})" if str(exc) else "")
@@ -229,32 +309,127 @@ def _error_message(exc, args):
 # train ------------------------------------------------------------------------------
 
 def _train(args):
-    _check_output(args.out, "--out")
+    _check_output(args.out, "--out", probe=True)
     if args.plot:
-        _check_output(args.plot, "--plot")
+        _check_output(args.plot, "--plot", probe=True)
         _plot.check_available()  # before the data is loaded and minutes are spent
+    if args.early_stopping and args.val_fraction == 0:
+        raise CLIError("--early-stopping stops on the held-out accuracy: it needs "
+                       "--val-fraction > 0")
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.solver]
 
     dtype = np.dtype(args.dtype)
     X, y, X_test, y_test = _load_data(args, dtype)
     X_train, y_train, X_val, y_val = _split(X, y, args.val_fraction, args.seed)
     classes = np.unique(y)
     held_out = f" ({len(y_val)} held out)" if len(y_val) else ""
+    optimizer = args.solver + (f" momentum {args.momentum}"
+                               if args.solver == "sgd" and args.momentum else "")
+    alpha = f", alpha {args.alpha}" if args.alpha else ""
     print(f"{args.dataset}: training on {len(y_train)} images{held_out}, "
           f"testing on {len(y_test)}; network {X.shape[1]}-{args.hidden}-{len(classes)}, "
-          f"{args.activation}, {args.dtype}, batch {args.batch_size}, lr {args.lr}, "
-          f"seed {args.seed}", flush=True)
+          f"{args.activation}, {args.dtype}, {optimizer}, batch {args.batch_size}, "
+          f"lr {lr}{alpha}, seed {args.seed}", flush=True)
 
     clf = MLPClassifier(
-        hidden_layer_sizes=args.hidden, activation=args.activation,
-        batch_size=args.batch_size, learning_rate_init=args.lr, max_iter=args.epochs,
+        hidden_layer_sizes=args.hidden, activation=args.activation, solver=args.solver,
+        alpha=args.alpha, momentum=args.momentum, batch_size=args.batch_size,
+        learning_rate_init=lr, max_iter=args.epochs,
         # An int would re-seed every partial_fit call and repeat one shuffle order.
         random_state=np.random.RandomState(args.seed),
     )
-    loss_curve, val_accuracy = [], []
+    run = _Run(args)
+    try:
+        _train_epochs(args, clf, run, X_train, y_train, X_val, y_val, classes)
+    except KeyboardInterrupt:
+        if run.last is not None and args.save_on_interrupt:
+            # The copy made after the last completed epoch: the interrupted one is
+            # half done. A second Ctrl-C while saving leaves no partial file.
+            _save(run.finished(run.last), args)
+            print(f"{PROG}: interrupted in epoch {run.epochs_done + 1}; saved the model "
+                  f"of epoch {run.epochs_done} to {args.out} (--no-save-on-interrupt "
+                  "exits without saving)", file=sys.stderr)
+        raise
+    clf = run.finished(clf)
+    problem = _learning_problem(clf.loss_curve_, _chance_loss(
+        np.searchsorted(clf.classes_, y_train)))
+    if problem:
+        default = DEFAULT_LR[args.solver]
+        causes = [f"--lr {lr} is too large or too small for --solver {args.solver}"
+                  + (f" (its default is {default})" if lr != default else "")]
+        if run.epochs_done == args.epochs and _still_improving(clf.loss_curve_):
+            causes.append(f"--epochs {args.epochs} are too few")
+        print(f"{PROG}: warning: {problem} Likely causes: {'; or '.join(causes)}.",
+              file=sys.stderr)
+
+    y_pred = clf.predict(X_test)
+    accuracy = _accuracy(y_test, y_pred)
+    print(f"test accuracy: {accuracy:.4f} ({len(y_test)} images)")
+    _save(clf, args)
+    print(f"model saved to {args.out}")
+    if args.plot:
+        labels = np.union1d(clf.classes_, y_test)
+        _plot.plot_training(
+            args.plot, clf.loss_curve_, clf.validation_scores_ or [],
+            confusion_matrix(y_test, y_pred, labels), _label_names(labels, args.dataset),
+            val_loss=clf.validation_loss_curve_ or [],
+            title=f"mlp_cy on {args.dataset}: {args.hidden} hidden units, "
+                  f"test accuracy {accuracy:.4f}",
+        )
+        print(f"plot saved to {args.plot}")
+
+
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.001}
+# Early stopping: an improvement of the held-out accuracy smaller than this is none.
+EARLY_STOPPING_TOL = 1e-4
+
+
+class _Run:
+    """What train keeps across epochs: the held-out curves, a copy of the model after
+    the last completed epoch (saved on Ctrl-C) and, with --early-stopping, the
+    weights of the best epoch."""
+
+    def __init__(self, args):
+        self.early_stopping, self.patience = args.early_stopping, args.patience
+        self.val_accuracy, self.val_loss = [], []
+        self.epochs_done = 0
+        self.last = None
+        self.best_score, self.best_epoch, self.best_weights = -np.inf, 0, None
+
+    def epoch_done(self, clf, epoch, accuracy=None, loss=None):
+        """Record a completed epoch; False when early stopping says stop."""
+        self.epochs_done = epoch
+        if accuracy is not None:
+            self.val_accuracy.append(accuracy)
+            self.val_loss.append(loss)
+            # The model file keeps them: `mlp-cy plot MODEL` draws them.
+            clf.validation_scores_ = list(self.val_accuracy)
+            clf.validation_loss_curve_ = list(self.val_loss)
+            clf.best_validation_score_ = max(self.val_accuracy)
+        go_on = True
+        if self.early_stopping:
+            if accuracy > self.best_score + EARLY_STOPPING_TOL:
+                self.best_score, self.best_epoch = accuracy, epoch
+                self.best_weights = [p.copy() for p in clf.coefs_ + clf.intercepts_]
+            go_on = epoch - self.best_epoch < self.patience
+        self.last = copy.deepcopy(clf)
+        return go_on
+
+    def finished(self, clf):
+        """clf as it is saved: with --early-stopping, with the best epoch's weights."""
+        if self.best_weights is not None and self.best_epoch != self.epochs_done:
+            W1, W2, b1, b2 = (w.copy() for w in self.best_weights)
+            clf.coefs_, clf.intercepts_ = [W1, W2], [b1, b2]
+        return clf
+
+
+def _train_epochs(args, clf, run, X_train, y_train, X_val, y_val, classes):
     width = len(str(args.epochs))
+    seconds = None
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, \
+                _Progress(f"epoch {epoch:{width}d}/{args.epochs}", seconds):
             warnings.simplefilter("always")
             clf.partial_fit(X_train, y_train, classes=classes)
         seconds = time.perf_counter() - start
@@ -265,33 +440,113 @@ def _train(args):
             print(f"{PROG}: warning: stopping after epoch {epoch}; try a smaller --lr",
                   file=sys.stderr)
             break
-        loss_curve.append(clf.loss_)
         line = (f"epoch {epoch:{width}d}/{args.epochs}  loss {clf.loss_:.4f}")
+        accuracy = loss = None
         if len(y_val):
-            val_accuracy.append(_accuracy(y_val, clf.predict(X_val)))
-            line += f"  held-out accuracy {val_accuracy[-1]:.4f}"
+            accuracy, loss = _held_out_scores(clf, X_val, y_val)
+            line += f"  held-out accuracy {accuracy:.4f}, loss {loss:.4f}"
         line += f"  {seconds:6.2f} s  {len(y_train) / max(seconds, 1e-9):8.0f} samples/s"
         print(line, flush=True)
+        if not run.epoch_done(clf, epoch, accuracy, loss):
+            print(f"early stopping: the held-out accuracy has not improved for "
+                  f"{args.patience} epochs; keeping the weights of epoch "
+                  f"{run.best_epoch} (held-out accuracy {run.best_score:.4f})", flush=True)
+            break
+    else:
+        if run.best_weights is not None and run.best_epoch != run.epochs_done:
+            print(f"early stopping: keeping the weights of epoch {run.best_epoch} "
+                  f"(held-out accuracy {run.best_score:.4f})", flush=True)
 
-    y_pred = clf.predict(X_test)
-    accuracy = _accuracy(y_test, y_pred)
-    print(f"test accuracy: {accuracy:.4f} ({len(y_test)} images)")
+
+def _held_out_scores(clf, X_val, y_val):
+    """(accuracy, mean cross-entropy) of clf on the held-out rows."""
+    proba = clf.predict_proba(X_val)
+    codes = np.searchsorted(clf.classes_, y_val)
+    accuracy = float(np.mean(np.argmax(proba, axis=1) == codes))
+    tiny = np.finfo(proba.dtype).tiny
+    loss = float(-np.mean(np.log(np.maximum(proba[np.arange(len(codes)), codes], tiny))))
+    return accuracy, loss
+
+
+def _save(clf, args):
     clf.random_state = args.seed  # the saved hyperparameters record the seed
     clf.save(args.out)
-    print(f"model saved to {args.out}")
-    if args.plot:
-        labels = np.union1d(clf.classes_, y_test)
-        _plot.plot_training(
-            args.plot, loss_curve, val_accuracy,
-            confusion_matrix(y_test, y_pred, labels), _label_names(labels, args.dataset),
-            title=f"mlp_cy on {args.dataset}: {args.hidden} hidden units, "
-                  f"test accuracy {accuracy:.4f}",
-        )
-        print(f"plot saved to {args.plot}")
 
 
-def _check_output(path, option):
-    """Fail now, not after training, if ``path`` cannot be written."""
+class _Progress:
+    """How far an epoch is, on one line that rewrites itself, while it runs.
+
+    Only on a terminal (stdout, else stderr), only once an epoch has run for DELAY
+    seconds, and at most every INTERVAL seconds; a thread draws it while the epoch
+    runs without the GIL, and clears it before the epoch's own line is printed. The
+    fraction done is estimated from the previous epoch's time (epochs take the same
+    time); the first epoch shows the time so far.
+    """
+
+    DELAY = 1.0
+    INTERVAL = 0.5
+    WIDTH = 20
+
+    def __init__(self, label, expected_seconds):
+        self.label, self.expected = label, expected_seconds
+        self.stream = next((s for s in (sys.stdout, sys.stderr) if _is_terminal(s)), None)
+        self.thread, self.shown = None, False
+
+    def __enter__(self):
+        if self.stream is not None:
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._draw, name="mlp-cy progress",
+                                           daemon=True)
+            self.thread.start()
+        return self
+
+    def _draw(self):
+        start = time.perf_counter()
+        if self.stop.wait(self.DELAY):
+            return
+        while True:
+            elapsed = time.perf_counter() - start
+            text = f"{self.label}  "
+            if self.expected:
+                done = min(elapsed / self.expected, 0.99)
+                bar = "=" * int(done * self.WIDTH)
+                text += (f"[{bar:<{self.WIDTH}}] {done:4.0%}  {elapsed:.0f} s of about "
+                         f"{self.expected:.0f} s")
+            else:
+                text += f"{elapsed:.0f} s"
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write(f"\r{text}\x1b[K")
+                self.stream.flush()
+                self.shown = True
+            if self.stop.wait(self.INTERVAL):
+                return
+
+    def __exit__(self, *exc_info):
+        if self.thread is None:
+            return
+        self.stop.set()
+        self.thread.join()
+        if self.shown:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+
+
+def _is_terminal(stream):
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _check_output(path, option, *, probe=False):
+    """Fail now, not after training, if ``path`` cannot be written.
+
+    With ``probe``, a temporary file like the one the model is written to is
+    created and removed: permissions alone do not tell (root may write anywhere
+    by them, yet nothing can be created in /proc), and an existing FIFO or device
+    is never replaced.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CLIError(f"{option} {path}: the directory {directory} does not exist")
@@ -299,9 +554,18 @@ def _check_output(path, option):
         raise CLIError(f"{option} {path} is a directory")
     if not os.access(directory, os.W_OK):
         raise CLIError(f"{option} {path}: the directory {directory} is not writable")
+    if probe:
+        try:
+            _atomic.check_writable(path)
+        except OSError as exc:
+            raise CLIError(f"{option} {path}: cannot be written "
+                           f"({exc.strerror or exc})") from exc
 
 
 def _load_data(args, dtype):
+    if args.data_home is not None and not os.path.isdir(args.data_home):
+        # Not silently passed over for the other places searched.
+        raise CLIError(f"--data-home {args.data_home}: no such directory")
     return load_mnist(
         args.dataset, data_home=args.data_home, download=not args.no_download,
         dtype=dtype, verbose=True,
@@ -316,6 +580,30 @@ def _split(X, y, fraction, seed):
     order = np.random.RandomState(seed).permutation(len(y))
     train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
     return X[train], y[train], X[val], y[val]
+
+
+# plot -------------------------------------------------------------------------------
+
+def _plot_model(args):
+    _plot.check_available()
+    out = args.out if args.out else os.path.splitext(args.model)[0] + ".png"
+    if os.path.abspath(out) == os.path.abspath(args.model):
+        raise CLIError(f"the plot would replace the model {args.model}; name it with --out")
+    _check_output(out, "--out", probe=True)
+    clf = load(args.model)
+    W1, W2 = clf.coefs_
+    if not clf.loss_curve_:
+        raise CLIError(f"{args.model} has no training history to plot (no epoch)")
+    held_out = (f", held-out accuracy {clf.validation_scores_[-1]:.4f}"
+                if clf.validation_scores_ else "")
+    _plot.plot_training(
+        out, clf.loss_curve_, clf.validation_scores_ or [],
+        val_loss=clf.validation_loss_curve_ or [],
+        title=f"{os.path.basename(args.model)}: network {W1.shape[0]}-{W1.shape[1]}-"
+              f"{W2.shape[1]}, {clf.activation}, {clf.solver}, "
+              f"{len(clf.loss_curve_)} epochs{held_out}",
+    )
+    print(f"plot saved to {out}")
 
 
 # evaluate ---------------------------------------------------------------------------
@@ -436,16 +724,18 @@ def _predict(args):
 
 def _read_features(path, dtype):
     """Rows of an IDX or .npy file as a 2-D ``dtype`` array, uint8 scaled to [0, 1]."""
-    with open(path, "rb") as f:
+    # A regular file only: open() of a FIFO would wait for a writer forever.
+    with _atomic.open_regular(path) as f:
         magic = f.read(len(_NPY_MAGIC))
-    if magic.startswith(_ZIP_MAGIC):
-        raise CLIError(f"{path} is a zip or .npz archive; pass an IDX or .npy file")
-    if magic == _NPY_MAGIC:
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as exc:  # pickled objects, or a corrupt header
-            raise CLIError(f"{path}: not a numeric .npy array ({exc})") from exc
-    else:
+        if magic.startswith(_ZIP_MAGIC):
+            raise CLIError(f"{path} is a zip or .npz archive; pass an IDX or .npy file")
+        if magic == _NPY_MAGIC:
+            f.seek(0)
+            try:
+                array = np.load(f, allow_pickle=False)
+            except ValueError as exc:  # pickled objects, or a corrupt header
+                raise CLIError(f"{path}: not a numeric .npy array ({exc})") from exc
+    if magic != _NPY_MAGIC:
         array = read_idx(path)
     if array.ndim < 2 or array.shape[0] == 0:
         raise CLIError(
