@@ -6,6 +6,7 @@ file is refused with ModelFileError, and a malicious pickle payload never runs.
 
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -373,3 +374,27 @@ def test_model_file_has_no_pickled_content(model_file):
     assert not any(a.dtype.hasobject for a in arrays.values())
     assert str(arrays["format"]) == "mlp_cy-model"
     assert int(arrays["format_version"]) == FORMAT_VERSION
+
+
+def test_errors_name_the_users_path_and_no_pickle_advice(tmp_path):
+    # A text file is "not an .npz archive", without talk of pickles; saving into a
+    # folder that does not exist names that folder, not a temporary file.
+    import mlp_cy
+    from mlp_cy.persistence import ModelFileError
+
+    text = tmp_path / "model.txt"
+    text.write_text("W1,b1\n1,2\n")
+    with pytest.raises(ModelFileError) as info:
+        mlp_cy.load(text)
+    assert "not an .npz archive" in str(info.value)
+    assert "pickle" not in str(info.value)
+
+    clf = MLPClassifier(hidden_layer_sizes=4, max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(np.random.RandomState(0).rand(20, 3), np.arange(20) % 2)
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(OSError) as info:
+        clf.save(missing / "model.npz")
+    assert str(missing) in str(info.value)
+    assert ".tmp" not in str(info.value)

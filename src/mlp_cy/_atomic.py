@@ -190,6 +190,8 @@ def _create_temporary(directory, prefix, suffix):
             return os.open(tmp, _CREATE_FLAGS, 0o600), tmp
         except FileExistsError:
             continue
+        except OSError as error:    # name the user's folder, not our temporary name
+            raise type(error)(error.errno, error.strerror, directory) from None
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", directory)
 
 

@@ -359,9 +359,10 @@ def _read_arrays(f):
     if magic == _NPY_MAGIC:  # refused without reading it: it may claim terabytes
         raise ModelFileError("it is a single .npy array, not an .npz archive")
     if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        raise ModelFileError(
-            "it is not an .npz archive (it may hold pickled data, which is never loaded)"
-        )
+        if magic.startswith(b"\x80"):      # pickle's PROTO opcode
+            raise ModelFileError("it is a pickle, not an .npz archive: mlp_cy never "
+                                 "unpickles; save models with mlp_cy's save()")
+        raise ModelFileError("it is not an .npz archive")
     _check_directory(f, size)
     try:
         f.seek(0)
