@@ -49,6 +49,9 @@
 #
 # QEMU_CPU picks the emulated CPU (default neoverse-n1: NEON, no SVE, the class of
 # Graviton2 and Ampere Altra; "max" adds SVE and SME and runs several times slower).
+# CHECK_AARCH64_PIN=0 lets qemu's threads use every host CPU (see the note at
+# write_aarch64_python: qemu then breaks aarch64's seq_cst ordering). The smoke run
+# and the tests are stopped, and fail, after 15 and 40 minutes.
 # Needs root for apt-get (or the tools already installed), Debian's archive and PyPI.
 # Exits non-zero at the first failure; a summary of each step's time ends the run.
 set -euo pipefail
@@ -131,6 +134,8 @@ finish() {
     fi
 }
 trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 fail() {
     echo "check_aarch64: $*" >&2
     exit 1
@@ -147,17 +152,41 @@ mark_cached() { printf '%s' "$2" > "$1/.complete"; }
 # dist-packages (written after the build), as an installed package would. It also
 # drops OPENBLAS_CORETYPE (set on some x86-64 hosts): it names an x86 core, and the
 # aarch64 OpenBLAS detects its own.
+#
+# qemu runs on one host CPU (taskset) unless CHECK_AARCH64_PIN=0. qemu-user 7.2 on an
+# x86-64 host does not keep an aarch64 seq_cst store (stlr) before a later seq_cst
+# load (ldar) of another variable, which ARMv8 guarantees: in a store-buffering
+# litmus test two threads both read the old values in about 14% of rounds, never
+# with a fence between or on one host CPU. A Dekker-style handshake (mlp_cy's
+# worker pool sleeps that way) can then lose a wake-up and hang under qemu, which
+# real aarch64 cannot. Guest threads still interleave, on one CPU.
 aarch64_python() { "$work/bin/python$PY_VERSION" "$@"; }
 write_aarch64_python() {
+    local pin=""
+    if [ "${CHECK_AARCH64_PIN:-1}" != 0 ]; then
+        pin="taskset -c $(sed -n 's/^Cpus_allowed_list:[[:space:]]*\([0-9]*\).*/\1/p' \
+            /proc/self/status) "
+    fi
     mkdir -p "$work/bin"
     cat > "$work/bin/python$PY_VERSION" <<EOF
 #!/bin/sh
 # Debian's arm64 python$PY_VERSION under qemu-aarch64 (written by tools/check_aarch64.sh).
 export PYTHONHOME="$sysroot/usr" PYTHONNOUSERSITE=1 QEMU_CPU="\${QEMU_CPU:-neoverse-n1}"
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE PYTHONSTARTUP
-exec qemu-aarch64 -L "$sysroot" -0 "\$0" "$sysroot/usr/bin/python$PY_VERSION" "\$@"
+exec ${pin}qemu-aarch64 -L "$sysroot" -0 "\$0" "$sysroot/usr/bin/python$PY_VERSION" "\$@"
 EOF
     chmod +x "$work/bin/python$PY_VERSION"
+}
+# emulated SECONDS ARGS...: the arm64 Python with ARGS, stopped (and failed) after
+# SECONDS: a hang fails this check in minutes, not at CI's time limit.
+emulated() {
+    local limit="$1" status=0
+    shift
+    timeout --kill-after=30 "$limit" "$work/bin/python$PY_VERSION" "$@" || status=$?
+    if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+        fail "timed out after ${limit}s under qemu (a hang? see CHECK_AARCH64_PIN in --help)"
+    fi
+    return "$status"
 }
 
 if [ "$fresh" = 1 ]; then
@@ -370,8 +399,8 @@ print('x86-64 reference: mlp_cy', mlp_cy.__version__, 'from', mlp_cy.__file__)")
 step "smoke run under qemu-aarch64 (QEMU_CPU=${QEMU_CPU:-neoverse-n1})"
 rm -rf "$out"
 mkdir -p "$out"
-(cd "$out" && aarch64_python "$repo/tools/aarch64_smoke.py" run "$out/aarch64.npz" \
-    --expect-from "$pkg")
+(cd "$out" && emulated 900 "$repo/tools/aarch64_smoke.py" \
+    run "$out/aarch64.npz" --expect-from "$pkg")
 
 step "smoke run on the x86-64 host"
 (cd "$out" && host_run "$repo/tools/aarch64_smoke.py" run "$out/x86_64.npz")
@@ -388,5 +417,5 @@ for arg in $tests; do
     esac
 done
 mkdir -p "$work/pytest-run"
-(cd "$work/pytest-run" && aarch64_python -m pytest -p no:cacheprovider --durations=5 \
-    "${test_args[@]}")
+(cd "$work/pytest-run" && emulated 2400 -m pytest -p no:cacheprovider \
+    --durations=5 "${test_args[@]}")
