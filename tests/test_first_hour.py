@@ -57,24 +57,23 @@ def test_the_command_line_imports_nothing_optional():
     assert result.returncode == 0 and result.stdout.startswith("mlp-cy 0.")
 
 
-def test_import_costs_little_beyond_numpy_and_scipy():
-    # What `import mlp_cy` adds to `import numpy, scipy.linalg` (which it needs), by
-    # -X importtime's self times of the modules only it imports: the aim is 0.3 s.
-    def self_times(code):
+def test_import_adds_little_beyond_numpy_and_scipy():
+    # What `import mlp_cy` (and its command line) adds to `import numpy, scipy.linalg`,
+    # which it needs: its own modules and a few of the standard library's, nothing
+    # else. Counted, not timed (times are measured in the closing notes, not here).
+    def imported(code):
         out = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
                              capture_output=True, text=True, timeout=120)
-        times = {}
-        for line in out.stderr.splitlines():
-            if line.startswith("import time:") and "cumulative" not in line:
-                own, _, name = line[len("import time:"):].split("|")
-                times[name.strip()] = int(own) / 1e6
-        return times
+        return {line[len("import time:"):].split("|")[2].strip()
+                for line in out.stderr.splitlines()
+                if line.startswith("import time:") and "cumulative" not in line}
 
-    base = self_times("import numpy, scipy.linalg")
-    extra = {name: t for name, t in self_times("import mlp_cy.cli").items()
-             if name not in base}
-    assert "mlp_cy" in extra and "sklearn" not in extra
-    assert sum(extra.values()) < 0.3, sorted(extra.items(), key=lambda kv: -kv[1])[:10]
+    extra = imported("import mlp_cy.cli") - imported("import numpy, scipy.linalg")
+    packages = {name.split(".")[0].lstrip("_") for name in extra}
+    assert "mlp_cy" in packages
+    third_party = packages - {"mlp_cy"} - set(sys.stdlib_module_names)
+    assert not third_party, sorted(third_party)
+    assert len(extra) < 60, sorted(extra)
 
 
 SKLEARN_VIEW = """

@@ -473,7 +473,7 @@ def test_fifo_is_refused_at_once(tmp_path, reader):
     start = time.perf_counter()
     with _unblocked(fifo), pytest.raises(OSError, match="FIFO") as excinfo:
         call(fifo)
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < 10   # a hang, not a speed limit
     assert excinfo.value.errno == errno.EINVAL and excinfo.value.filename == str(fifo)
 
 
@@ -490,7 +490,7 @@ def test_predict_refuses_a_fifo_at_once(tmp_path, model_members, which, capsys):
     start = time.perf_counter()
     with _unblocked(fifo):
         status = main([str(a) for a in argv])
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < 10   # a hang, not a speed limit
     err = capsys.readouterr().err
     assert status == 1 and err.startswith("mlp-cy: error: ") and "FIFO" in err, err
 
@@ -737,7 +737,7 @@ def test_dripping_body_fails_at_the_minimum_rate(tmp_path, monkeypatch, no_proxy
             load_mnist(data_home=tmp_path / "data", mirrors=[url])
         elapsed = time.perf_counter() - start
     print(f"\n  measured: refused after {elapsed:.2f} s")
-    assert elapsed < 2
+    assert elapsed < 15   # bounded (the old code never stopped), not a speed limit
     assert os.listdir(tmp_path / "data" / "mnist") == []
 
 
@@ -749,7 +749,7 @@ def test_dripping_headers_fail_at_the_deadline(tmp_path, monkeypatch, no_proxy):
             datasets._download(url + "f", tmp_path / "f", "0" * 64)
         elapsed = time.perf_counter() - start
     print(f"\n  measured: refused after {elapsed:.2f} s")
-    assert elapsed < 2
+    assert elapsed < 15   # bounded (the old code never stopped), not a speed limit
     assert os.listdir(tmp_path) == []
 
 
