@@ -56,7 +56,9 @@ def interleaved(fns, rounds, clock=None):
     return best
 
 
-def products(levels, X, rounds):
+def products(levels, X, rounds, shapes=((64, 256), (256, 1024))):
+    """Section 1 (also profile_engine.py's section 6): the products alone, (b, h) in
+    shapes, at each level against gemm."""
     from threadpoolctl import threadpool_limits
 
     from mlp_cy import _blas
@@ -71,7 +73,7 @@ def products(levels, X, rounds):
     rng = np.random.RandomState(0)
     with threadpool_limits(1):
         for dtype in (np.float32, np.float64):
-            for b, h in ((64, 256), (256, 1024)):
+            for b, h in shapes:
                 batches = 60000 // b
                 rows = rng.permutation(X.shape[0])[:8 * b]
                 Xb = [np.ascontiguousarray(X[rows[i * b:(i + 1) * b]], dtype)

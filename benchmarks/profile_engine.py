@@ -343,40 +343,12 @@ def skipzero_section(X, y):
     from mlp_cy import MLPClassifier, _blas
 
     print(f"\n## 6. zero-skipping products vs gemm (kernels: {_blas._kernel_level()})\n")
+    import bench_levels
+
     rng = np.random.RandomState(0)
-    print(f"non-zeros in X: {100 * np.count_nonzero(X) / X.size:.1f}%\n")
-    print("| dtype | b | h | X W1 gemm s/epoch | skipping | ratio | W1 update gemm | "
-          "skipping | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for dtype in (np.float32, np.float64):
-        for b, h in ((64, 256), (256, 256), (256, 1024), (1024, 256)):
-            batches = 60000 // b
-            rows = rng.permutation(X.shape[0])[:8 * b]
-            Xb = [np.ascontiguousarray(X[rows[i * b:(i + 1) * b]], dtype) for i in range(8)]
-            W = (rng.randn(784, h) * 0.05).astype(dtype)
-            G = (rng.randn(b, h) * 0.01).astype(dtype)
-            Z = np.empty((b, h), dtype)
-
-            def gemm_fwd():
-                for A in Xb:
-                    _blas._gemm_memview(110, 110, 1.0, A, W, 0.0, Z)
-
-            def skip_fwd():
-                for A in Xb:
-                    _blas._gemm_skipzero_memview(A, W, Z)
-
-            def gemm_upd():
-                for A in Xb:
-                    _blas._gemm_memview(116, 110, -1e-3, A, G, 1.0, W)
-
-            def skip_upd():
-                for A in Xb:
-                    _blas._gemm_t_skipzero_memview(-1e-3, A, G, 1.0, W)
-            t = [best_of(f) * batches / len(Xb) for f in (gemm_fwd, skip_fwd, gemm_upd,
-                                                        skip_upd)]
-            print(f"| {np.dtype(dtype).name} | {b} | {h} | {t[0]:.3f} | {t[1]:.3f} | "
-                  f"{t[1] / t[0]:.2f} | {t[2]:.3f} | {t[3]:.3f} | {t[3] / t[2]:.2f} |")
-
+    print(f"non-zeros in X: {100 * np.count_nonzero(X) / X.size:.1f}%")
+    bench_levels.products([_blas._kernel_level()], X, rounds=5,
+                          shapes=((64, 256), (256, 256), (256, 1024), (1024, 256)))
     print("\nWhole epochs (partial_fit, float32, 30,000 rows), zeros of X filled with "
           "0.01 at random up to the share shown; ratio = skipping / gemm time\n")
     print("| non-zeros | h=256, b=64 | h=1024, b=256 |")

@@ -89,6 +89,18 @@ def open_regular(path):
 
 # Writing ----------------------------------------------------------------------------
 
+def read_exactly(f, n):
+    """Read ``n`` bytes from ``f``, fewer only at end of file."""
+    parts = []
+    while n > 0:
+        part = f.read(n)
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
 def _name_max(directory):
     try:
         limit = os.pathconf(directory, "PC_NAME_MAX")

@@ -95,18 +95,6 @@ def _idx_error(path, problem, advice=None):
     return IDXFormatError(f"{os.fspath(path)!r}: {problem}. {advice}")
 
 
-def _read_exactly(f, n):
-    """Read ``n`` bytes from ``f``, fewer only at end of file."""
-    parts = []
-    while n > 0:
-        part = f.read(n)
-        if not part:
-            break
-        parts.append(part)
-        n -= len(part)
-    return b"".join(parts)
-
-
 def _read_header(f, path):
     """Parse an IDX header from the binary file ``f``.
 
@@ -119,7 +107,7 @@ def _read_header(f, path):
     offset : int
         Size of the header in bytes, i.e. the offset of the data.
     """
-    head = _read_exactly(f, 4)
+    head = _atomic.read_exactly(f, 4)
     if not head:
         raise _idx_error(path, "the file is empty (an IDX header was expected)")
     if len(head) < 4:
@@ -140,7 +128,7 @@ def _read_header(f, path):
         )
     if ndim < 1:
         raise _idx_error(path, "the IDX header declares 0 dimensions (at least 1)")
-    raw_dims = _read_exactly(f, 4 * ndim)
+    raw_dims = _atomic.read_exactly(f, 4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise _idx_error(
             path,

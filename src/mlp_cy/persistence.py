@@ -493,18 +493,6 @@ class _Header:
         self.nbytes = math.prod(shape) * dtype.itemsize
 
 
-def _read_exactly(f, n):
-    """Read ``n`` bytes from ``f``, fewer only at end of file."""
-    parts = []
-    while n > 0:
-        part = f.read(n)
-        if not part:
-            break
-        parts.append(part)
-        n -= len(part)
-    return b"".join(parts)
-
-
 def _npy_header(archive, info, key):
     """Read and check the .npy header of a member, not its data."""
     name = _short(info.filename, 60)
@@ -522,7 +510,7 @@ def _npy_header(archive, info, key):
             f"the member {name!r} declares {info.file_size} bytes but stores "
             f"{info.compress_size} (corrupt file)")
     with archive.open(info) as member:
-        prefix = _read_exactly(member, len(_NPY_MAGIC) + 2)
+        prefix = _atomic.read_exactly(member, len(_NPY_MAGIC) + 2)
         if len(prefix) < len(_NPY_MAGIC) + 2 or prefix[:len(_NPY_MAGIC)] != _NPY_MAGIC:
             raise ModelFileError(f"the member {name!r} is not a .npy array")
         version = tuple(prefix[len(_NPY_MAGIC):])
@@ -531,7 +519,7 @@ def _npy_header(archive, info, key):
                 f"the array {key!r} has .npy format version {version[0]}.{version[1]}, "
                 "which model files do not use")
         length_format = "<H" if version == (1, 0) else "<I"
-        length_bytes = _read_exactly(member, struct.calcsize(length_format))
+        length_bytes = _atomic.read_exactly(member, struct.calcsize(length_format))
         if len(length_bytes) < struct.calcsize(length_format):
             raise ModelFileError(f"the array {key!r} is truncated in its .npy header")
         length = struct.unpack(length_format, length_bytes)[0]
@@ -539,7 +527,7 @@ def _npy_header(archive, info, key):
             raise ModelFileError(
                 f"the array {key!r} has a .npy header of {length} bytes, more than the "
                 f"{_MAX_NPY_HEADER} that numpy accepts (edited file?)")
-        text = _read_exactly(member, length)
+        text = _atomic.read_exactly(member, length)
         if len(text) < length:
             raise ModelFileError(f"the array {key!r} is truncated in its .npy header")
     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -582,7 +570,7 @@ def _npy_data(archive, info, key, header):
         array = np.empty(shape, dtype=header.dtype)
         flat = array.reshape(-1).view(np.uint8)
         with archive.open(info) as member:
-            _read_exactly(member, header.offset)
+            _atomic.read_exactly(member, header.offset)
             done = 0
             while done < header.nbytes:
                 chunk = member.read(min(_CHUNK_SIZE, header.nbytes - done))
