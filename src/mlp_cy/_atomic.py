@@ -10,6 +10,7 @@ Shared by model files (persistence.py) and data sets (datasets.py):
   would block ``open()`` until some writer appears, and a device never ends.
 * :func:`signals_raise` turns SIGTERM and SIGHUP into an exception for a while, so
   that a long write (a download) removes its temporary file when it is killed.
+* :func:`read_exactly` reads a header's bytes, fewer only at the end of the file.
 """
 
 import contextlib
