@@ -1,17 +1,17 @@
 """Cross-compile mlp_cy's extensions for aarch64 (a step of tools/check_aarch64.sh).
 
     python tools/aarch64_build.py --sysroot DIR --out DIR [--source DIR] [--cc CC]
-                                  [--c-dir DIR] [--cflag FLAG]...
+                                  [--c-dir DIR] [--cflag FLAG]... [--jobs N]
 
 The extensions, their Cython directives and their compile flags are setup.py's own:
 setup.py is run with setuptools' setup() replaced by one that only records the
 Extension objects, and with Cython's cythonize() writing its C into --c-dir. Each
 generated .c is then compiled and linked the way setuptools would on an arm64 Debian
-machine, with the target Python's sysconfig (CFLAGS, CCSHARED, LDSHARED and
+machine, with the target Python's sysconfig (CFLAGS less -g, CCSHARED, LDSHARED and
 EXT_SUFFIX, read from the sysroot's _sysconfigdata file) and the sysroot's Python
-headers, by the cross compiler --cc, adding each --cflag (the checker adds
--Werror=implicit-function-declaration: a C function missing on aarch64 must fail
-the build, not be resolved at import).
+headers, by the cross compiler --cc (--jobs at once, default one per core), adding
+each --cflag (the checker adds -Werror=implicit-function-declaration: a C function
+missing on aarch64 must fail the build, not be resolved at import).
 
 --out receives an importable package folder: DIR/mlp_cy with the package's .py files
 and the built extensions. Runs on the host's Python, which needs setup.py's build

@@ -42,8 +42,8 @@
 # --work DIR          the work folder (default: build/aarch64 in the checkout).
 # --tests "ARGS"      pytest arguments split at blanks, test paths relative to the
 #                     tree's tests/ (default: test_kernels, test_blas,
-#                     test_gradients, test_skipzero and test_training, about 3
-#                     minutes under qemu on 2 cores).
+#                     test_gradients, test_skipzero and test_training: 2.5 to 3
+#                     minutes under qemu on one free host CPU).
 # --cflag FLAG        one more flag for the cross compiler (repeatable).
 # --fresh             drop the cached sysroot, wheels and venv first.
 #
@@ -62,7 +62,7 @@ SYSROOT_PACKAGES="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib
     libpython3.11-dev libc6 libgcc-s1 libstdc++6 zlib1g libexpat1 libssl3 libbz2-1.0
     libcrypt1 libffi8 liblzma5 libncursesw6 libtinfo6 libreadline8 libsqlite3-0 libuuid1"
 TARGET_WHEELS="numpy scipy threadpoolctl pytest scikit-learn"
-# About 3 minutes under qemu on 2 cores; the whole suite takes far longer there.
+# 2.5 to 3 minutes under qemu on one free host CPU; the whole suite takes far longer.
 DEFAULT_TESTS="test_kernels.py test_blas.py test_gradients.py test_skipzero.py test_training.py"
 # What manylinux allows and the extensions may need: the loader too, since aarch64's
 # glibc keeps __stack_chk_guard there (Debian's flags have -fstack-protector-strong).

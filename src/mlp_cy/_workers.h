@@ -96,6 +96,9 @@ static void mlp_cy_worker_main(void *arg)
              * before it looks at `sleeping` (both sequentially consistent), so one
              * of the two sees the other. */
             __atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+            /* The store before the load, also where seq_cst accesses alone are not
+             * kept in order (qemu-user emulating aarch64: tools/check_aarch64.sh). */
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
             if (__atomic_load_n(&w->ticket, __ATOMIC_SEQ_CST) != seen) {
                 /* Work came meanwhile. If the caller already took the flag back, it
                  * released the semaphore too: consume that. */
@@ -159,6 +162,7 @@ static void mlp_cy_workers_wait(void)
             continue;
         }
         __atomic_store_n(&mlp_cy_pool.caller_sleeping, 1, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);    /* as in mlp_cy_worker_main */
         if (__atomic_load_n(&mlp_cy_pool.pending, __ATOMIC_SEQ_CST) != 0) {
             PyThread_acquire_lock(mlp_cy_pool.done, WAIT_LOCK);
         }
@@ -210,6 +214,7 @@ static void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
             w->part = i + 1;
             w->n_parts = n_parts;
             __atomic_store_n(&w->ticket, w->ticket + 1, __ATOMIC_SEQ_CST);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);    /* as in mlp_cy_worker_main */
             if (__atomic_exchange_n(&w->sleeping, 0, __ATOMIC_SEQ_CST) == 1)
                 PyThread_release_lock(w->wake);
         }
