@@ -345,9 +345,10 @@ def _train(args):
         if run.last is not None and args.save_on_interrupt:
             # The copy made after the last completed epoch: the interrupted one is
             # half done. A second Ctrl-C while saving leaves no partial file.
-            _save(run.finished(run.last), args)
-            print(f"{PROG}: interrupted in epoch {run.epochs_done + 1}; saved the model "
-                  f"of epoch {run.epochs_done} to {args.out} (--no-save-on-interrupt "
+            epoch, last = run.last
+            _save(run.finished(last, epoch), args)
+            print(f"{PROG}: interrupted in epoch {epoch + 1}; saved the model "
+                  f"of epoch {epoch} to {args.out} (--no-save-on-interrupt "
                   "exits without saving)", file=sys.stderr)
         raise
     clf = run.finished(clf)
@@ -412,12 +413,16 @@ class _Run:
                 self.best_score, self.best_epoch = accuracy, epoch
                 self.best_weights = [p.copy() for p in clf.coefs_ + clf.intercepts_]
             go_on = epoch - self.best_epoch < self.patience
-        self.last = copy.deepcopy(clf)
+        # One assignment, (epoch, copy): a Ctrl-C during the copy leaves the previous
+        # pair whole, never this epoch's number with the last epoch's weights.
+        self.last = (epoch, copy.deepcopy(clf))
         return go_on
 
-    def finished(self, clf):
-        """clf as it is saved: with --early-stopping, with the best epoch's weights."""
-        if self.best_weights is not None and self.best_epoch != self.epochs_done:
+    def finished(self, clf, epoch=None):
+        """clf, trained for `epoch` epochs (default: all done), as it is saved: with
+        --early-stopping, with the best epoch's weights."""
+        epoch = self.epochs_done if epoch is None else epoch
+        if self.best_weights is not None and self.best_epoch < epoch:
             W1, W2, b1, b2 = (w.copy() for w in self.best_weights)
             clf.coefs_, clf.intercepts_ = [W1, W2], [b1, b2]
         return clf
