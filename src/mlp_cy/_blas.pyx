@@ -113,22 +113,30 @@ cdef int skipzero_mode = 0
 cdef int parallel_threads_override = 0
 
 
-# The BLAS library's own thread-count getter, found the way threadpoolctl finds it, so
-# that its limits (and OPENBLAS_NUM_THREADS etc.) are what blas_num_threads reports.
+# The BLAS library's own thread-count getter and setter, found the way threadpoolctl
+# finds them, so that its limits (and OPENBLAS_NUM_THREADS etc.) are what
+# blas_num_threads reports, and the engine can run the BLAS on fewer threads during a
+# call (blas_threads_hold).
 ctypedef int (*thread_getter)() noexcept nogil
+ctypedef void (*thread_setter)(int) noexcept nogil
 cdef thread_getter blas_get_threads = NULL
+cdef thread_setter blas_set_threads = NULL
 
 # OpenBLAS (scipy's build prefixes its symbols with scipy_; ILP64 builds add 64_),
-# MKL, BLIS.
-THREAD_GETTERS = (
-    "scipy_openblas_get_num_threads", "openblas_get_num_threads",
-    "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-    "MKL_Get_Max_Threads", "bli_thread_get_num_threads",
+# MKL, BLIS: (getter, setter) pairs. BLIS's setter takes a 64-bit count: not called.
+THREAD_FUNCTIONS = (
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
+    ("bli_thread_get_num_threads", None),
 )
 
 
-def _find_blas_thread_getter():
-    """Address of the getter in the BLAS that scipy.linalg.cython_blas calls, or 0.
+def _find_blas_thread_functions():
+    """Addresses of the (getter, setter) in the BLAS that scipy.linalg.cython_blas
+    calls, 0 for what is missing.
 
     dlsym on cython_blas's own handle also searches the libraries it links, where
     the BLAS is (on Windows only the module itself is searched: 0, and gemm is used).
@@ -138,16 +146,24 @@ def _find_blas_thread_getter():
     try:
         library = ctypes.CDLL(cython_blas.__file__)
     except (OSError, AttributeError):
-        return 0
-    for name in THREAD_GETTERS:
+        return 0, 0
+    for getter, setter in THREAD_FUNCTIONS:
         try:
-            return ctypes.cast(getattr(library, name), ctypes.c_void_p).value or 0
+            get = ctypes.cast(getattr(library, getter), ctypes.c_void_p).value or 0
         except AttributeError:
-            pass
-    return 0
+            continue
+        try:
+            put = (ctypes.cast(getattr(library, setter), ctypes.c_void_p).value or 0
+                   if setter is not None else 0)
+        except AttributeError:
+            put = 0
+        return get, put
+    return 0, 0
 
 
-blas_get_threads = <thread_getter> <size_t> _find_blas_thread_getter()
+_getter_address, _setter_address = _find_blas_thread_functions()
+blas_get_threads = <thread_getter> <size_t> _getter_address
+blas_set_threads = <thread_setter> <size_t> _setter_address
 
 
 cdef void _gemv(BLAS_Order order, BLAS_Trans ta, blas_int m, blas_int n,
@@ -230,20 +246,124 @@ cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
     return products if nonzeros <= SKIPZERO_MAX_DENSITY * m * k else 0
 
 
+# Threads ####################################################################
+#
+# How many threads a call of the engine uses, decided here and nowhere else:
+#   limit  the BLAS's thread count: threadpoolctl's limits, OPENBLAS_NUM_THREADS and
+#          the like are how users say how many threads a process may have;
+#   cores  the CPUs this process may run on: its affinity mask and its cgroup's CPU
+#          quota (a container given 2 CPUs of a 64-core host: the BLAS counts 64);
+#   work   one thread per WORK_PER_THREAD multiply-adds of the batch's first product
+#          (X W1, the largest), and one per chunk of rows at most: below that, the
+#          hand-over costs more than the thread saves.
+#   threads = min(limit, cores, work)
+# Then, while a loop of steps runs, its pacer (_parallel.pyx) times the steps on
+# those threads and on one, and keeps one where the threads do not pay: a busy
+# machine, a core taken away. The same count caps the BLAS's own threads during the
+# call (blas_threads_hold), where gemm does the work.
+#
+# Measured (benchmarks/RESULTS.md, "Threads on a busy machine"): a region of the
+# parallel step costs about 5-20 us to hand over and gather on a quiet machine; 2^20
+# multiply-adds take 50-100 us on one core.
+cdef intp_t WORK_PER_THREAD = 1 << 20
+cdef intp_t ROWS_PER_THREAD = 8         # the parallel step's row chunk (_parallel.pyx)
+# The cores this process may use (_usable_cores), set at import; _set_cpu_budget
+# changes it for tests and benchmarks.
+cdef int cpu_budget = 1
+
+
+def _usable_cores():
+    """The CPUs this process may run on: its affinity mask (os.sched_getaffinity) or
+    os.cpu_count(), capped by the cgroup's CPU quota where there is one (Linux
+    containers: cgroup v2 cpu.max, v1 cpu.cfs_quota_us), at least 1."""
+    import math
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return max(1, cores)
+
+
+def _cgroup_cpu_quota(root="/sys/fs/cgroup"):
+    """CPUs' worth of time the cgroup of this process may use (quota / period), or
+    None where no quota is set or there are no cgroups (not Linux)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        path = path.lstrip("/")
+        if hierarchy == "0" and controllers == "":            # cgroup v2
+            text = _read_small(os.path.join(root, path, "cpu.max"))
+            if text is None and path:
+                text = _read_small(os.path.join(root, "cpu.max"))
+            if text:
+                fields = text.split()
+                if len(fields) == 2 and fields[0] != "max":
+                    try:
+                        return int(fields[0]) / int(fields[1])
+                    except (ValueError, ZeroDivisionError):
+                        return None
+        elif "cpu" in controllers.split(","):                 # cgroup v1
+            for folder in (os.path.join(root, controllers, path),
+                           os.path.join(root, "cpu", path), os.path.join(root, "cpu")):
+                quota = _read_small(os.path.join(folder, "cpu.cfs_quota_us"))
+                period = _read_small(os.path.join(folder, "cpu.cfs_period_us"))
+                if quota is not None and period is not None:
+                    try:
+                        quota, period = int(quota), int(period)
+                    except ValueError:
+                        return None
+                    return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def _read_small(path):
+    try:
+        with open(path) as f:
+            return f.read(256).strip()
+    except (OSError, ValueError):
+        return None
+
+
+cpu_budget = _usable_cores()
+
+
+cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil:
+    """Threads for steps of m rows, k features and n hidden units: the rule above.
+    At least 1. _set_parallel_threads (tests, benchmarks) overrides it."""
+    cdef int limit = blas_num_threads()
+    cdef intp_t work
+    if parallel_threads_override > 0:
+        return parallel_threads_override
+    if limit < 1:
+        limit = 1
+    work = max(1, min((m + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD,
+                      m * k * n // WORK_PER_THREAD))
+    return <int> min(<intp_t> min(limit, cpu_budget), work)
+
+
 cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
                                    intp_t itemsize) noexcept nogil:
     """How many threads the parallel step (_parallel.pyx) may use on batches of m rows
     of k features with n hidden units, or 0: use the serial step.
 
-    As many as the BLAS has (so threadpoolctl's limits hold), if that is 2 or more,
-    the parallel step pays at this level and the kernels can run at this shape: the
-    rules of skipzero_products, but for the thread count and the density, which the
-    step checks batch by batch (skipzero_sparse_enough). _set_parallel_threads and
-    mode "always" (tests, benchmarks) take it at any level.
+    engine_threads, if that is 2 or more, the parallel step pays at this level and
+    the kernels can run at this shape: the rules of skipzero_products, but for the
+    thread count and the density, which the step checks batch by batch
+    (skipzero_sparse_enough). _set_parallel_threads and mode "always" (tests,
+    benchmarks) take it at any level.
     """
     cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
-    cdef int threads = (parallel_threads_override if parallel_threads_override > 0
-                        else blas_num_threads())
+    cdef int threads = engine_threads(m, k, n)
     if skipzero_mode == 1 or n < lanes or n % lanes != 0 or m < 1 or k < 1:
         return 0
     if parallel_threads_override == 0 and (
@@ -255,6 +375,56 @@ cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
     if skipzero_mode == 0 and out_bytes > SKIPZERO_MAX_FORWARD_BYTES * threads:
         return 0
     return threads     # at most _workers.h's helpers + 1 run at once (_parallel.pyx)
+
+
+# Who holds the BLAS's thread count (blas_threads_hold): 0, or 1 while a call of the
+# engine runs the BLAS on fewer threads than it had. Changed with the GIL held.
+cdef int blas_threads_held = 0
+
+
+cdef int blas_threads_hold(int threads) noexcept nogil:
+    """Run the BLAS on `threads` threads (at most what it has) until
+    blas_threads_release, and let blas_threads_set change that meanwhile; returns
+    what it has, to give back, or 0 where this call may not change it: no setter,
+    the BLAS has one thread, or another call of this process holds it (two models
+    trained in two Python threads: the first holds, the other leaves it alone).
+
+    Process-wide while held, like threadpoolctl's limits: other threads' numpy
+    products run on as many threads meanwhile.
+    """
+    global blas_threads_held
+    cdef int had = blas_num_threads()
+    if blas_set_threads == NULL or had <= 1:
+        return 0
+    with gil:
+        if blas_threads_held:
+            return 0
+        blas_threads_held = 1
+    threads = max(1, min(threads, had))
+    if threads != had:
+        blas_set_threads(threads)
+    return had
+
+
+cdef void blas_threads_set(int threads) noexcept nogil:
+    """While held: run the BLAS on `threads` threads from now on."""
+    if blas_threads_held and blas_set_threads != NULL and blas_num_threads() != threads:
+        blas_set_threads(threads)
+
+
+cdef void blas_threads_release(int had) noexcept nogil:
+    """Give the BLAS back the `had` threads blas_threads_hold returned (0: nothing held)."""
+    global blas_threads_held
+    if had <= 0:
+        return
+    blas_set_threads(had)
+    with gil:
+        blas_threads_held = 0
+
+
+cdef bint skipzero_forced() noexcept nogil:
+    """Whether the tests' mode "always" asks for the kernels wherever they can run."""
+    return skipzero_mode == 2
 
 
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
@@ -473,6 +643,35 @@ def _set_parallel_threads(n):
     old = parallel_threads_override
     parallel_threads_override = n
     return old
+
+
+def _engine_threads(intp_t m, intp_t k, intp_t n):
+    """engine_threads: the thread rule's count for steps of m rows, k features, n
+    hidden units (at least 1)."""
+    return engine_threads(m, k, n)
+
+
+def _cpu_budget():
+    """The cores the thread rule counts this process may use."""
+    return cpu_budget
+
+
+def _set_cpu_budget(n=None):
+    """Let the thread rule count n cores (None: _usable_cores() again); returns the
+    old count. For tests and benchmarks: process-wide, not thread-safe."""
+    global cpu_budget
+    old = cpu_budget
+    if n is None:
+        n = _usable_cores()
+    if not 1 <= n <= 4096:
+        raise ValueError(f"n must be in [1, 4096], got {n!r}")
+    cpu_budget = n
+    return old
+
+
+def _blas_threads_settable():
+    """Whether the engine can change the BLAS's thread count during a call."""
+    return blas_set_threads != NULL
 
 
 def _parallel_threads(intp_t m, intp_t k, intp_t n, intp_t itemsize):

@@ -1,5 +1,6 @@
-# Private: the plain-SGD training step on several threads of mlp_cy's own
-# (_workers.h), for network.pyx. See _parallel.pyx.
+# Private: the training step on several threads of mlp_cy's own (_workers.h), the
+# pacer that decides between them and one, and the optimisers' update, for
+# network.pyx. See _parallel.pyx.
 
 from cython cimport floating
 from ._typedefs cimport intp_t, label_t
@@ -20,8 +21,47 @@ cdef struct BatchSource:          # where a batch's rows are in X
     intp_t start
 
 
+cdef struct Pacer:                # threads for a loop of steps, measured (_parallel.pyx e)
+    int n_threads                 # the most the loop may use
+    int current                   # threads for the next step: n_threads or 1
+    bint probing                  # the current window measures the choice not made
+    int untimed                   # steps still to run before timing (after a change)
+    int steps                     # steps timed in the current window
+    double seconds, units         # their time and work
+    double rate[2]                # seconds per unit, last window on [0] one, [1] n_threads
+    double chosen_rate            # of the choice, when made (and its best since)
+    int hold, held                # windows to keep the choice before the next probe
+    intp_t steps_run[2]           # steps on [0] one thread, [1] n_threads
+
+cdef void pacer_init(Pacer *p, int n_threads) noexcept nogil
+cdef void pacer_record(Pacer *p, double seconds, double units) noexcept nogil
+# A step of `units` of work (rows) took `seconds` on p.current threads.
+cdef double pacer_clock() noexcept nogil
+
+
+cdef struct UpdateRule:           # the optimiser, other than plain SGD
+    bint adam
+    double momentum               # SGD: v := momentum v - eta grad
+    bint nesterov                 # SGD: step momentum v - eta grad instead of v
+    double beta_1, beta_2, epsilon   # Adam
+
+cdef void apply_update(
+    floating *param,              # IN/OUT (n,)
+    const floating *grad,         # IN     (n,) gradient without the L2 term
+    floating *state,              # IN/OUT (n,) velocity, or (2n,) Adam moments m | v
+    intp_t n, intp_t state_stride,   # state_stride: the offset from m to v (Adam)
+    double l2,                    # alpha / S for weights, 0 for biases
+    const UpdateRule *rule,
+    double step_size,             # eta, or Adam's bias-corrected rate
+) noexcept nogil
+# The solver's update of a run of parameters, as scikit-learn's SGDOptimizer and
+# AdamOptimizer: the same function for the serial and the parallel step.
+
+
 cdef struct ParallelWork:         # what the parallel step keeps between batches
     int n_threads
+    bint use_gemm                 # gemm's products (on one BLAS thread), not the kernels'
+    intp_t row_chunk              # rows a chunk of the rows region has
     intp_t n_features, n_hidden, n_classes
     intp_t index_stride           # max(batch_size, n_features, n_classes)
     intp_t *indices               # (n_threads, index_stride) the kernels' index lists
@@ -32,11 +72,14 @@ cdef struct ParallelWork:         # what the parallel step keeps between batches
     void *bias_grads              # (max_row_chunks + 1, n_hidden + n_classes): a chunk's
                                   # bias gradients, then their sum
     double *sums                  # (max_row_chunks, 2) a chunk's loss and sum of squares
+    intp_t scratch_stride         # a part's share of grad_scratch, in items
+    void *grad_scratch            # (n_threads, scratch_stride) gradient chunks (not plain SGD)
+    Pacer pacer                   # how many of the n_threads the next step runs on
 
 
-cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
-                            intp_t n_features, intp_t n_hidden, intp_t n_classes,
-                            const floating *W2) noexcept nogil
+cdef int parallel_work_init(ParallelWork *pw, int n_threads, bint use_gemm,
+                            intp_t batch_size, intp_t n_features, intp_t n_hidden,
+                            intp_t n_classes, const floating *W2) noexcept nogil
 # 0, or -1 when out of memory (pw then owns nothing). Free with parallel_work_free.
 
 cdef void parallel_work_free(ParallelWork *pw) noexcept nogil
@@ -62,18 +105,20 @@ cdef double parallel_sgd_step(
     double weight_sum,                      # IN  the batch's weight sum, > 0
     floating *W1, floating *b1, floating *W2, floating *b2,   # IN/OUT
     Activation activation, double learning_rate, double alpha,
+    const UpdateRule *rule,       # NULL for plain SGD, else the solver
+    floating *optimizer_state,    # IN/OUT with rule: as network's, W1 | b1 | W2 | b2
     intp_t *n_updates,            # IN/OUT, + 1 when the step updates
     floating *work,               # (m, n_features + 2 n_hidden + n_classes), as _step's
 ) noexcept nogil
-# One plain-SGD step, as network._step computes it (to rounding); returns the loss,
-# and updates nothing when it is not finite.
+# One step on pw.pacer.current threads, as network._step computes it (to rounding);
+# returns the loss, and updates nothing when it is not finite.
 
 cdef int parallel_predict_proba(
-    int n_threads, const BatchSource *source, intp_t n_rows, intp_t n_features,
+    int n_threads, bint use_gemm, const BatchSource *source, intp_t n_rows, intp_t n_features,
     const floating *W1, const floating *b1, const floating *W2, const floating *b2,
     intp_t n_hidden, intp_t n_classes, Activation activation,
     floating *proba,              # OUT (n_rows, n_classes), row stride ldp
     intp_t ldp,
 ) noexcept nogil
-# predict_proba on n_threads threads, skipping X's zeros, by chunks of rows; the same
-# bits on any number of threads. 0, or -1 when out of memory (nothing was written).
+# predict_proba on n_threads threads, skipping X's zeros (or by gemm on one BLAS
+# thread), by chunks of rows; the same bits on any number of threads. 0, or -1 when out of memory (nothing was written).

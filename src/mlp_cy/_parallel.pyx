@@ -18,13 +18,27 @@
 #    slowed down by another process does less of it. Partial sums are kept per chunk
 #    and added in chunk order: the result does not depend on the number of threads
 #    or on which thread ran which chunk, bit for bit.
+# f) Two kinds of products. Where skipping zeros pays (mostly-zero data, a kernel
+#    level where it measured faster), the kernels above, in chunks of 8 rows. Else
+#    gemm, on one BLAS thread, in chunks of GEMM_ROW_CHUNK rows (each call packs W1
+#    again: fewer, larger chunks) and the same pixel and hidden-unit chunks; W2_t is
+#    not needed. Fixed chunks, so the same bits on any number of threads here too
+#    (the BLAS's own threads would change them: they cut the products by the count).
+# d) Every solver: plain SGD updates inside the products (W := decay W - eta X^T dZ);
+#    momentum, Nesterov and Adam compute a chunk's gradient into the part's scratch
+#    and apply their update (apply_update, shared with network._step) to that chunk
+#    of the parameters and of the optimiser's state, laid out as network's.
+# e) The pacer: a loop of steps (an epoch) times its steps on its threads and on
+#    one, now and then, and keeps one thread while the threads do not pay (a busy
+#    machine: a helper that another process pushed off its core holds up every
+#    region it took part in). Which thread count runs a step never changes its bits.
 
-from libc.math cimport isfinite
+from libc.math cimport isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc
 
-from ._typedefs cimport intp_t, label_t
-from ._blas cimport (_dot_rows, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
-                    _gemm_t_skipzero_rows)
+from ._typedefs cimport blas_int, intp_t, label_t
+from ._blas cimport (_dot_rows, _gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
+                    _gemm_t_skipzero_rows, RowMajor, NoTrans, Trans)
 from .kernels cimport (Activation, activation_backward, bias_activation, bias_softmax,
                        softmax_cross_entropy, sum_of_squares)
 
@@ -32,6 +46,8 @@ cdef extern from "_workers.h" nogil:
     ctypedef void (*mlp_cy_part_fn)(void *ctx, int part, int n_parts) noexcept nogil
     void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
     intp_t mlp_cy_claim(intp_t *next_chunk)
+    double mlp_cy_seconds()
+    int mlp_cy_helper_stall_us
     enum:
         MLP_CY_MAX_WORKERS
 
@@ -40,8 +56,136 @@ cdef extern from "_workers.h" nogil:
 # them, small enough to even out the threads' shares.
 cdef intp_t VECTOR_BYTES = 64
 cdef intp_t ROW_CHUNK = 8
+cdef intp_t GEMM_ROW_CHUNK = 16
 cdef intp_t PIXEL_CHUNK = 32
 cdef intp_t VECTORS_PER_CHUNK = 4
+
+
+# The pacer ###################################################################
+#
+# A loop of like steps on up to n_threads threads times them in windows of
+# PACER_WINDOW steps (seconds per unit of work: rows), on its threads and, to
+# compare, on one. It keeps the threads only while they are at least
+# 1 / PACER_MARGIN times as fast as one thread, and measures the other choice again
+# after `hold` windows: 1 after a change, doubling each time the choice stands, up
+# to PACER_MAX_HOLD; at once if the chosen one gets PACER_DRIFT times slower (load
+# came or went). On a quiet machine the one-thread probes cost at most one window in
+# PACER_MAX_HOLD + 1 at that speed: about 1% of an epoch. The first step after a
+# change is not timed (it wakes the helpers, or finds the cache cold).
+cdef int PACER_WINDOW = 8
+cdef int PACER_MAX_HOLD = 64
+cdef double PACER_MARGIN = 0.9
+cdef double PACER_DRIFT = 1.5
+# Steps run on one thread and on several, by every pacer of this process since
+# _pacer_reset (tests, benchmarks; not exact when two calls pace at once).
+cdef intp_t pacer_steps_total[2]
+
+
+cdef void pacer_init(Pacer *p, int n_threads) noexcept nogil:
+    p.n_threads = max(n_threads, 1)
+    p.current = p.n_threads
+    p.probing = False
+    p.untimed = 1
+    p.steps = 0
+    p.seconds = 0
+    p.units = 0
+    p.rate[0] = 0
+    p.rate[1] = 0
+    p.chosen_rate = 0
+    p.hold = 1
+    p.held = 0
+    p.steps_run[0] = 0
+    p.steps_run[1] = 0
+
+
+cdef double pacer_clock() noexcept nogil:
+    """Seconds on a monotonic clock."""
+    return mlp_cy_seconds()
+
+
+cdef inline void _pacer_switch(Pacer *p, int threads, bint probing) noexcept nogil:
+    if threads != p.current:
+        p.untimed = 1
+    p.current = threads
+    p.probing = probing
+
+
+cdef void pacer_record(Pacer *p, double seconds, double units) noexcept nogil:
+    """A step of `units` of work took `seconds` on pacer_threads(p) threads."""
+    cdef int many = p.current > 1, best
+    cdef double rate
+    p.steps_run[many] += 1
+    pacer_steps_total[many] += 1
+    if p.n_threads <= 1 or units <= 0:
+        return
+    if p.untimed > 0:
+        p.untimed -= 1
+        return
+    p.seconds += seconds
+    p.units += units
+    p.steps += 1
+    if p.steps < PACER_WINDOW:
+        return
+    rate = p.seconds / p.units
+    p.rate[many] = rate
+    p.steps = 0
+    p.seconds = 0
+    p.units = 0
+    if p.rate[1 - many] == 0:                 # the other has never run: try it
+        _pacer_switch(p, 1 if many else p.n_threads, True)
+        return
+    if p.probing:                             # both measured now: choose
+        best = 1 if p.rate[1] <= PACER_MARGIN * p.rate[0] else 0
+        if best == many:
+            p.hold = 1                        # the probe won: a new choice
+        else:
+            p.hold = min(2 * p.hold, PACER_MAX_HOLD)
+        p.held = 0
+        p.chosen_rate = p.rate[best]
+        _pacer_switch(p, p.n_threads if best else 1, False)
+        return
+    p.held += 1
+    if p.held >= p.hold or rate > PACER_DRIFT * p.chosen_rate:
+        _pacer_switch(p, p.n_threads if not many else 1, True)
+    else:
+        p.chosen_rate = min(p.chosen_rate, rate)
+
+
+# The optimisers' update #######################################################
+
+cdef void apply_update(
+    floating *param,              # IN/OUT (n,)
+    const floating *grad,         # IN     (n,) gradient without the L2 term
+    floating *state,              # IN/OUT (n,) velocity, or (2n,) Adam moments m | v
+    intp_t n, intp_t state_stride,   # state_stride: the offset from m to v (Adam)
+    double l2,                    # alpha / S for weights, 0 for biases
+    const UpdateRule *rule,
+    double step_size,             # eta, or Adam's bias-corrected rate
+) noexcept nogil:
+    cdef intp_t i
+    cdef floating g, v
+    cdef floating mu = <floating> rule.momentum, eta = <floating> step_size
+    cdef floating beta_1 = <floating> rule.beta_1, beta_2 = <floating> rule.beta_2
+    cdef floating eps = <floating> rule.epsilon, decay = <floating> l2
+    cdef floating *second = state + state_stride
+    if rule.adam:
+        for i in range(n):
+            g = grad[i] + decay * param[i]
+            state[i] = beta_1 * state[i] + (1 - beta_1) * g
+            second[i] = beta_2 * second[i] + (1 - beta_2) * (g * g)
+            param[i] -= eta * state[i] / (sqrt(second[i]) + eps)
+    elif rule.nesterov:
+        for i in range(n):
+            g = grad[i] + decay * param[i]
+            v = mu * state[i] - eta * g
+            state[i] = v
+            param[i] += mu * v - eta * g
+    else:
+        for i in range(n):
+            g = grad[i] + decay * param[i]
+            v = mu * state[i] - eta * g
+            state[i] = v
+            param[i] += v
 
 
 cdef struct StepContext:          # one region's arguments, shared by its parts
@@ -70,6 +214,10 @@ cdef struct StepContext:          # one region's arguments, shared by its parts
     double eta
     double decay                  # 1 - eta alpha / S
     bint want_squares
+    const UpdateRule *rule        # NULL: plain SGD, fused into the products
+    void *state                   # the optimiser's state, W1 | b1 | W2 | b2 (| again, Adam)
+    double l2                     # alpha / S
+    double step_size              # eta, or Adam's bias-corrected rate
 
 
 cdef inline void _split(intp_t n_items, intp_t unit, int part, int n_parts,
@@ -80,24 +228,32 @@ cdef inline void _split(intp_t n_items, intp_t unit, int part, int n_parts,
     end[0] = min(units * (part + 1) // n_parts * unit, n_items)
 
 
-cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
-                            intp_t n_features, intp_t n_hidden, intp_t n_classes,
-                            const floating *W2) noexcept nogil:
+cdef int parallel_work_init(ParallelWork *pw, int n_threads, bint use_gemm,
+                            intp_t batch_size, intp_t n_features, intp_t n_hidden,
+                            intp_t n_classes, const floating *W2) noexcept nogil:
     cdef intp_t itemsize = sizeof(floating), j, k
     # More parts than threads would run one after the other: no more than that.
     pw.n_threads = min(n_threads, MLP_CY_MAX_WORKERS + 1)
+    pw.use_gemm = use_gemm
+    pw.row_chunk = GEMM_ROW_CHUNK if use_gemm else ROW_CHUNK
     pw.n_features = n_features
     pw.n_hidden = n_hidden
     pw.n_classes = n_classes
     pw.index_stride = max(batch_size, max(n_features, n_classes))
-    pw.max_row_chunks = (batch_size + ROW_CHUNK - 1) // ROW_CHUNK
+    pw.max_row_chunks = (batch_size + pw.row_chunk - 1) // pw.row_chunk
     pw.indices = <intp_t *> malloc(pw.n_threads * pw.index_stride * sizeof(intp_t))
     pw.X_rows = <const void **> malloc(batch_size * sizeof(void *))
     pw.W2_t = malloc(n_classes * n_hidden * itemsize)
     pw.bias_grads = malloc((pw.max_row_chunks + 1) * (n_hidden + n_classes) * itemsize)
     pw.sums = <double *> malloc(2 * pw.max_row_chunks * sizeof(double))
+    # A part's gradient chunk: PIXEL_CHUNK rows of W1's, or the (K, columns) block of
+    # W2's and its transpose.
+    pw.scratch_stride = max(PIXEL_CHUNK * n_hidden,
+                            2 * n_classes * VECTORS_PER_CHUNK * (VECTOR_BYTES // itemsize))
+    pw.grad_scratch = malloc(pw.n_threads * pw.scratch_stride * itemsize)
+    pacer_init(&pw.pacer, pw.n_threads)
     if (pw.indices == NULL or pw.X_rows == NULL or pw.W2_t == NULL or pw.bias_grads == NULL
-            or pw.sums == NULL):
+            or pw.sums == NULL or pw.grad_scratch == NULL):
         parallel_work_free(pw)
         return -1
     for j in range(n_hidden):
@@ -112,6 +268,8 @@ cdef void parallel_work_free(ParallelWork *pw) noexcept nogil:
     free(pw.W2_t)
     free(pw.bias_grads)
     free(pw.sums)
+    free(pw.grad_scratch)
+    pw.grad_scratch = NULL
     pw.indices = NULL
     pw.X_rows = NULL
     pw.W2_t = NULL
@@ -165,7 +323,7 @@ cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
     if floating is double:
         own_kind = INPUT_FLOAT64
     rows_out[0] = NULL
-    if source.kind == own_kind:
+    if source.kind == own_kind and (source.rows == NULL or not pw.use_gemm):
         if source.rows == NULL:           # consecutive rows: X itself
             batch_out[0] = <const floating *> (source.X + source.start * source.row_bytes)
             ld_out[0] = source.row_bytes // sizeof(floating)
@@ -183,7 +341,7 @@ cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
     c.buffer = buffer
     c.next_chunk = 0
     c.n_chunks = (m + ROW_CHUNK - 1) // ROW_CHUNK
-    mlp_cy_workers_run(pw.n_threads, _gather_part, &c)
+    mlp_cy_workers_run(pw.pacer.current, _gather_part, &c)
     batch_out[0] = buffer
     ld_out[0] = pw.n_features
 
@@ -192,15 +350,16 @@ cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
 
 cdef void _rows_chunk(StepContext *c, intp_t chunk, intp_t *indices,
                       floating *unused) noexcept nogil:
-    """Rows chunk * ROW_CHUNK .. of the batch: forward, loss, backward to dZ1."""
+    """Rows chunk * pw.row_chunk .. of the batch: forward, loss, backward to dZ1."""
     cdef ParallelWork *pw = c.pw
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
-    cdef intp_t r0 = chunk * ROW_CHUNK, mp = min(c.m - r0, ROW_CHUNK), p0, p1
+    cdef intp_t r0 = chunk * pw.row_chunk, mp = min(c.m - r0, pw.row_chunk), p0, p1
     cdef floating *b1_grad = <floating *> pw.bias_grads + chunk * (h + K)
     cdef floating *b2_grad = b1_grad + h
     cdef floating *hidden = <floating *> c.hidden + r0 * h
     cdef floating *hidden_grad = <floating *> c.hidden_grad + r0 * h
     cdef floating *output = <floating *> c.output + r0 * K
+    cdef const floating *W2 = <const floating *> c.W2
     cdef const floating *W2_t = <const floating *> pw.W2_t
     cdef const floating *weights = <const floating *> c.sample_weight
     cdef const label_t *labels = c.y
@@ -213,19 +372,33 @@ cdef void _rows_chunk(StepContext *c, intp_t chunk, intp_t *indices,
         if weights != NULL:
             weights += r0
     # A1 = act(X W1 + b1) ; Z2 = A1 W2
-    if c.X_rows != NULL:
+    if pw.use_gemm:
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mp, <blas_int> h, <blas_int> d,
+              <floating> 1, <const floating *> c.X_batch + r0 * c.ldx, <blas_int> c.ldx,
+              <const floating *> c.W1, <blas_int> h, <floating> 0, hidden, <blas_int> h)
+    elif c.X_rows != NULL:
         _gemm_skipzero_rows(mp, h, d, <const floating **> c.X_rows + r0,
                             <const floating *> c.W1, h, hidden, h, indices)
     else:
         _gemm_skipzero(mp, h, d, <const floating *> c.X_batch + r0 * c.ldx, c.ldx,
                        <const floating *> c.W1, h, hidden, h, indices)
     bias_activation(hidden, <const floating *> c.b1, mp, h, c.activation)
-    _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
+    if pw.use_gemm:
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mp, <blas_int> K, <blas_int> h,
+              <floating> 1, hidden, <blas_int> h, W2, <blas_int> K, <floating> 0, output,
+              <blas_int> K)
+    else:
+        _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
     # dZ2 = w (softmax(Z2 + b2) - Y) / S ;  dA1 = dZ2 W2^T ;  dZ1 = dA1 act'(Z1)
     pw.sums[2 * chunk] = softmax_cross_entropy(
         output, <const floating *> c.b2, labels, weights, rows, mp, K,
         <floating> c.scale, b2_grad)
-    _gemm_skipzero(mp, h, K, output, K, W2_t, h, hidden_grad, h, indices)
+    if pw.use_gemm:
+        _gemm(RowMajor, NoTrans, Trans, <blas_int> mp, <blas_int> h, <blas_int> K,
+              <floating> 1, output, <blas_int> K, W2, <blas_int> K, <floating> 0,
+              hidden_grad, <blas_int> h)
+    else:
+        _gemm_skipzero(mp, h, K, output, K, W2_t, h, hidden_grad, h, indices)
     activation_backward(hidden_grad, hidden, mp, h, c.activation, b1_grad)
     if c.want_squares:        # the L2 term: this chunk's share of W1's rows (and W2)
         _split(d, 1, chunk, c.n_chunks, &p0, &p1)
@@ -252,43 +425,140 @@ cdef void _rows_part(void *ctx, int part, int n_parts) noexcept nogil:
 # Update: W1 by pixels, W2 and b1 by hidden units ##############################
 
 cdef void _update_chunk(StepContext *c, intp_t chunk, intp_t *indices,
-                        floating *unused) noexcept nogil:
+                        floating *scratch) noexcept nogil:
     """Chunk `chunk` of the update: W1's rows of PIXEL_CHUNK pixels, then W2's (and
-    b1's) columns of VECTORS_PER_CHUNK vectors of hidden units."""
+    b1's) columns of VECTORS_PER_CHUNK vectors of hidden units. scratch: the part's
+    (pw.scratch_stride,) for a gradient chunk (the solvers other than plain SGD)."""
     cdef ParallelWork *pw = c.pw
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
+    cdef intp_t n_params = (d + 1) * h + (h + 1) * K
     cdef intp_t n_pixel_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK
     cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
-    cdef intp_t p0, p1, j0, j1, j, k
+    cdef intp_t p0, p1, j0, j1, j, k, width
     cdef floating eta = <floating> c.eta, decay = <floating> c.decay
     cdef floating *W1 = <floating *> c.W1
     cdef floating *W2 = <floating *> c.W2
     cdef floating *W2_t = <floating *> pw.W2_t
     cdef floating *b1 = <floating *> c.b1
+    cdef floating *state = <floating *> c.state      # W1 | b1 | W2 | b2
+    cdef floating *grad_t                            # (K, width) dZ2^T A1[:, j0:j1]
+    cdef const floating *b1_grad = (<const floating *> pw.bias_grads
+                                    + pw.max_row_chunks * (h + K))    # the sums
+    if pw.use_gemm:
+        _update_chunk_gemm(c, chunk, scratch)
+        return
+    if chunk < n_pixel_chunks:
+        p0 = chunk * PIXEL_CHUNK
+        p1 = min(d, p0 + PIXEL_CHUNK)
+        if c.rule == NULL:
+            # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1
+            if c.X_rows != NULL:
+                _gemm_t_skipzero_rows(c.m, h, p1 - p0, -eta, <const floating **> c.X_rows,
+                                      p0, <const floating *> c.hidden_grad, h, decay,
+                                      W1 + p0 * h, h, indices)
+            else:
+                _gemm_t_skipzero(c.m, h, p1 - p0, -eta, <const floating *> c.X_batch + p0,
+                                 c.ldx, <const floating *> c.hidden_grad, h, decay,
+                                 W1 + p0 * h, h, indices)
+            return
+        # scratch (p1 - p0, h) := X[:, p0:p1]^T dZ1 ; then the solver's update
+        if c.X_rows != NULL:
+            _gemm_t_skipzero_rows(c.m, h, p1 - p0, <floating> 1,
+                                  <const floating **> c.X_rows, p0,
+                                  <const floating *> c.hidden_grad, h, <floating> 0,
+                                  scratch, h, indices)
+        else:
+            _gemm_t_skipzero(c.m, h, p1 - p0, <floating> 1,
+                             <const floating *> c.X_batch + p0, c.ldx,
+                             <const floating *> c.hidden_grad, h, <floating> 0,
+                             scratch, h, indices)
+        apply_update(W1 + p0 * h, scratch, state + p0 * h, (p1 - p0) * h, n_params,
+                     c.l2, c.rule, c.step_size)
+        return
+    j0 = (chunk - n_pixel_chunks) * columns
+    j1 = min(h, j0 + columns)
+    width = j1 - j0
+    if c.rule == NULL:
+        # W2_t[:, j0:j1] := decay W2_t[:, j0:j1] - eta dZ2^T A1[:, j0:j1], then into W2
+        _gemm_t_skipzero(c.m, width, K, -eta, <const floating *> c.output, K,
+                         <const floating *> c.hidden + j0, h, decay, W2_t + j0, h,
+                         indices)
+        for j in range(j0, j1):
+            for k in range(K):
+                W2[j * K + k] = W2_t[k * h + j]
+            b1[j] -= eta * b1_grad[j]
+        return
+    # grad_t (K, width) := dZ2^T A1[:, j0:j1] ; scratch (width, K) its transpose, the
+    # gradient of W2[j0:j1], laid out as W2 and its state
+    grad_t = scratch + width * K
+    _gemm_t_skipzero(c.m, width, K, <floating> 1, <const floating *> c.output, K,
+                     <const floating *> c.hidden + j0, h, <floating> 0, grad_t, width,
+                     indices)
+    for j in range(width):
+        for k in range(K):
+            scratch[j * K + k] = grad_t[k * width + j]
+    apply_update(W2 + j0 * K, scratch, state + d * h + h + j0 * K, width * K, n_params,
+                 c.l2, c.rule, c.step_size)
+    apply_update(b1 + j0, b1_grad + j0, state + d * h + j0, width, n_params, 0, c.rule,
+                 c.step_size)
+    for j in range(j0, j1):
+        for k in range(K):
+            W2_t[k * h + j] = W2[j * K + k]
+
+
+cdef void _update_chunk_gemm(StepContext *c, intp_t chunk,
+                             floating *scratch) noexcept nogil:
+    """_update_chunk with gemm's products (note f), W2 updated in place."""
+    cdef ParallelWork *pw = c.pw
+    cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
+    cdef intp_t n_params = (d + 1) * h + (h + 1) * K
+    cdef intp_t n_pixel_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK
+    cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
+    cdef intp_t p0, p1, j0, j1, j
+    cdef blas_int mb = <blas_int> c.m
+    cdef floating eta = <floating> c.eta, decay = <floating> c.decay
+    cdef floating *W1 = <floating *> c.W1
+    cdef floating *W2 = <floating *> c.W2
+    cdef floating *b1 = <floating *> c.b1
+    cdef floating *state = <floating *> c.state      # W1 | b1 | W2 | b2
     cdef const floating *b1_grad = (<const floating *> pw.bias_grads
                                     + pw.max_row_chunks * (h + K))    # the sums
     if chunk < n_pixel_chunks:
-        # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1
+        # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1, or the gradient into
+        # scratch and the solver's update
         p0 = chunk * PIXEL_CHUNK
         p1 = min(d, p0 + PIXEL_CHUNK)
-        if c.X_rows != NULL:
-            _gemm_t_skipzero_rows(c.m, h, p1 - p0, -eta, <const floating **> c.X_rows,
-                                  p0, <const floating *> c.hidden_grad, h, decay,
-                                  W1 + p0 * h, h, indices)
-        else:
-            _gemm_t_skipzero(c.m, h, p1 - p0, -eta, <const floating *> c.X_batch + p0,
-                             c.ldx, <const floating *> c.hidden_grad, h, decay,
-                             W1 + p0 * h, h, indices)
+        if c.rule == NULL:
+            _gemm(RowMajor, Trans, NoTrans, <blas_int> (p1 - p0), <blas_int> h, mb, -eta,
+                  <const floating *> c.X_batch + p0, <blas_int> c.ldx,
+                  <const floating *> c.hidden_grad, <blas_int> h, decay, W1 + p0 * h,
+                  <blas_int> h)
+            return
+        _gemm(RowMajor, Trans, NoTrans, <blas_int> (p1 - p0), <blas_int> h, mb,
+              <floating> 1, <const floating *> c.X_batch + p0, <blas_int> c.ldx,
+              <const floating *> c.hidden_grad, <blas_int> h, <floating> 0, scratch,
+              <blas_int> h)
+        apply_update(W1 + p0 * h, scratch, state + p0 * h, (p1 - p0) * h, n_params,
+                     c.l2, c.rule, c.step_size)
         return
-    # W2_t[:, j0:j1] := decay W2_t[:, j0:j1] - eta dZ2^T A1[:, j0:j1], then into W2
+    # W2[j0:j1] := decay W2[j0:j1] - eta A1[:, j0:j1]^T dZ2 (or through scratch), b1[j0:j1]
     j0 = (chunk - n_pixel_chunks) * columns
     j1 = min(h, j0 + columns)
-    _gemm_t_skipzero(c.m, j1 - j0, K, -eta, <const floating *> c.output, K,
-                     <const floating *> c.hidden + j0, h, decay, W2_t + j0, h, indices)
-    for j in range(j0, j1):
-        for k in range(K):
-            W2[j * K + k] = W2_t[k * h + j]
-        b1[j] -= eta * b1_grad[j]
+    if c.rule == NULL:
+        _gemm(RowMajor, Trans, NoTrans, <blas_int> (j1 - j0), <blas_int> K, mb, -eta,
+              <const floating *> c.hidden + j0, <blas_int> h,
+              <const floating *> c.output, <blas_int> K, decay, W2 + j0 * K,
+              <blas_int> K)
+        for j in range(j0, j1):
+            b1[j] -= eta * b1_grad[j]
+        return
+    _gemm(RowMajor, Trans, NoTrans, <blas_int> (j1 - j0), <blas_int> K, mb, <floating> 1,
+          <const floating *> c.hidden + j0, <blas_int> h, <const floating *> c.output,
+          <blas_int> K, <floating> 0, scratch, <blas_int> K)
+    apply_update(W2 + j0 * K, scratch, state + d * h + h + j0 * K, (j1 - j0) * K,
+                 n_params, c.l2, c.rule, c.step_size)
+    apply_update(b1 + j0, b1_grad + j0, state + d * h + j0, j1 - j0, n_params, 0,
+                 c.rule, c.step_size)
 
 
 cdef void _update_part(void *ctx, int part, int n_parts) noexcept nogil:
@@ -300,9 +570,11 @@ cdef void _update_part(void *ctx, int part, int n_parts) noexcept nogil:
         if chunk >= c.n_chunks:
             return
         if c.is_double:
-            _update_chunk(c, chunk, indices, <double *> NULL)
+            _update_chunk(c, chunk, indices,
+                          <double *> c.pw.grad_scratch + part * c.pw.scratch_stride)
         else:
-            _update_chunk(c, chunk, indices, <float *> NULL)
+            _update_chunk(c, chunk, indices,
+                          <float *> c.pw.grad_scratch + part * c.pw.scratch_stride)
 
 
 # The step ####################################################################
@@ -314,16 +586,17 @@ cdef double parallel_sgd_step(
     double weight_sum,
     floating *W1, floating *b1, floating *W2, floating *b2,
     Activation activation, double learning_rate, double alpha,
+    const UpdateRule *rule, floating *optimizer_state,
     intp_t *n_updates,
     floating *work,
 ) noexcept nogil:
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
     cdef intp_t i, j, k
-    cdef int n_parts = pw.n_threads
+    cdef int n_parts = pw.pacer.current
     cdef double loss = 0, squares = 0
     cdef floating *partial
     cdef floating *grad_sum = <floating *> pw.bias_grads + pw.max_row_chunks * (h + K)
-    cdef intp_t chunk, n_row_chunks = (m + ROW_CHUNK - 1) // ROW_CHUNK
+    cdef intp_t chunk, n_row_chunks = (m + pw.row_chunk - 1) // pw.row_chunk
     cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
     cdef StepContext c
 
@@ -348,6 +621,10 @@ cdef double parallel_sgd_step(
     c.eta = learning_rate
     c.decay = 1 - learning_rate * alpha / weight_sum
     c.want_squares = alpha > 0
+    c.rule = rule
+    c.state = optimizer_state
+    c.l2 = alpha / weight_sum
+    c.step_size = learning_rate
 
     c.next_chunk = 0
     c.n_chunks = n_row_chunks
@@ -364,12 +641,19 @@ cdef double parallel_sgd_step(
         partial = <floating *> pw.bias_grads + chunk * (h + K)
         for j in range(h + K):
             grad_sum[j] += partial[j]
+    n_updates[0] += 1
+    if rule != NULL and rule.adam:       # as network._step, from the updated count
+        c.step_size = (learning_rate * sqrt(1 - pow(rule.beta_2, <double> n_updates[0]))
+                       / (1 - pow(rule.beta_1, <double> n_updates[0])))
     c.next_chunk = 0
     c.n_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK + (h + columns - 1) // columns
     mlp_cy_workers_run(n_parts, _update_part, &c)
-    for k in range(K):
-        b2[k] -= <floating> learning_rate * grad_sum[h + k]
-    n_updates[0] += 1
+    if rule == NULL:
+        for k in range(K):
+            b2[k] -= <floating> learning_rate * grad_sum[h + k]
+    else:
+        apply_update(b2, grad_sum + h, optimizer_state + d * h + h + h * K, K,
+                     (d + 1) * h + (h + 1) * K, 0, rule, c.step_size)
     return loss
 
 
@@ -383,9 +667,11 @@ cdef struct PredictContext:       # shared by the parts of parallel_predict_prob
     intp_t n_chunks
     intp_t n_rows, n_features, n_hidden, n_classes
     bint is_double
+    bint use_gemm                 # gemm's products, not the zero-skipping kernels
     const BatchSource *source
     const void *W1
     const void *b1
+    const void *W2                # (n_hidden, n_classes)
     const void *W2_t              # (n_classes, n_hidden)
     const void *b2
     Activation activation
@@ -418,10 +704,19 @@ cdef void _predict_chunk(PredictContext *c, int part, intp_t chunk,
                       converted + i * d, d)
         X_chunk = converted
         ldx = d
-    _gemm_skipzero(mc, h, d, X_chunk, ldx, <const floating *> c.W1, h, hidden, h,
-                   c.indices + part * d)
-    bias_activation(hidden, <const floating *> c.b1, mc, h, c.activation)
-    _dot_rows(mc, h, K, hidden, h, <const floating *> c.W2_t, h, proba, c.ldp)
+    if c.use_gemm:
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mc, <blas_int> h, <blas_int> d,
+              <floating> 1, X_chunk, <blas_int> ldx, <const floating *> c.W1,
+              <blas_int> h, <floating> 0, hidden, <blas_int> h)
+        bias_activation(hidden, <const floating *> c.b1, mc, h, c.activation)
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mc, <blas_int> K, <blas_int> h,
+              <floating> 1, hidden, <blas_int> h, <const floating *> c.W2, <blas_int> K,
+              <floating> 0, proba, <blas_int> c.ldp)
+    else:
+        _gemm_skipzero(mc, h, d, X_chunk, ldx, <const floating *> c.W1, h, hidden, h,
+                       c.indices + part * d)
+        bias_activation(hidden, <const floating *> c.b1, mc, h, c.activation)
+        _dot_rows(mc, h, K, hidden, h, <const floating *> c.W2_t, h, proba, c.ldp)
     for i in range(mc):
         bias_softmax(proba + i * c.ldp, <const floating *> c.b2, 1, K)
 
@@ -440,7 +735,7 @@ cdef void _predict_part(void *ctx, int part, int n_parts) noexcept nogil:
 
 
 cdef int parallel_predict_proba(
-    int n_threads, const BatchSource *source, intp_t n_rows, intp_t n_features,
+    int n_threads, bint use_gemm, const BatchSource *source, intp_t n_rows, intp_t n_features,
     const floating *W1, const floating *b1, const floating *W2, const floating *b2,
     intp_t n_hidden, intp_t n_classes, Activation activation,
     floating *proba, intp_t ldp,
@@ -456,8 +751,10 @@ cdef int parallel_predict_proba(
     c.n_hidden = n_hidden
     c.n_classes = n_classes
     c.is_double = floating is double
+    c.use_gemm = use_gemm
     c.source = source
     c.W1 = W1
+    c.W2 = W2
     c.b1 = b1
     c.b2 = b2
     c.activation = activation
@@ -483,3 +780,40 @@ cdef int parallel_predict_proba(
     free(c.hidden)
     free(c.converted)
     return 0
+
+
+# Python shims, for the tests and benchmarks only ##############################
+
+def _pacer_steps():
+    """(steps on one thread, steps on several) run by pacers since _pacer_reset()."""
+    return int(pacer_steps_total[0]), int(pacer_steps_total[1])
+
+
+def _pacer_reset():
+    pacer_steps_total[0] = 0
+    pacer_steps_total[1] = 0
+
+
+def _pacer_simulate(int n_threads, cost, intp_t n_steps):
+    """Run a pacer over n_steps steps of one unit each, where a step on t threads
+    takes cost(t, step) seconds; returns the thread count of each step."""
+    cdef Pacer p
+    cdef intp_t step
+    pacer_init(&p, n_threads)
+    used = []
+    for step in range(n_steps):
+        threads = p.current
+        used.append(threads)
+        pacer_record(&p, float(cost(threads, step)), 1.0)
+    return used
+
+
+def _set_helper_stall(int microseconds):
+    """Make each helper thread sleep this long before each part it runs (0: never),
+    as if another process held its core; returns the old value. For tests only."""
+    global mlp_cy_helper_stall_us
+    if not 0 <= microseconds <= 1000000:
+        raise ValueError(f"microseconds must be in [0, 1000000], got {microseconds!r}")
+    old = mlp_cy_helper_stall_us
+    mlp_cy_helper_stall_us = microseconds
+    return old

@@ -37,13 +37,39 @@ typedef void (*mlp_cy_part_fn)(void *ctx, int part, int n_parts);
 
 #define MLP_CY_MAX_WORKERS 63
 
+/* A monotonic clock in seconds, for the pacer (_parallel.pyx) that times the steps. */
+#if defined(_WIN32)
+#include <windows.h>
+static double mlp_cy_seconds(void)
+{
+    LARGE_INTEGER frequency, count;
+    QueryPerformanceFrequency(&frequency);
+    QueryPerformanceCounter(&count);
+    return (double)count.QuadPart / (double)frequency.QuadPart;
+}
+static void mlp_cy_sleep_us(int us) { Sleep((DWORD)((us + 999) / 1000)); }
+#else
+#include <time.h>
+#include <unistd.h>
+static double mlp_cy_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+static void mlp_cy_sleep_us(int us) { usleep((useconds_t)us); }
+#endif
+
+/* For the tests only: each helper sleeps this many microseconds before each part it
+ * runs, as if another process held its core (set through _parallel._set_helper_stall). */
+static int mlp_cy_helper_stall_us = 0;
+
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(MLP_CY_PORTABLE_ONLY)
 
 #if defined(_WIN32)
 #include <process.h>
 #define mlp_cy_getpid() ((long)_getpid())
 #else
-#include <unistd.h>
 #define mlp_cy_getpid() ((long)getpid())
 #endif
 
@@ -111,6 +137,8 @@ static void mlp_cy_worker_main(void *arg)
             spins = 0;
         }
         seen = ticket;
+        if (__atomic_load_n(&mlp_cy_helper_stall_us, __ATOMIC_RELAXED) > 0)
+            mlp_cy_sleep_us(__atomic_load_n(&mlp_cy_helper_stall_us, __ATOMIC_RELAXED));
         w->fn(w->ctx, w->part, w->n_parts);
         /* The last part done wakes the caller if it went to sleep (same handshake). */
         if (__atomic_sub_fetch(&mlp_cy_pool.pending, 1, __ATOMIC_SEQ_CST) == 0

@@ -26,12 +26,18 @@
 #    decided per call from its first batch; a shuffled batch is then read in place,
 #    through row pointers. They need index scratch, allocated once per call: without
 #    it they use gemm.
-# h) Where the BLAS has 2 or more threads, plain SGD runs each batch on as many
-#    threads of mlp_cy's own, skipping zeros, with no BLAS call (_parallel.pyx). The
-#    choice is made once per call, from the density of its first batch: one gemm
-#    in between would wake the BLAS's threads, which then spin on the cores for
-#    about 0.1 s, far more than a batch a little denser than the rule costs.
-#    Memory for it is allocated once per call; without it the serial step runs.
+# h) Where the thread rule (_blas.pyx, "Threads") gives 2 or more threads, every
+#    solver runs each batch on threads of mlp_cy's own, skipping zeros, with no BLAS
+#    call (_parallel.pyx). The choice is made once per call, from the density of its
+#    first batch: one gemm in between would wake the BLAS's threads, which then spin
+#    on the cores for about 0.1 s, far more than a batch a little denser than the
+#    rule costs. Memory for it is allocated once per call; without it the serial
+#    step runs.
+# i) Threads never run a loop of batches much slower than one thread would: the
+#    pacer (_parallel.pyx e) times the batches, on the threads and now and then on
+#    one, and keeps one while the threads do not pay (a busy machine). On the
+#    parallel step that is the number of parts; on the serial step, the BLAS's own
+#    threads (blas_threads_hold: capped by the rule for the call, given back after).
 
 from libc.math cimport isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc
@@ -40,11 +46,15 @@ from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
-                    _gemm_t_skipzero_rows, _sample_sweep, skipzero_products,
-                    skipzero_parallel_threads, skipzero_sparse_enough,
+                    _gemm_t_skipzero_rows, _sample_sweep, blas_num_threads,
+                    blas_threads_hold,
+                    blas_threads_release, blas_threads_set, engine_threads,
+                    skipzero_products,
+                    skipzero_forced, skipzero_parallel_threads, skipzero_sparse_enough,
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
-from ._parallel cimport (BatchSource, InputKind, ParallelWork, INPUT_UINT8,
-                         INPUT_FLOAT32, INPUT_FLOAT64, parallel_gather,
+from ._parallel cimport (BatchSource, InputKind, ParallelWork, UpdateRule,
+                         INPUT_UINT8, INPUT_FLOAT32, INPUT_FLOAT64, apply_update,
+                         pacer_clock, pacer_record, parallel_gather,
                          parallel_predict_proba, parallel_sgd_step, parallel_work_free,
                          parallel_work_init)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, bias_activation,
@@ -162,13 +172,39 @@ cdef inline BatchSource _batch_source(const input_t[:, ::1] X) noexcept nogil:
     return source
 
 
-cdef int _parallel_threads(const TrainOptions *options, intp_t batch_size,
-                           intp_t n_features, intp_t n_hidden,
-                           const floating *like) noexcept nogil:
-    """Threads for _parallel_batch, or 0: take the serial step (design note h)."""
-    if not _plain_sgd(options) or batch_size < 2:
+cdef int _parallel_plan(const input_t[:, ::1] X, const intp_t *order, intp_t batch_size,
+                        intp_t n_hidden, const floating *like,
+                        bint *use_gemm) noexcept nogil:
+    """Threads for the parallel step on batches of batch_size rows of X (in `order`),
+    or 0: the serial step (design note h). use_gemm: by gemm's products, or (the
+    first batch is mostly zeros and the kernels pay) by the zero-skipping kernels."""
+    cdef intp_t n_features = X.shape[1]
+    cdef int threads
+    use_gemm[0] = False
+    if batch_size < 2:
         return 0
-    return skipzero_parallel_threads(batch_size, n_features, n_hidden, sizeof(floating))
+    threads = skipzero_parallel_threads(batch_size, n_features, n_hidden, sizeof(floating))
+    if threads > 0 and _sparse_start(X, order, batch_size):
+        return threads
+    if skipzero_forced():        # the tests' "always": the serial step skips zeros here
+        return 0
+    use_gemm[0] = True
+    threads = engine_threads(batch_size, n_features, n_hidden)
+    return threads if threads >= 2 else 0
+
+
+cdef int _hold_blas_for(int threads, bint use_gemm, int *blas_had) noexcept nogil:
+    """The BLAS's threads for a call: one where the parallel step calls gemm on its own
+    threads (then 0 threads if the BLAS cannot be held there: the serial step), else
+    no more than the serial step's share of the rule. Give back with
+    blas_threads_release(blas_had[0])."""
+    if threads > 0 and use_gemm:
+        blas_had[0] = blas_threads_hold(1)
+        if blas_had[0] == 0 and blas_num_threads() > 1:
+            return 0
+        return threads
+    blas_had[0] = 0
+    return threads
 
 
 cdef bint _sparse_start(const input_t[:, ::1] X, const intp_t *order,
@@ -198,54 +234,34 @@ cdef double _parallel_batch(
     ParallelWork *pw, const BatchSource *source, intp_t m,
     const label_t *y, const floating *sample_weight, const intp_t *rows,
     floating *W1, floating *b1, floating *W2, floating *b2,
-    const TrainOptions *options, intp_t *n_updates, floating *work,
+    const TrainOptions *options, floating *optimizer_state, intp_t *n_updates,
+    floating *work,
 ) noexcept nogil:
-    """One plain-SGD batch on pw's threads; as _step, with X's rows in `source`."""
+    """One batch on pw's threads; as _step, with X's rows in `source`."""
     cdef const floating *X_batch
     cdef const floating **X_rows
     cdef intp_t ldx
     cdef double weight_sum = _weight_sum(m, sample_weight, rows)
+    cdef UpdateRule rule = _update_rule(options)
     if weight_sum <= 0:          # a batch with no weight carries no gradient
         return 0
     parallel_gather(pw, source, m, work, &X_batch, &ldx, &X_rows)
     return parallel_sgd_step(pw, m, X_batch, ldx, X_rows, y, sample_weight, rows,
                              weight_sum, W1, b1, W2, b2, options.activation,
-                             options.learning_rate, options.alpha, n_updates, work)
+                             options.learning_rate, options.alpha,
+                             NULL if _plain_sgd(options) else &rule, optimizer_state,
+                             n_updates, work)
 
 
-cdef void _apply_update(
-    floating *param,              # IN/OUT (n,)
-    const floating *grad,         # IN     (n,) gradient without the L2 term
-    floating *state,              # IN/OUT (n,) velocity, or (2n,) Adam moments m | v
-    intp_t n, intp_t state_stride,   # state_stride: n, the offset from m to v (Adam)
-    double l2,                    # alpha / S for weights, 0 for biases
-    const TrainOptions *options,
-    double step_size,             # eta, or Adam's bias-corrected rate
-) noexcept nogil:
-    cdef intp_t i
-    cdef floating g, v
-    cdef floating mu = <floating> options.momentum, eta = <floating> step_size
-    cdef floating beta_1 = <floating> options.beta_1, beta_2 = <floating> options.beta_2
-    cdef floating eps = <floating> options.epsilon, decay = <floating> l2
-    cdef floating *second = state + state_stride
-    if options.solver == ADAM:
-        for i in range(n):
-            g = grad[i] + decay * param[i]
-            state[i] = beta_1 * state[i] + (1 - beta_1) * g
-            second[i] = beta_2 * second[i] + (1 - beta_2) * (g * g)
-            param[i] -= eta * state[i] / (sqrt(second[i]) + eps)
-    elif options.nesterov:
-        for i in range(n):
-            g = grad[i] + decay * param[i]
-            v = mu * state[i] - eta * g
-            state[i] = v
-            param[i] += mu * v - eta * g
-    else:
-        for i in range(n):
-            g = grad[i] + decay * param[i]
-            v = mu * state[i] - eta * g
-            state[i] = v
-            param[i] += v
+cdef inline UpdateRule _update_rule(const TrainOptions *options) noexcept nogil:
+    cdef UpdateRule rule
+    rule.adam = options.solver == ADAM
+    rule.momentum = options.momentum
+    rule.nesterov = options.nesterov
+    rule.beta_1 = options.beta_1
+    rule.beta_2 = options.beta_2
+    rule.epsilon = options.epsilon
+    return rule
 
 
 cdef double _step(
@@ -362,18 +378,19 @@ cdef double _step(
                      * sqrt(1 - pow(options.beta_2, <double> n_updates[0]))
                      / (1 - pow(options.beta_1, <double> n_updates[0])))
     n_params = _n_parameters(n_features, n_hidden, n_classes)
+    cdef UpdateRule rule = _update_rule(options)
     offset = 0
-    _apply_update(W1, W1_grad, optimizer_state, n_features * n_hidden, n_params,
-                  l2, options, step_size)
+    apply_update(W1, W1_grad, optimizer_state, n_features * n_hidden, n_params,
+                 l2, &rule, step_size)
     offset += n_features * n_hidden
-    _apply_update(b1, b1_grad, optimizer_state + offset, n_hidden, n_params,
-                  0, options, step_size)
+    apply_update(b1, b1_grad, optimizer_state + offset, n_hidden, n_params,
+                 0, &rule, step_size)
     offset += n_hidden
-    _apply_update(W2, W2_grad, optimizer_state + offset, n_hidden * n_classes, n_params,
-                  l2, options, step_size)
+    apply_update(W2, W2_grad, optimizer_state + offset, n_hidden * n_classes, n_params,
+                 l2, &rule, step_size)
     offset += n_hidden * n_classes
-    _apply_update(b2, b2_grad, optimizer_state + offset, n_classes, n_params,
-                  0, options, step_size)
+    apply_update(b2, b2_grad, optimizer_state + offset, n_classes, n_params,
+                 0, &rule, step_size)
     return loss
 
 
@@ -438,18 +455,30 @@ cdef int predict_proba(
     if ldx == 0 or ldp == 0:
         with gil:
             raise ValueError("X and proba_out need rows that do not overlap")
-    # As training (design note h): where the BLAS has 2+ threads, mostly-zero X goes
-    # through mlp_cy's own threads, no BLAS call, by chunks of 64 rows.
+    # As training (design note h): where the thread rule gives 2+ threads, X goes
+    # through mlp_cy's own threads by chunks of 64 rows, skipping zeros when it is
+    # mostly zeros, else by gemm on one BLAS thread.
     cdef BatchSource source = _batch_source(X)
-    cdef int n_threads = skipzero_parallel_threads(64, n_features, n_hidden,
-                                                   sizeof(floating))
-    if n_threads > 0 and _sparse_start(X, NULL, min(n_samples, 64)) and \
-            parallel_predict_proba(n_threads, &source, n_samples, n_features, &W1[0, 0],
-                                   &b1[0], &W2[0, 0], &b2[0], n_hidden, n_classes,
-                                   activation, &proba_out[0, 0], ldp) == 0:
-        return 0
+    cdef bint use_gemm = False
+    cdef int blas_had = 0
+    cdef int n_threads = _parallel_plan(X, NULL, min(n_samples, 64), n_hidden,
+                                        &W1[0, 0], &use_gemm)
+    if n_threads > 0 and use_gemm:
+        n_threads = min(n_threads, engine_threads(n_samples, n_features, n_hidden))
+        if n_threads < 2:
+            n_threads = 0
+    n_threads = _hold_blas_for(n_threads, use_gemm, &blas_had)
+    if n_threads > 0:
+        if parallel_predict_proba(n_threads, use_gemm, &source, n_samples, n_features,
+                                  &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], n_hidden,
+                                  n_classes, activation, &proba_out[0, 0], ldp) == 0:
+            blas_threads_release(blas_had)
+            return 0
+    blas_threads_release(blas_had)
     cdef intp_t *cols = <intp_t *> malloc(max(n_features, 1) * sizeof(intp_t))
     cdef intp_t ld_chunk = n_features if convert else ldx
+    # The BLAS on no more threads than the rule gives (_blas.pyx, "Threads").
+    blas_had = blas_threads_hold(engine_threads(min(chunk, n_samples), n_features, n_hidden))
     start = 0
     while start < n_samples:
         m = min(chunk, n_samples - start)
@@ -471,6 +500,7 @@ cdef int predict_proba(
         for i in range(start, start + m):
             bias_softmax(&proba_out[i, 0], &b2[0], 1, n_classes)
         start += m
+    blas_threads_release(blas_had)
     free(cols)
     return 0
 
@@ -606,27 +636,36 @@ cdef double train_step(
     cdef ParallelWork pw
     cdef BatchSource source
     cdef double loss
-    cdef int n_threads = _parallel_threads(options, m, n_features, n_hidden, &W1[0, 0])
-    if n_threads > 0 and _sparse_start(X_batch, NULL, m) and parallel_work_init(
-            &pw, n_threads, m, n_features, n_hidden, n_classes, &W2[0, 0]) == 0:
+    cdef bint use_gemm = False
+    cdef int blas_had = 0
+    cdef int n_threads = _hold_blas_for(
+        _parallel_plan(X_batch, NULL, m, n_hidden, &W1[0, 0], &use_gemm), use_gemm,
+        &blas_had)
+    if n_threads > 0 and parallel_work_init(&pw, n_threads, use_gemm, m, n_features,
+                                            n_hidden, n_classes, &W2[0, 0]) == 0:
         source = _batch_source(X_batch)
         loss = _parallel_batch(&pw, &source, m, &y_batch[0],
                                &sample_weight[0] if sample_weight is not None else NULL,
                                NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options,
-                               n_updates, &work[0])
+                               _state_pointer(optimizer_state), n_updates, &work[0])
         parallel_work_free(&pw)
+        blas_threads_release(blas_had)
         return loss
+    blas_threads_release(blas_had)
     # converted rows go to the batch region at the start of work
     rows_in = _row_block(X_batch, 0, m, _needs_conversion(<const input_t *> NULL, &work[0]),
                          &work[0])
     if rows_in == &work[0]:
         ldx = n_features
     cdef intp_t *index_scratch = <intp_t *> malloc(max(m, n_features) * sizeof(intp_t))
+    # The BLAS on no more threads than the rule gives (_blas.pyx, "Threads").
+    blas_had = blas_threads_hold(engine_threads(m, n_features, n_hidden))
     loss = _step(
         m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, NULL, &y_batch[0],
         &sample_weight[0] if sample_weight is not None else NULL, NULL, &W1[0, 0],
         &b1[0], &W2[0, 0], &b2[0], options, _state_pointer(optimizer_state), n_updates,
         &work[0], index_scratch, -1)
+    blas_threads_release(blas_had)
     free(index_scratch)
     return loss
 
@@ -703,28 +742,35 @@ cdef int train_epoch(
                                        options, n_updates, work, stats_out)
 
     cdef ParallelWork pw
-    cdef int n_threads = _parallel_threads(options, batch_size, n_features, n_hidden,
-                                           &W1[0, 0])
-    if n_threads > 0 and _sparse_start(
-            X, &order[0] if order is not None else NULL, batch_size) and parallel_work_init(
-            &pw, n_threads, batch_size, n_features, n_hidden, n_classes,
-            &W2[0, 0]) == 0:
+    cdef bint use_gemm = False
+    cdef int blas_had = 0
+    cdef int n_threads = _hold_blas_for(
+        _parallel_plan(X, &order[0] if order is not None else NULL, batch_size, n_hidden,
+                       &W1[0, 0], &use_gemm), use_gemm, &blas_had)
+    if n_threads > 0 and parallel_work_init(&pw, n_threads, use_gemm, batch_size,
+                                            n_features, n_hidden, n_classes,
+                                            &W2[0, 0]) == 0:
         try:
             _epoch_parallel(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
-                            options, n_updates, work, stats_out, &pw)
+                            options, state, n_updates, work, stats_out, &pw)
         finally:
             parallel_work_free(&pw)
+            blas_threads_release(blas_had)
         return 0
+    blas_threads_release(blas_had)
 
     # NULL when malloc fails: then _step uses gemm alone. Its tail holds batch_size
-    # row pointers (_epoch_in_batches).
+    # row pointers (_epoch_in_batches). The BLAS on no more threads than the rule
+    # gives (_blas.pyx, "Threads").
     index_scratch = <intp_t *> malloc(max(batch_size, n_features) * sizeof(intp_t)
                                       + batch_size * sizeof(void *))
+    blas_had = blas_threads_hold(engine_threads(batch_size, n_features, n_hidden))
     try:
         _epoch_in_batches(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
                           options, state, n_updates, work, stats_out, index_scratch)
     finally:
         free(index_scratch)
+        blas_threads_release(blas_had)
     return 0
 
 
@@ -827,17 +873,18 @@ cdef int _epoch_parallel(
     const input_t[:, ::1] X, const label_t[::1] y,
     const floating[::1] sample_weight, const intp_t[::1] order, intp_t batch_size,
     floating[:, ::1] W1, floating[::1] b1, floating[:, ::1] W2, floating[::1] b2,
-    const TrainOptions *options, intp_t *n_updates,
+    const TrainOptions *options, floating *state, intp_t *n_updates,
     floating[::1] work, EpochStats *stats_out, ParallelWork *pw,
 ) except -1 nogil:
-    """train_epoch's loop over batches on pw's threads (design note h)."""
+    """train_epoch's loop over batches on pw's threads (design note h), as many of
+    them as pw's pacer finds pay (design note i)."""
     cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
     cdef intp_t start, m, work_since_check = 0
     cdef BatchSource source = _batch_source(X)
     cdef const floating *weights = NULL
     cdef const label_t *labels
-    cdef double loss
+    cdef double loss, began
     start = 0
     while start < n_samples:
         m = min(batch_size, n_samples - start)
@@ -851,8 +898,11 @@ cdef int _epoch_parallel(
             labels = &y[0]
             if sample_weight is not None:
                 weights = &sample_weight[0]
+        began = pacer_clock()
         loss = _parallel_batch(pw, &source, m, labels, weights, source.rows, &W1[0, 0],
-                               &b1[0], &W2[0, 0], &b2[0], options, n_updates, &work[0])
+                               &b1[0], &W2[0, 0], &b2[0], options, state, n_updates,
+                               &work[0])
+        pacer_record(&pw.pacer, pacer_clock() - began, m)
         if _batch_done(stats_out, loss, m, m * (n_features + n_classes) * n_hidden,
                        &work_since_check):
             return 0
