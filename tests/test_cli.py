@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import importorskip
 from numpy.testing import assert_array_equal
 
 import mlp_cy
@@ -273,7 +274,7 @@ def test_keyboard_interrupt_exits_130(data_home, tmp_path, monkeypatch):
 # --plot -----------------------------------------------------------------------------
 
 def test_plot_writes_a_png(data_home, tmp_path):
-    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (mlp_cy[plot])")
+    importorskip("matplotlib", reason="--plot needs matplotlib (mlp_cy[plot])")
     png = tmp_path / "report.png"
     status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS,
                            "--out", tmp_path / "m.npz", "--plot", png)
@@ -468,7 +469,7 @@ def test_sigint_during_training_saves_the_model(data_home, tmp_path):
 
 
 def test_plot_command_draws_a_saved_model(trained, tmp_path):
-    pytest.importorskip("matplotlib", reason="plot needs matplotlib")
+    importorskip("matplotlib", reason="plot needs matplotlib")
     model, _ = trained
     copy = tmp_path / "saved.npz"
     copy.write_bytes(model.read_bytes())
@@ -537,7 +538,7 @@ def test_no_progress_line_when_not_a_terminal(trained):
 
 
 def test_threads_limits_the_blas_for_the_run(data_home, tmp_path, monkeypatch):
-    pytest.importorskip("threadpoolctl", reason="--threads uses threadpoolctl")
+    importorskip("threadpoolctl", reason="--threads uses threadpoolctl")
     from mlp_cy import _blas
 
     if _blas._blas_num_threads() == 0:

@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import require_system_fashion_mnist
+from conftest import importorskip, require_system_fashion_mnist
 
 from mlp_cy import MLPClassifier
 from mlp_cy.datasets import load_mnist, read_idx, write_idx
@@ -29,7 +29,7 @@ DASK_REASON = (
 
 
 def _importorskip(name):
-    return pytest.importorskip(name, reason=DASK_REASON)
+    return importorskip(name, reason=DASK_REASON)
 
 
 # Out of core on one machine --------------------------------------------------------
@@ -184,7 +184,7 @@ def _scale(pixels):
 def _single_blas_thread():
     # The workers run BLAS on one thread (dask sets OPENBLAS_NUM_THREADS=1 before it
     # spawns them); the in-memory references here do the same.
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = importorskip("threadpoolctl")
     return threadpoolctl.threadpool_limits(1)
 
 
@@ -293,7 +293,7 @@ def test_incremental_over_a_dask_array_equals_in_memory_partial_fit(
 def test_search_on_the_cluster_matches_the_local_search(client, fashion_subset, search):
     joblib = _importorskip("joblib")
     distributed = _importorskip("distributed")
-    model_selection = pytest.importorskip("sklearn.model_selection")
+    model_selection = importorskip("sklearn.model_selection")
     X, y = fashion_subset[0][:3000], fashion_subset[1][:3000]
     estimator = MLPClassifier(hidden_layer_sizes=16, activation="logistic", solver="sgd",
                               momentum=0.0, batch_size=100, max_iter=4, tol=0,

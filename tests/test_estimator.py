@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import importorskip
 
 from mlp_cy import MLPClassifier
 
@@ -241,10 +242,8 @@ def test_works_without_scikit_learn():
     assert out.stdout.strip() == "ok"
 
 
-sklearn = pytest.importorskip("sklearn", reason="scikit-learn is a test dependency")
-
-
 def test_clone_pipeline_grid_search_cross_val_score():
+    importorskip("sklearn", reason="scikit-learn is a test dependency")
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, cross_val_score
     from sklearn.pipeline import make_pipeline

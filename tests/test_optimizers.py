@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import importorskip
 
 from mlp_cy import MLPClassifier
 
@@ -53,7 +54,7 @@ SOLVERS = [
 @pytest.mark.parametrize("params", SOLVERS, ids=lambda p: "-".join(map(str, p.values())))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_optimisers_and_schedules_match_scikit_learn(params, dtype):
-    sklearn = pytest.importorskip("sklearn")
+    importorskip("sklearn")
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     X, y = _problem(dtype)
@@ -63,7 +64,6 @@ def test_optimisers_and_schedules_match_scikit_learn(params, dtype):
     ours = _quiet_fit(MLPClassifier(**common), X, y)
     theirs = _quiet_fit(SkMLP(**common), X, y)
     _assert_same_model(ours, theirs, rtol=1e-9 if dtype == np.float64 else 1e-4)
-    assert sklearn is not None
 
 
 def test_adaptive_schedule_divides_the_rate_by_five():
@@ -77,7 +77,7 @@ def test_adaptive_schedule_divides_the_rate_by_five():
 
 
 def test_partial_fit_keeps_the_optimiser_state_like_scikit_learn():
-    pytest.importorskip("sklearn")
+    importorskip("sklearn")
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     X, y = _problem()
@@ -103,7 +103,7 @@ def _shuffle_split(self, y_codes):
 def test_early_stopping_rules_match_scikit_learn(monkeypatch, solver):
     # scikit-learn splits multiclass data without stratifying; given that same split,
     # the validation scores, the stopping epoch and the restored best weights agree.
-    pytest.importorskip("sklearn")
+    importorskip("sklearn")
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     monkeypatch.setattr(MLPClassifier, "_validation_split", _shuffle_split)
@@ -202,7 +202,7 @@ def test_balanced_is_refused_by_partial_fit():
 # PyTorch ####################################################################
 
 def _torch_run(X, y, params, optimizer_factory, n_epochs, batch_size, alpha):
-    torch = pytest.importorskip("torch")
+    torch = importorskip("torch")
     W1, b1, W2, b2 = (torch.tensor(p.copy(), requires_grad=True) for p in params)
     optimizer = optimizer_factory([
         {"params": [W1, W2], "weight_decay": alpha / batch_size},
@@ -235,7 +235,7 @@ TORCH_CASES = {
 
 @pytest.mark.parametrize("case", list(TORCH_CASES))
 def test_optimisers_match_pytorch(case):
-    torch = pytest.importorskip("torch", reason="install the 'torch' extra")
+    torch = importorskip("torch", reason="install the 'torch' extra")
     torch.set_default_dtype(torch.float64)
     X, y = _problem(n_samples=160)                   # 5 batches of 32 exactly
     params_kwargs, factory = TORCH_CASES[case]

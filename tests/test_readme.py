@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_system_fashion_mnist
+from conftest import importorskip, require_system_fashion_mnist
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -47,7 +47,7 @@ def test_dask_example_runs_against_a_cluster(tmp_path):
     # DASK_SCHEDULER, as it would read a real scheduler's.
     require_system_fashion_mnist()
     for module in ("dask", "distributed", "dask_ml", "sklearn"):
-        pytest.importorskip(module, reason="install the 'dask' extra")
+        importorskip(module, reason="install the 'dask' extra")
     from distributed import LocalCluster
 
     [block] = [b for b in _blocks("python") if _is_dask(b)]

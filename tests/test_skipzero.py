@@ -17,12 +17,13 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import importorskip
 
 from mlp_cy import MLPClassifier
 from mlp_cy import _blas
 from reference import sgd_epoch
 
-threadpoolctl = pytest.importorskip("threadpoolctl")
+threadpoolctl = importorskip("threadpoolctl")
 
 LANES = {np.float32: 16, np.float64: 8}     # n must be a multiple of 64 bytes
 RTOL = {np.float32: 2e-6, np.float64: 1e-13}
