@@ -426,7 +426,7 @@ CASES = {
     "engine epoch: read-only W1": (
         lambda: _train_epoch(W1=_read_only(np.zeros((N_FEATURES, N_HIDDEN)))),
         "ValueError", r"read-only"),
-    # stats_out is read ([4]) and written ([0..4]) unchecked: BUG, see docs/reliability.md
+    # stats_out is read ([4]) and written ([0..4]): too short or None is refused.
     "engine epoch: stats_out too short": (lambda: _train_epoch(stats_out=np.zeros(2)),
                                           "ValueError", r"stats_out"),
     "engine epoch: stats_out is None": (lambda: _train_epoch(stats_out=None),

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import importorskip
 from numpy.testing import assert_array_equal
 
 import mlp_cy
@@ -111,12 +112,17 @@ def test_train_prints_progress_and_saves_the_model(trained, data_home):
 
 
 def test_train_is_reproducible_with_a_seed(trained, data_home, tmp_path):
-    model, out = trained
-    status, out2, _ = run("train", "--data-home", data_home, *TRAIN_ARGS,
-                          "--out", tmp_path / "again.npz")
-    assert status == 0
-    assert_array_equal(mlp_cy.load(tmp_path / "again.npz").coefs_[0],
-                       mlp_cy.load(model).coefs_[0])
+    model, out = trained                                # the default, --seed 0
+    runs = {}
+    for name, seed in [("zero", "0"), ("one", "1"), ("one-again", "1")]:
+        status, out, _ = run("train", "--data-home", data_home, *TRAIN_ARGS,
+                             "--seed", seed, "--out", tmp_path / f"{name}.npz")
+        assert status == 0 and f"seed {seed}" in out.splitlines()[0]
+        runs[name] = mlp_cy.load(tmp_path / f"{name}.npz")
+        assert runs[name].random_state == int(seed)
+    assert_array_equal(runs["zero"].coefs_[0], mlp_cy.load(model).coefs_[0])
+    assert_array_equal(runs["one"].coefs_[0], runs["one-again"].coefs_[0])
+    assert not np.array_equal(runs["one"].coefs_[0], runs["zero"].coefs_[0])
 
 
 def test_train_float64_without_validation(data_home, tmp_path):
@@ -165,6 +171,88 @@ def test_predict_idx_and_npy_files(trained, data_home, tmp_path):
                          "--out", tmp_path / "labels.txt")
     assert status == 0 and out == ""
     assert (tmp_path / "labels.txt").read_text().split() == expected
+
+
+def test_evaluate_names_the_classes_of_its_dataset(trained, data_home, tmp_path):
+    # The same synthetic files as MNIST: digits instead of Fashion-MNIST's names.
+    import shutil
+
+    model, train_out = trained
+    shutil.copytree(data_home / "fashion-mnist", tmp_path / "mnist")
+    status, out, err = run("evaluate", model, "--dataset", "mnist", "--no-download",
+                           "--data-home", tmp_path)
+    assert status == 0, err
+    assert printed_accuracy(out) == printed_accuracy(train_out)
+    assert "Ankle boot" not in out and "mnist" in err
+    status, out, err = run("evaluate", model, "--dataset", "mnist", "--no-download",
+                           "--data-home", data_home)          # no mnist/ there
+    assert status == 1 and "Traceback" not in err
+    assert err.startswith("mlp-cy: error: Could not find the mnist data set.")
+
+
+@pytest.mark.parametrize("activation", ["logistic", "tanh", "relu", "identity"])
+def test_activation_reaches_the_model(data_home, tmp_path, activation):
+    status, out, err = run("train", "--data-home", data_home, "--epochs", "1",
+                           "--hidden", "8", "--activation", activation,
+                           "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    assert f"784-8-10, {activation}, float32, sgd" in out.splitlines()[0]
+    clf = mlp_cy.load(tmp_path / "m.npz")
+    assert clf.activation == activation
+    status, out, err = run("evaluate", tmp_path / "m.npz", "--data-home", data_home)
+    assert status == 0 and f"784-8-10, {activation}, float32" in out
+
+
+def test_the_installed_mlp_cy_script_runs(tmp_path):
+    # The console script of pyproject.toml, as pip installs it beside this Python.
+    import sysconfig
+
+    scripts = sysconfig.get_path("scripts")
+    path = os.path.join(scripts, "mlp-cy.exe" if os.name == "nt" else "mlp-cy")
+    installed = any(os.path.realpath(mlp_cy.__file__).startswith(
+        os.path.realpath(sysconfig.get_path(lib)) + os.sep) for lib in ("purelib", "platlib"))
+    if not os.path.isfile(path):
+        assert not installed, f"mlp_cy is installed but {path} is missing"
+        pytest.skip(f"mlp_cy is imported from a source tree ({mlp_cy.__file__}) and no "
+                    "mlp-cy script is installed")
+    result = subprocess.run([path, "--version"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"mlp-cy {mlp_cy.__version__}"
+    result = subprocess.run([path, "train", "--epochs", "0"], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and "--epochs" in result.stderr
+
+
+def test_a_diverging_run_warns_and_stops(data_home, tmp_path):
+    status, out, err = run("train", "--data-home", data_home, "--epochs", "3",
+                           "--hidden", "8", "--lr", "1e300", "--out", tmp_path / "m.npz")
+    assert status == 0
+    warnings_ = [line for line in err.splitlines() if line.startswith("mlp-cy: warning: ")]
+    assert len(warnings_) == 2, err
+    assert "Training diverged in epoch 1: the loss is no longer finite" in warnings_[0]
+    assert warnings_[1] == "mlp-cy: warning: stopping after epoch 1; try a smaller --lr"
+    assert not [line for line in out.splitlines() if line.startswith("epoch")]
+    clf = mlp_cy.load(tmp_path / "m.npz")       # the weights before the diverging epoch
+    assert clf.loss_curve_ == [] and all(np.isfinite(w).all() for w in clf.coefs_)
+
+
+def test_predict_refuses_archives_and_non_numbers(trained, tmp_path):
+    model, _ = trained
+    rows = np.zeros((3, 784), np.float32)
+    np.savez(tmp_path / "rows.npz", X=rows)
+    status, out, err = run("predict", model, tmp_path / "rows.npz")
+    assert_one_line_error(status, err)
+    assert "is a zip or .npz archive; pass an IDX or .npy file" in err and out == ""
+    np.save(tmp_path / "text.npy", np.full((3, 784), "a"))
+    status, out, err = run("predict", model, tmp_path / "text.npy")
+    assert_one_line_error(status, err)
+    assert "holds <U1 values, not numbers" in err and out == ""
+    np.save(tmp_path / "objects.npy", np.full((3, 784), None, dtype=object),
+            allow_pickle=True)
+    status, out, err = run("predict", model, tmp_path / "objects.npy")
+    assert_one_line_error(status, err)
+    assert "not a numeric .npy array" in err and out == ""
 
 
 def test_confusion_matrix():
@@ -273,7 +361,7 @@ def test_keyboard_interrupt_exits_130(data_home, tmp_path, monkeypatch):
 # --plot -----------------------------------------------------------------------------
 
 def test_plot_writes_a_png(data_home, tmp_path):
-    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (mlp_cy[plot])")
+    importorskip("matplotlib", reason="--plot needs matplotlib (mlp_cy[plot])")
     png = tmp_path / "report.png"
     status, out, err = run("train", "--data-home", data_home, *TRAIN_ARGS,
                            "--out", tmp_path / "m.npz", "--plot", png)
@@ -468,7 +556,7 @@ def test_sigint_during_training_saves_the_model(data_home, tmp_path):
 
 
 def test_plot_command_draws_a_saved_model(trained, tmp_path):
-    pytest.importorskip("matplotlib", reason="plot needs matplotlib")
+    importorskip("matplotlib", reason="plot needs matplotlib")
     model, _ = trained
     copy = tmp_path / "saved.npz"
     copy.write_bytes(model.read_bytes())
@@ -537,7 +625,7 @@ def test_no_progress_line_when_not_a_terminal(trained):
 
 
 def test_threads_limits_the_blas_for_the_run(data_home, tmp_path, monkeypatch):
-    pytest.importorskip("threadpoolctl", reason="--threads uses threadpoolctl")
+    importorskip("threadpoolctl", reason="--threads uses threadpoolctl")
     from mlp_cy import _blas
 
     if _blas._blas_num_threads() == 0:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import importorskip
 from numpy.testing import assert_allclose
 
 import mlp_cy
@@ -274,7 +275,7 @@ def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
             0.3 * rng.standard_normal((32, 10)), 0.1 * rng.standard_normal(10)]
     options = consumer.sgd(Activation.LOGISTIC, 0.05, 1e-3)
     work = np.empty(consumer.workspace_size(options, 61, 784, 32, 10), dtype=dtype)
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = importorskip("threadpoolctl")
     results = []
     for threads in (0, 3):              # 0 at one BLAS thread: the serial step
         params = [p.astype(dtype) for p in init]

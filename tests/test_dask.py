@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import require_system_fashion_mnist
+from conftest import importorskip, require_system_fashion_mnist
 
 from mlp_cy import MLPClassifier
 from mlp_cy.datasets import load_mnist, read_idx, write_idx
@@ -29,7 +29,7 @@ DASK_REASON = (
 
 
 def _importorskip(name):
-    return pytest.importorskip(name, reason=DASK_REASON)
+    return importorskip(name, reason=DASK_REASON)
 
 
 # Out of core on one machine --------------------------------------------------------
@@ -62,15 +62,25 @@ _OUT_OF_CORE_SCRIPT = textwrap.dedent("""
     n = read_idx(images_path, mmap=True).shape[0]
     clf = MLPClassifier(hidden_layer_sizes=8, batch_size=500, learning_rate_init=1e-4,
                         random_state=0)
+    # Whether the engine read each chunk in place: uint8, in the map's memory.
+    from mlp_cy import network
+    train_epoch, in_place, current = network._train_epoch, [], {}
+
+    def watched(X, *args):
+        in_place.append(X.dtype == np.uint8 and np.shares_memory(X, current["chunk"]))
+        return train_epoch(X, *args)
+
+    network._train_epoch = watched
     before = rss("VmRSS")   # resident now; the imports may have peaked higher
     for start in range(0, n, rows):
         images = read_idx(images_path, mmap=True)
         assert isinstance(images, np.memmap) and images.dtype == np.uint8
         chunk = images[start:start + rows].reshape(-1, 28 * 28)   # a view of the map
+        current["chunk"] = chunk
         clf.partial_fit(chunk, y[start:start + rows], classes=np.arange(10))
-        del images, chunk
+        del images, chunk, current["chunk"]
     print(json.dumps({"before": before, "after": rss("VmHWM"), "t": int(clf.t_),
-                      "dtype": str(clf.coefs_[0].dtype)}))
+                      "dtype": str(clf.coefs_[0].dtype), "in_place": in_place}))
 """)
 
 
@@ -99,6 +109,9 @@ def test_partial_fit_over_memmapped_chunks_keeps_memory_bounded_by_the_chunk(tmp
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     assert stats["t"] == n                       # every row was trained on
     assert stats["dtype"] == "float64"           # uint8 X trains float64 weights
+    # No chunk was copied or converted whole (float32 or float64) before training:
+    # the engine read every one in place, uint8, from the map.
+    assert stats["in_place"] == [True] * (n // rows)
     growth = stats["after"] - stats["before"]
     # partial_fit reads a uint8 chunk of the map as it is (C-contiguous rows) and
     # converts it batch by batch: measured about 10 MB here, the chunk's pages and a
@@ -184,7 +197,7 @@ def _scale(pixels):
 def _single_blas_thread():
     # The workers run BLAS on one thread (dask sets OPENBLAS_NUM_THREADS=1 before it
     # spawns them); the in-memory references here do the same.
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = importorskip("threadpoolctl")
     return threadpoolctl.threadpool_limits(1)
 
 
@@ -293,7 +306,7 @@ def test_incremental_over_a_dask_array_equals_in_memory_partial_fit(
 def test_search_on_the_cluster_matches_the_local_search(client, fashion_subset, search):
     joblib = _importorskip("joblib")
     distributed = _importorskip("distributed")
-    model_selection = pytest.importorskip("sklearn.model_selection")
+    model_selection = importorskip("sklearn.model_selection")
     X, y = fashion_subset[0][:3000], fashion_subset[1][:3000]
     estimator = MLPClassifier(hidden_layer_sizes=16, activation="logistic", solver="sgd",
                               momentum=0.0, batch_size=100, max_iter=4, tol=0,
@@ -319,8 +332,9 @@ def test_search_on_the_cluster_matches_the_local_search(client, fashion_subset, 
     assert on_cluster.best_params_ == local.best_params_
     for key in [k for k in local.cv_results_ if "test_score" in k] + ["params"]:
         assert list(on_cluster.cv_results_[key]) == list(local.cv_results_[key]), key
-    # The fits ran on both workers (joblib's dask backend submits batches of
-    # _fit_and_score calls as tasks; the scheduler records where each one ran).
+    # The fits ran on the cluster's workers (joblib's dask backend submits batches of
+    # _fit_and_score calls as tasks; the scheduler records where each one ran). Which
+    # workers get them is the scheduler's choice: one may take them all.
     fit_workers = {task["worker"] for task in task_stream.data
                    if "fit_and_score" in task["key"]}
-    assert fit_workers == set(client.scheduler_info()["workers"])
+    assert fit_workers and fit_workers <= set(client.scheduler_info()["workers"])

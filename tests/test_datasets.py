@@ -14,7 +14,6 @@ import os
 import socket
 import struct
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -217,15 +216,15 @@ def test_read_idx_malformed(tmp_path, case, compress):
     content, match = MALFORMED[case]
     path = tmp_path / "bad.idx"
     path.write_bytes(gzip.compress(content) if compress else content)
+    # Refused from the header, before reading the data: nothing near the claimed
+    # size is allocated (no clock: tracemalloc slows everything down).
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(IDXFormatError, match=match) as excinfo:
             read_idx(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 1
     assert peak < 2**20, f"{peak} bytes allocated"
     assert isinstance(excinfo.value, ValueError)
     message = str(excinfo.value)

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import importorskip
 
 from mlp_cy import MLPClassifier
 
@@ -67,12 +68,24 @@ def test_other_numeric_dtypes_train_in_float64(dtype, batch_size, shuffle):
                                rtol=1e-12)
 
 
-def test_float32_rows_train_a_float64_model_without_a_copy_of_x():
+def test_float32_rows_train_a_float64_model_without_a_copy_of_x(monkeypatch):
+    from mlp_cy import network
+
     X, y = _blobs(dtype=np.float32)
     clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=2, random_state=0),
                X.astype(np.float64), y)
     ref = pickle.loads(pickle.dumps(clf))
+    seen = []
+    train_epoch = network._train_epoch
+
+    def spy(X_engine, *args):
+        seen.append(X_engine)
+        return train_epoch(X_engine, *args)
+
+    monkeypatch.setattr(network, "_train_epoch", spy)
     clf.partial_fit(X, y)                        # float32 X, float64 weights
+    # The engine read the caller's float32 memory, not a float64 copy.
+    assert len(seen) == 1 and seen[0].dtype == np.float32 and np.shares_memory(seen[0], X)
     ref.partial_fit(X.astype(np.float64), y)
     assert clf.coefs_[0].dtype == np.float64
     np.testing.assert_allclose(clf.coefs_[0], ref.coefs_[0], rtol=1e-12)
@@ -188,7 +201,12 @@ def test_pickle_round_trip_gives_identical_predictions():
     clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=5, random_state=0), X, y)
     clone = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(clone.predict_proba(X), clf.predict_proba(X))
-    _fit(clone.set_params(warm_start=True), X, y)        # and it keeps training
+    # It keeps training, exactly as the original does.
+    _fit(clone.set_params(warm_start=True), X, y)
+    _fit(clf.set_params(warm_start=True), X, y)
+    assert clone.t_ == clf.t_ == 10 * len(X) and len(clone.loss_curve_) == 10
+    for a, b in zip(clone.coefs_ + clone.intercepts_, clf.coefs_ + clf.intercepts_):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bad_hyperparameters_are_named():
@@ -213,6 +231,96 @@ def test_bad_hyperparameters_are_named():
     for params, message in cases:
         with pytest.raises(ValueError, match=message):
             MLPClassifier(**params).fit(X, y)
+
+
+def test_verbose_prints_each_epochs_loss(capsys):
+    X, y = _blobs()
+    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=3, verbose=True,
+                             random_state=0), X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"Iteration {i}, loss = {loss:.8f}"
+                     for i, loss in enumerate(clf.loss_curve_, 1)]
+    _fit(clf.set_params(early_stopping=True, max_iter=2), X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1::2] == [f"Validation score: {score:f}"
+                           for score in clf.validation_scores_]
+    assert len(lines) == 4
+
+
+def test_quiet_by_default(capsys):
+    X, y = _blobs()
+    _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=3, random_state=0), X, y)
+    assert capsys.readouterr().out == ""
+
+
+def test_batch_size_larger_than_the_data_warns_and_is_clipped():
+    X, y = _blobs(n_samples=50)
+    common = dict(hidden_layer_sizes=5, max_iter=2, random_state=0, shuffle=False)
+    with pytest.warns(UserWarning, match="batch_size.*clipped"):
+        big = _fit_warning_free(MLPClassifier(batch_size=51, **common), X, y)
+    whole = _fit(MLPClassifier(batch_size=50, **common), X, y)
+    for a, b in zip(big.coefs_ + big.intercepts_, whole.coefs_ + whole.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def _fit_warning_free(clf, X, y):
+    """Fit, letting only warnings other than ConvergenceWarning through."""
+    from mlp_cy._compat import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return clf.fit(X, y)
+
+
+def test_partial_fit_refuses_early_stopping():
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=5, early_stopping=True)
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_warm_start_can_turn_on_early_stopping():
+    X, y = _blobs()
+    clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=3, random_state=0), X, y)
+    assert clf.validation_scores_ is None and clf.best_loss_ is not None
+    _fit(clf.set_params(warm_start=True, early_stopping=True, max_iter=4), X, y)
+    assert len(clf.validation_scores_) == len(clf.validation_loss_curve_) == clf.n_iter_
+    assert clf.n_iter_ >= 1 and clf.best_loss_ is None
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    # Trained on the 90% left after the held-out rows.
+    assert clf.t_ == 3 * len(X) + clf.n_iter_ * (len(X) - 30)
+
+
+def test_later_calls_refuse_other_classes():
+    X, y = _blobs()
+    clf = MLPClassifier(hidden_layer_sizes=5, random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="differs from the classes of the first call"):
+        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
+    warm = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=2, random_state=0,
+                              warm_start=True), X, y)
+    W1 = warm.coefs_[0].copy()
+    with pytest.raises(ValueError, match="warm_start can only be used where `y` has the "
+                                         "same classes"):
+        warm.fit(X[y < 2], y[y < 2])
+    with pytest.raises(ValueError, match="warm_start can only be used"):
+        warm.fit(X, np.where(y == 2, 7, y))
+    np.testing.assert_array_equal(warm.coefs_[0], W1)     # refused before training
+
+
+def test_class_weight_multiplies_sample_weight():
+    X, y = _blobs()
+    sample_weight = np.random.RandomState(1).rand(len(X))
+    class_weight = {0: 2.0, 1: 0.5, 2: 1.5}
+    common = dict(hidden_layer_sizes=5, max_iter=3, random_state=0)
+    a = _fit(MLPClassifier(class_weight=class_weight, **common), X, y,
+             sample_weight=sample_weight)
+    b = _fit(MLPClassifier(**common), X, y,
+             sample_weight=sample_weight * np.array([2.0, 0.5, 1.5])[y])
+    c = _fit(MLPClassifier(**common), X, y, sample_weight=sample_weight)
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_array_equal(p, q)
+    assert not np.allclose(a.coefs_[0], c.coefs_[0])      # the class weights did count
 
 
 def test_works_without_scikit_learn():
@@ -241,10 +349,8 @@ def test_works_without_scikit_learn():
     assert out.stdout.strip() == "ok"
 
 
-sklearn = pytest.importorskip("sklearn", reason="scikit-learn is a test dependency")
-
-
 def test_clone_pipeline_grid_search_cross_val_score():
+    importorskip("sklearn", reason="scikit-learn is a test dependency")
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, cross_val_score
     from sklearn.pipeline import make_pipeline

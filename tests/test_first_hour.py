@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import importorskip
 
 from mlp_cy import MLPClassifier
 from mlp_cy._compat import ConvergenceWarning
@@ -114,7 +115,7 @@ SKLEARN_VIEW = """
 
 
 def test_scikit_learn_integration_whichever_is_imported_first():
-    pytest.importorskip("sklearn", reason="scikit-learn is a test dependency")
+    importorskip("sklearn", reason="scikit-learn is a test dependency")
     before = json.loads(_python(SKLEARN_VIEW.format(first="import sklearn.base")))
     after = json.loads(_python(SKLEARN_VIEW.format(first="import mlp_cy")))
     assert after == before
@@ -128,7 +129,7 @@ def test_scikit_learn_integration_whichever_is_imported_first():
 # Defaults that learn --------------------------------------------------------------------
 
 def test_defaults_are_scikit_learns():
-    sklearn_neural = pytest.importorskip("sklearn.neural_network")
+    sklearn_neural = importorskip("sklearn.neural_network")
     theirs = sklearn_neural.MLPClassifier().get_params()
     ours = MLPClassifier().get_params()
     assert {k: v for k, v in theirs.items() if k in ours} == \
@@ -138,7 +139,7 @@ def test_defaults_are_scikit_learns():
 
 
 def test_the_default_constructor_learns_like_scikit_learns():
-    datasets = pytest.importorskip("sklearn.datasets")
+    datasets = importorskip("sklearn.datasets")
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier as SkMLP
 
@@ -227,8 +228,9 @@ def test_loss_and_n_iter_are_set_when_the_first_epoch_diverges():
 
 # Package metadata -----------------------------------------------------------------------
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is new in Python 3.11")
 def test_package_metadata():
-    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11")
+    import tomllib
     from pathlib import Path
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")

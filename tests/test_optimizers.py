@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import importorskip
 
 from mlp_cy import MLPClassifier
 
@@ -53,7 +54,7 @@ SOLVERS = [
 @pytest.mark.parametrize("params", SOLVERS, ids=lambda p: "-".join(map(str, p.values())))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_optimisers_and_schedules_match_scikit_learn(params, dtype):
-    sklearn = pytest.importorskip("sklearn")
+    importorskip("sklearn")
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     X, y = _problem(dtype)
@@ -63,7 +64,6 @@ def test_optimisers_and_schedules_match_scikit_learn(params, dtype):
     ours = _quiet_fit(MLPClassifier(**common), X, y)
     theirs = _quiet_fit(SkMLP(**common), X, y)
     _assert_same_model(ours, theirs, rtol=1e-9 if dtype == np.float64 else 1e-4)
-    assert sklearn is not None
 
 
 def test_adaptive_schedule_divides_the_rate_by_five():
@@ -77,7 +77,7 @@ def test_adaptive_schedule_divides_the_rate_by_five():
 
 
 def test_partial_fit_keeps_the_optimiser_state_like_scikit_learn():
-    pytest.importorskip("sklearn")
+    importorskip("sklearn")
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     X, y = _problem()
@@ -103,7 +103,7 @@ def _shuffle_split(self, y_codes):
 def test_early_stopping_rules_match_scikit_learn(monkeypatch, solver):
     # scikit-learn splits multiclass data without stratifying; given that same split,
     # the validation scores, the stopping epoch and the restored best weights agree.
-    pytest.importorskip("sklearn")
+    importorskip("sklearn")
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     monkeypatch.setattr(MLPClassifier, "_validation_split", _shuffle_split)
@@ -201,8 +201,11 @@ def test_balanced_is_refused_by_partial_fit():
 
 # PyTorch ####################################################################
 
-def _torch_run(X, y, params, optimizer_factory, n_epochs, batch_size, alpha):
-    torch = pytest.importorskip("torch")
+def _torch_run(X, y, params, optimizer_factory, n_epochs, batch_size, alpha, activation):
+    torch = importorskip("torch", reason="install the 'torch' extra")
+    act = {"logistic": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+           "identity": lambda z: z}[activation]
+    # float64 throughout, from the NumPy arrays' dtype (the default dtype is left alone).
     W1, b1, W2, b2 = (torch.tensor(p.copy(), requires_grad=True) for p in params)
     optimizer = optimizer_factory([
         {"params": [W1, W2], "weight_decay": alpha / batch_size},
@@ -212,7 +215,7 @@ def _torch_run(X, y, params, optimizer_factory, n_epochs, batch_size, alpha):
     for _ in range(n_epochs):
         for start in range(0, len(X), batch_size):
             xb, yb = Xt[start:start + batch_size], yt[start:start + batch_size]
-            logits = torch.sigmoid(xb @ W1 + b1) @ W2 + b2
+            logits = act(xb @ W1 + b1) @ W2 + b2
             loss = torch.nn.functional.cross_entropy(logits, yb)
             optimizer.zero_grad()
             loss.backward()
@@ -221,6 +224,8 @@ def _torch_run(X, y, params, optimizer_factory, n_epochs, batch_size, alpha):
 
 
 TORCH_CASES = {
+    "sgd": (dict(solver="sgd", momentum=0.0),
+            lambda torch, lr: (lambda g: torch.optim.SGD(g, lr=lr))),
     "momentum": (dict(solver="sgd", momentum=0.9, nesterovs_momentum=False),
                  lambda torch, lr: (lambda g: torch.optim.SGD(g, lr=lr, momentum=0.9))),
     "nesterov": (dict(solver="sgd", momentum=0.9, nesterovs_momentum=True),
@@ -234,16 +239,17 @@ TORCH_CASES = {
 
 
 @pytest.mark.parametrize("case", list(TORCH_CASES))
-def test_optimisers_match_pytorch(case):
-    torch = pytest.importorskip("torch", reason="install the 'torch' extra")
-    torch.set_default_dtype(torch.float64)
+@pytest.mark.parametrize("activation", ["logistic", "tanh", "relu", "identity"])
+def test_optimisers_match_pytorch(case, activation):
+    torch = importorskip("torch", reason="install the 'torch' extra")
+    default_dtype = torch.get_default_dtype()
     X, y = _problem(n_samples=160)                   # 5 batches of 32 exactly
     params_kwargs, factory = TORCH_CASES[case]
     rng = np.random.RandomState(0)
     start = [0.3 * rng.randn(12, 9), 0.1 * rng.randn(9), 0.3 * rng.randn(9, 4),
              0.1 * rng.randn(4)]
     lr, alpha = 0.02, 1e-2
-    clf = MLPClassifier(hidden_layer_sizes=9, activation="logistic", warm_start=True,
+    clf = MLPClassifier(hidden_layer_sizes=9, activation=activation, warm_start=True,
                         shuffle=False, max_iter=1, batch_size=32, learning_rate_init=lr,
                         alpha=alpha, **params_kwargs)
     clf.coefs_ = [start[0].copy(), start[2].copy()]
@@ -251,7 +257,8 @@ def test_optimisers_match_pytorch(case):
     for _ in range(4):
         clf.partial_fit(X, y, classes=np.arange(4))
     expected = _torch_run(X, y, start, factory(torch, lr), n_epochs=4, batch_size=32,
-                          alpha=alpha)
+                          alpha=alpha, activation=activation)
+    assert torch.get_default_dtype() == default_dtype   # nothing global changed
     ours = [clf.coefs_[0], clf.intercepts_[0], clf.coefs_[1], clf.intercepts_[1]]
     for name, a, b in zip(["W1", "b1", "W2", "b2"], ours, expected):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10, err_msg=name)

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import importorskip
 from numpy.testing import assert_array_equal
 
 import mlp_cy
@@ -142,7 +143,7 @@ def test_early_stopping_attributes_round_trip(tmp_path):
 
 
 def test_feature_names_round_trip(tmp_path):
-    pd = pytest.importorskip("pandas")
+    pd = importorskip("pandas")
     X, y = _data()
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
     clf = MLPClassifier(hidden_layer_sizes=4, max_iter=3, random_state=0).fit(frame, y)

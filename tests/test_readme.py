@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_system_fashion_mnist
+from conftest import importorskip, require_system_fashion_mnist
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,8 +21,15 @@ def _run_block(block, cwd, env=None):
     from the blocks before it (only their files, in cwd)."""
     script = cwd / "block.py"
     script.write_text(block)
+    # A home of its own: a block that downloads or caches writes under cwd, never into
+    # the real ~/.cache; MLP_CY_DATA unset, as on a newcomer's machine.
+    home = cwd / "home"
+    home.mkdir(exist_ok=True)
+    isolated = {k: v for k, v in os.environ.items() if k != "MLP_CY_DATA"}
+    isolated.update(HOME=str(home), USERPROFILE=str(home),
+                    XDG_CACHE_HOME=str(home / ".cache"))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            cwd=cwd, timeout=900, env={**os.environ, **(env or {})})
+                            cwd=cwd, timeout=900, env={**isolated, **(env or {})})
     assert result.returncode == 0, f"{block}\n{result.stderr}"
     return result.stdout
 
@@ -47,7 +54,7 @@ def test_dask_example_runs_against_a_cluster(tmp_path):
     # DASK_SCHEDULER, as it would read a real scheduler's.
     require_system_fashion_mnist()
     for module in ("dask", "distributed", "dask_ml", "sklearn"):
-        pytest.importorskip(module, reason="install the 'dask' extra")
+        importorskip(module, reason="install the 'dask' extra")
     from distributed import LocalCluster
 
     [block] = [b for b in _blocks("python") if _is_dask(b)]
@@ -83,11 +90,41 @@ def test_no_unexplained_jargon():
     assert "seed's" not in text and "textbook" in text
 
 
+def _commands(text):
+    """The shell commands of text as argument lists, a line split at && and ;:
+    comments and blank lines left out, leading VAR=value assignments dropped."""
+    import shlex
+
+    commands = []
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        while words:
+            end = next((i for i, w in enumerate(words) if w in ("&&", ";")), len(words))
+            command, words = words[:end], words[end + 1:]
+            while command and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", command[0]):
+                command.pop(0)
+            if command:
+                commands.append(command)
+    return commands
+
+
 def test_test_command_is_the_one_ci_runs():
-    bash = "\n".join(_blocks("bash"))
-    assert "python -m pytest tests" in bash
-    ci = (README.parent / ".ci" / "run").read_text()
-    assert "python -m pytest tests" in ci
+    # A real command on a line of its own in both, not a mention or a comment; .ci/run
+    # may add report options (-rs).
+    readme = _commands("\n".join(_blocks("bash")))
+    assert ["python", "-m", "pytest", "tests"] in readme
+    ci = _commands((README.parent / ".ci" / "run").read_text())
+    without_report_options = [[w for w in c if not w.startswith("-r")] for c in ci]
+    assert ["python", "-m", "pytest", "tests"] in without_report_options
+
+
+def test_commands_skip_comments_and_mentions():
+    assert _commands("# python -m pytest tests\necho 'python -m pytest tests'") == \
+        [["echo", "python -m pytest tests"]]
+    assert _commands("A=1 B=2 python -m pytest tests  # note") == \
+        [["python", "-m", "pytest", "tests"]]
+    assert _commands("pip install . && python -m pytest tests") == \
+        [["pip", "install", "."], ["python", "-m", "pytest", "tests"]]
 
 
 def test_cython_example_is_the_one_tested_in_docs():

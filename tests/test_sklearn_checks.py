@@ -1,8 +1,9 @@
 """scikit-learn's own estimator checks, run on mlp_cy.MLPClassifier."""
 
 import pytest
+from conftest import importorskip
 
-pytest.importorskip("sklearn", reason="scikit-learn is a test dependency")
+importorskip("sklearn", reason="scikit-learn is a test dependency")
 
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
