@@ -185,7 +185,10 @@ def test_a_learning_rate_far_too_large_on_raw_pixels_warns(params, system_fashio
     assert "chance level" in message
     assert "learning_rate_init=10" in message and "not scaled" in message
     assert "0 to 255" in message and "StandardScaler" in message
-    assert clf.score(X, y) < 0.2
+    # Far from what it learns on scaled pixels (about 0.8). Where the run ends is
+    # chaotic: 0.10-0.25 depending on the last bits of the products (which threads,
+    # gemm or the zero-skipping kernels), so the bound is not closer to chance.
+    assert clf.score(X, y) < 0.3
 
 
 def test_a_learning_rate_far_too_small_warns_without_blaming_scaled_inputs():

@@ -1,11 +1,13 @@
 """The parallel training step (_parallel.pyx on _workers.h's threads).
 
-Where the BLAS has 2 or more threads, plain SGD runs each batch on as many threads of
-mlp_cy's own, skipping the data's zeros. It must compute what the serial step does, to
-rounding, for every dtype, activation, weighting and batch shape; give the same bits
-whatever the thread count and whichever thread runs which chunk; survive fork() and
-concurrent callers; follow threadpoolctl's limit; and update nothing on a step whose
-loss is not finite. predict_proba takes the same road (by chunks of rows).
+Where the thread rule gives 2 or more threads, every solver runs each batch on threads
+of mlp_cy's own: skipping the data's zeros where that pays, else by gemm on one BLAS
+thread. It must compute what the serial step does, to rounding, for every dtype,
+activation, solver, weighting and batch shape; give the same bits whatever the thread
+count and whichever thread runs which chunk; survive fork() and concurrent callers;
+follow threadpoolctl's limit; and update nothing on a step whose loss is not finite.
+predict_proba takes the same road (by chunks of rows). The rule and the pacer:
+test_threads.py.
 `_blas._set_parallel_threads(n)` forces n parts whatever the BLAS has, and the
 `kernel_level` fixture runs the kernels at each instruction-set level this CPU has, so
 these tests run the same on any machine, whatever its vector units.
@@ -18,12 +20,13 @@ import warnings
 import numpy as np
 import pytest
 
+from conftest import importorskip
 from mlp_cy import MLPClassifier, _blas, network
 from mlp_cy.kernels import Activation
 from reference import sgd_epoch
 from test_skipzero import _images as skipzero_images
 
-threadpoolctl = pytest.importorskip("threadpoolctl")
+threadpoolctl = importorskip("threadpoolctl")
 
 N_HIDDEN = 48          # whole vectors for float32 (16 lanes) and float64 (8)
 
@@ -59,26 +62,40 @@ def _params(dtype, n_hidden=N_HIDDEN, seed=1):
             (0.1 * rng.standard_normal(10)).astype(dtype)]
 
 
+# The solvers as the engine's options (network.Solver: SGD 0, ADAM 1).
+SOLVERS = {
+    "sgd": {},
+    "momentum": dict(solver=0, momentum=0.9),
+    "nesterov": dict(solver=0, momentum=0.9, nesterov=True),
+    "adam": dict(solver=1),
+}
+
+
 def _train(X, y, dtype, *, batch_size=64, shuffle=True, activation=Activation.LOGISTIC,
-           alpha=0.0, sample_weight=None, epochs=2, learning_rate=0.1):
-    """epochs of network._train_epoch from _params; returns (params, stats)."""
+           alpha=0.0, sample_weight=None, epochs=2, learning_rate=0.1, solver="sgd"):
+    """epochs of network._train_epoch from _params; returns (params + the optimiser's
+    state, stats)."""
     params = _params(dtype)
-    options = dict(activation=int(activation), learning_rate=learning_rate, alpha=alpha)
+    options = dict(activation=int(activation), learning_rate=learning_rate, alpha=alpha,
+                   **SOLVERS[solver])
     work = np.empty(network._train_workspace_size(options, batch_size, X.shape[1],
                                                   N_HIDDEN, 10), dtype)
+    state = np.zeros(network._optimizer_state_size(options, X.shape[1], N_HIDDEN, 10),
+                     dtype)
     stats = np.zeros(5)
     rng = np.random.default_rng(7)
     weights = None if sample_weight is None else sample_weight.astype(dtype)
     for _ in range(epochs):
         order = rng.permutation(len(X)).astype(np.intp) if shuffle else None
-        network._train_epoch(X, y, *params, weights, order, batch_size, options, None,
-                             work, stats)
-    return params, stats
+        network._train_epoch(X, y, *params, weights, order, batch_size, options,
+                             state if len(state) else None, work, stats)
+    return params + ([state] if len(state) else []), stats
 
 
 def _assert_close(got, expected, dtype):
     rtol = 1e-4 if dtype == np.float32 else 1e-10
-    for name, g, e in zip(["W1", "b1", "W2", "b2"], got, expected):
+    assert len(got) == len(expected)
+    for name, g, e in zip(["W1", "b1", "W2", "b2", "state"], got, expected):
         np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(),
                                    err_msg=name)
 
@@ -184,7 +201,7 @@ def test_concurrent_callers_get_the_bits_of_a_lone_caller(engine):
     def train(i):
         results[i] = _train(X, y, np.float32, epochs=3)[0]
 
-    threads = [threading.Thread(target=train, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=train, args=(i,), daemon=True) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -227,33 +244,47 @@ def test_a_forked_child_trains_in_parallel(engine):
         np.testing.assert_array_equal(np.asarray(a, np.float32), b)
 
 
-def test_thread_count_follows_the_blas(engine, kernel_level):
+def test_thread_count_follows_the_rule(engine, kernel_level):
+    # min(the BLAS's limit, the cores, the work): _blas.pyx, "Threads".
     if _blas._blas_num_threads() == 0:
         pytest.skip("this BLAS does not say how many threads it has (not OpenBLAS, "
                     "MKL or BLIS): the parallel step is never chosen")
     threads = _blas._parallel_threads
-    with threadpoolctl.threadpool_limits(1):
-        assert threads(64, 784, 256, 4) == 0
-    _, parallel_pays = _blas._skipzero_pays()
-    assert parallel_pays == (kernel_level in ("avx2", "avx512"))  # RESULTS.md, levels
-    if not parallel_pays:
-        with threadpoolctl.threadpool_limits(2):
+    old_budget = _blas._set_cpu_budget(8)
+    try:
+        with threadpoolctl.threadpool_limits(1):
             assert threads(64, 784, 256, 4) == 0
-            engine(mode="always")                     # the tests' way in
+        _, parallel_pays = _blas._skipzero_pays()
+        assert parallel_pays == (kernel_level in ("avx2", "avx512"))  # RESULTS.md, levels
+        if not parallel_pays:
+            with threadpoolctl.threadpool_limits(2):
+                assert threads(64, 784, 256, 4) == 0
+                engine(mode="always")                     # the tests' way in
+                assert threads(64, 784, 256, 4) == 2
+            return
+        with threadpoolctl.threadpool_limits(2):
             assert threads(64, 784, 256, 4) == 2
-        return
-    with threadpoolctl.threadpool_limits(2):
-        assert threads(64, 784, 256, 4) == 2
-        assert threads(64, 784, 256, 8) == 2
-        assert threads(64, 784, 100, 4) == 0          # not whole vectors
-        assert threads(64, 784, 8, 4) == 0            # narrower than one
-        assert threads(512, 784, 1024, 4) == 2        # X W1 of 2 MiB: 1 MiB a thread
-        assert threads(1024, 784, 1024, 4) == 0       # beyond
-        engine(mode="never")
-        assert threads(64, 784, 256, 4) == 0
-    with threadpoolctl.threadpool_limits(3):
+            assert threads(64, 784, 256, 8) == 2
+            assert threads(64, 784, 100, 4) == 0          # not whole vectors
+            assert threads(64, 784, 8, 4) == 0            # narrower than one
+            assert threads(512, 784, 1024, 4) == 2        # X W1 of 2 MiB: 1 MiB a thread
+            assert threads(1024, 784, 1024, 4) == 0       # beyond
+            assert threads(8, 784, 256, 4) == 0           # one chunk of rows: no work to share
+            engine(mode="never")
+            assert threads(64, 784, 256, 4) == 0
         engine(mode="auto")
-        assert threads(64, 784, 256, 4) == 3
+        with threadpoolctl.threadpool_limits(3):
+            assert threads(64, 784, 256, 4) == 3
+        with threadpoolctl.threadpool_limits(64):
+            assert threads(64, 784, 256, 4) == 8          # 8 chunks of 8 rows
+            assert threads(512, 784, 256, 4) == 8         # the 8 cores
+            assert threads(512, 64, 256, 4) == 8          # 8 Mi multiply-adds
+            assert threads(64, 64, 256, 4) == 0           # 1 Mi: one thread's work
+        _blas._set_cpu_budget(2)                          # a container given 2 CPUs
+        with threadpoolctl.threadpool_limits(64):
+            assert threads(512, 784, 256, 4) == 2
+    finally:
+        _blas._set_cpu_budget(old_budget)
 
 
 def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine, kernel_level):
@@ -288,17 +319,69 @@ def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine, kerne
     _assert_close(at_two, serial, np.float32)
 
 
-def test_dense_data_takes_the_serial_step(engine):
-    # The first batch decides: dense rows go to the gemm step, bit for bit.
+def test_dense_data_takes_the_gemm_parallel_step(engine):
+    # The first batch decides: dense rows go to the parallel step's gemm variant (one
+    # BLAS thread, fixed chunks), which matches the serial step to rounding, runs no
+    # zero-skipping kernel and gives the same bits on any number of threads.
     X = np.random.default_rng(0).random((200, 784)).astype(np.float32) + 0.1
     y = np.random.default_rng(1).integers(0, 10, 200).astype(np.int32)
     with threadpoolctl.threadpool_limits(1):
         engine(threads=0, mode="never")
         expected, _ = _train(X, y, np.float32, learning_rate=0.01)
-        engine(threads=2, mode="auto")
-        got, _ = _train(X, y, np.float32, learning_rate=0.01)
-    for a, b in zip(got, expected):
-        np.testing.assert_array_equal(a, b)
+        engine(mode="auto")
+        results = {}
+        for threads in (1, 2, 3, 7):
+            engine(threads=threads)
+            _blas._kernel_use_reset()
+            results[threads], _ = _train(X, y, np.float32, learning_rate=0.01)
+            assert _blas._kernel_levels_used() == ()
+    _assert_close(results[2], expected, np.float32)
+    assert any(not np.array_equal(a, b) for a, b in zip(results[2], expected))
+    for threads in (2, 3, 7):
+        for a, b in zip(results[threads], results[1]):
+            np.testing.assert_array_equal(a, b)
+
+
+SOLVER_DATA = {"kernels": "images", "gemm": "dense"}
+
+
+@pytest.mark.parametrize("variant", list(SOLVER_DATA))
+@pytest.mark.parametrize("dtypes", ["float32", "float64", "uint8->float64"])
+@pytest.mark.parametrize("solver", ["momentum", "nesterov", "adam"])
+def test_every_solver_on_the_parallel_step(engine, solver, dtypes, variant, kernel_level):
+    # Momentum, Nesterov and Adam update by chunks of parameters on the step's
+    # threads: as the serial step to rounding (optimiser state included), the same
+    # bits on 1, 2, 3 and 7 threads.
+    x_dtype, dtype = DTYPES[dtypes]
+    rng = np.random.default_rng(5)
+    if variant == "kernels":
+        X = _images(300)
+        X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
+    else:
+        X = rng.random((300, 784))
+        X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
+    y = rng.integers(0, 10, 300).astype(np.int32)
+    weights = rng.random(300)
+    learning_rate = (0.01 if solver != "adam" else 0.001) / (255 if x_dtype == np.uint8
+                                                             else 1)
+    options = dict(solver=solver, alpha=1e-3, batch_size=37, sample_weight=weights,
+                   learning_rate=learning_rate)
+    with threadpoolctl.threadpool_limits(1):
+        engine(threads=0, mode="never")
+        expected, expected_stats = _train(X, y, dtype, **options)
+        engine(mode="always" if variant == "kernels" else "never")
+        results = {}
+        for threads in (1, 2, 3, 7):
+            engine(threads=threads)
+            _blas._kernel_use_reset()
+            results[threads], stats = _train(X, y, dtype, **options)
+            assert _blas._kernel_levels_used() == (
+                (kernel_level,) if variant == "kernels" else ())
+            np.testing.assert_array_equal(stats[1:], expected_stats[1:])
+    _assert_close(results[2], expected, dtype)
+    for threads in (2, 3, 7):
+        for a, b in zip(results[threads], results[1]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_step_with_a_non_finite_loss_updates_nothing(engine):

@@ -287,11 +287,13 @@ def _usable_cores():
     return max(1, cores)
 
 
-def _cgroup_cpu_quota(root="/sys/fs/cgroup"):
+def _cgroup_cpu_quota(root="/sys/fs/cgroup", self_cgroup="/proc/self/cgroup"):
     """CPUs' worth of time the cgroup of this process may use (quota / period), or
-    None where no quota is set or there are no cgroups (not Linux)."""
+    None where no quota is set or there are no cgroups (not Linux). root and
+    self_cgroup: where the cgroup file systems and this process's cgroup list are."""
+    root = os.fspath(root)
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(self_cgroup) as f:
             lines = f.read().splitlines()
     except OSError:
         return None
@@ -349,6 +351,11 @@ cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil:
     work = max(1, min((m + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD,
                       m * k * n // WORK_PER_THREAD))
     return <int> min(<intp_t> min(limit, cpu_budget), work)
+
+
+cdef bint parallel_threads_forced() noexcept nogil:
+    """Whether _set_parallel_threads (tests, benchmarks) forces the parallel step."""
+    return parallel_threads_override > 0
 
 
 cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,

@@ -47,7 +47,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from ._typedefs cimport blas_int, input_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
                     _gemm_t_skipzero_rows, _sample_sweep, blas_num_threads,
-                    blas_threads_hold,
+                    blas_threads_hold, parallel_threads_forced,
                     blas_threads_release, blas_threads_set, engine_threads,
                     skipzero_products,
                     skipzero_forced, skipzero_parallel_threads, skipzero_sparse_enough,
@@ -190,7 +190,7 @@ cdef int _parallel_plan(const input_t[:, ::1] X, const intp_t *order, intp_t bat
         return 0
     use_gemm[0] = True
     threads = engine_threads(batch_size, n_features, n_hidden)
-    return threads if threads >= 2 else 0
+    return threads if threads >= 2 or parallel_threads_forced() else 0
 
 
 cdef int _hold_blas_for(int threads, bint use_gemm, int *blas_had) noexcept nogil:
@@ -465,7 +465,7 @@ cdef int predict_proba(
                                         &W1[0, 0], &use_gemm)
     if n_threads > 0 and use_gemm:
         n_threads = min(n_threads, engine_threads(n_samples, n_features, n_hidden))
-        if n_threads < 2:
+        if n_threads < 2 and not parallel_threads_forced():
             n_threads = 0
     n_threads = _hold_blas_for(n_threads, use_gemm, &blas_had)
     if n_threads > 0:
