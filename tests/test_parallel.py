@@ -319,47 +319,31 @@ def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine, kerne
     _assert_close(at_two, serial, np.float32)
 
 
-def test_dense_data_takes_the_gemm_parallel_step(engine):
-    # The first batch decides: dense rows go to the parallel step's gemm variant (one
-    # BLAS thread, fixed chunks), which matches the serial step to rounding, runs no
-    # zero-skipping kernel and gives the same bits on any number of threads.
+def test_dense_data_takes_the_serial_step(engine):
+    # The first batch decides: dense rows go to the gemm step, bit for bit.
     X = np.random.default_rng(0).random((200, 784)).astype(np.float32) + 0.1
     y = np.random.default_rng(1).integers(0, 10, 200).astype(np.int32)
     with threadpoolctl.threadpool_limits(1):
         engine(threads=0, mode="never")
         expected, _ = _train(X, y, np.float32, learning_rate=0.01)
-        engine(mode="auto")
-        results = {}
-        for threads in (1, 2, 3, 7):
-            engine(threads=threads)
-            _blas._kernel_use_reset()
-            results[threads], _ = _train(X, y, np.float32, learning_rate=0.01)
-            assert _blas._kernel_levels_used() == ()
-    _assert_close(results[2], expected, np.float32)
-    assert any(not np.array_equal(a, b) for a, b in zip(results[2], expected))
-    for threads in (2, 3, 7):
-        for a, b in zip(results[threads], results[1]):
-            np.testing.assert_array_equal(a, b)
+        engine(threads=2, mode="auto")
+        _blas._kernel_use_reset()
+        got, _ = _train(X, y, np.float32, learning_rate=0.01)
+    assert _blas._kernel_levels_used() == ()
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
 
 
-SOLVER_DATA = {"kernels": "images", "gemm": "dense"}
-
-
-@pytest.mark.parametrize("variant", list(SOLVER_DATA))
 @pytest.mark.parametrize("dtypes", ["float32", "float64", "uint8->float64"])
 @pytest.mark.parametrize("solver", ["momentum", "nesterov", "adam"])
-def test_every_solver_on_the_parallel_step(engine, solver, dtypes, variant, kernel_level):
+def test_every_solver_on_the_parallel_step(engine, solver, dtypes, kernel_level):
     # Momentum, Nesterov and Adam update by chunks of parameters on the step's
     # threads: as the serial step to rounding (optimiser state included), the same
     # bits on 1, 2, 3 and 7 threads.
     x_dtype, dtype = DTYPES[dtypes]
     rng = np.random.default_rng(5)
-    if variant == "kernels":
-        X = _images(300)
-        X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
-    else:
-        X = rng.random((300, 784))
-        X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
+    X = _images(300)
+    X = (X * 255).astype(np.uint8) if x_dtype == np.uint8 else X.astype(x_dtype)
     y = rng.integers(0, 10, 300).astype(np.int32)
     weights = rng.random(300)
     learning_rate = (0.01 if solver != "adam" else 0.001) / (255 if x_dtype == np.uint8
@@ -369,14 +353,13 @@ def test_every_solver_on_the_parallel_step(engine, solver, dtypes, variant, kern
     with threadpoolctl.threadpool_limits(1):
         engine(threads=0, mode="never")
         expected, expected_stats = _train(X, y, dtype, **options)
-        engine(mode="always" if variant == "kernels" else "never")
+        engine(mode="auto")
         results = {}
         for threads in (1, 2, 3, 7):
             engine(threads=threads)
             _blas._kernel_use_reset()
             results[threads], stats = _train(X, y, dtype, **options)
-            assert _blas._kernel_levels_used() == (
-                (kernel_level,) if variant == "kernels" else ())
+            assert _blas._kernel_levels_used() == (kernel_level,)
             np.testing.assert_array_equal(stats[1:], expected_stats[1:])
     _assert_close(results[2], expected, dtype)
     for threads in (2, 3, 7):

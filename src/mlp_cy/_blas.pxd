@@ -44,15 +44,13 @@ cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
 
 # Threads: the rule in _blas.pyx ("Threads"), and the BLAS's own count during a call
 cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil
-cdef bint parallel_threads_forced() noexcept nogil
+cdef int blas_threads_for(intp_t m, intp_t k, intp_t n) noexcept nogil
 cdef int blas_threads_hold(int threads) noexcept nogil
-cdef void blas_threads_set(int threads) noexcept nogil
 cdef void blas_threads_release(int had) noexcept nogil
 
 cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
                                    intp_t itemsize) noexcept nogil
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil
-cdef bint skipzero_forced() noexcept nogil
 
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,
                          const floating *A, intp_t lda, const floating *B, intp_t ldb,

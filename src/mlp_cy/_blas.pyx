@@ -257,15 +257,20 @@ cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
 #          (X W1, the largest), and one per chunk of rows at most: below that, the
 #          hand-over costs more than the thread saves.
 #   threads = min(limit, cores, work)
-# Then, while a loop of steps runs, its pacer (_parallel.pyx) times the steps on
-# those threads and on one, and keeps one where the threads do not pay: a busy
-# machine, a core taken away. The same count caps the BLAS's own threads during the
-# call (blas_threads_hold), where gemm does the work.
+# That is the parallel step's count (mlp_cy's own threads, skipping zeros). While a
+# loop of its steps runs, its pacer (_parallel.pyx) times the steps on those threads
+# and on one, and keeps one where the threads do not pay: a busy machine, a core
+# taken away. Where gemm does the work (the serial step), the BLAS gets the same
+# rule with BLAS_WORK_PER_THREAD for the call (blas_threads_for, blas_threads_hold).
 #
 # Measured (benchmarks/RESULTS.md, "Threads on a busy machine"): a region of the
 # parallel step costs about 5-20 us to hand over and gather on a quiet machine; 2^20
-# multiply-adds take 50-100 us on one core.
+# multiply-adds take 50-100 us on one core. OpenBLAS's 2 threads on the serial
+# step's gemms, against 1 (2 cores, SSE2 level, float32, X W1's work): h=256, b=64
+# (13 Mi) 1.1x slower; h=512, b=128 (50 Mi) even; h=1024, b=256 (200 Mi) 1.7x
+# faster; h=2048, b=512 1.8x faster.
 cdef intp_t WORK_PER_THREAD = 1 << 20
+cdef intp_t BLAS_WORK_PER_THREAD = 1 << 26
 cdef intp_t ROWS_PER_THREAD = 8         # the parallel step's row chunk (_parallel.pyx)
 # The cores this process may use (_usable_cores), set at import; _set_cpu_budget
 # changes it for tests and benchmarks.
@@ -353,9 +358,14 @@ cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil:
     return <int> min(<intp_t> min(limit, cpu_budget), work)
 
 
-cdef bint parallel_threads_forced() noexcept nogil:
-    """Whether _set_parallel_threads (tests, benchmarks) forces the parallel step."""
-    return parallel_threads_override > 0
+cdef int blas_threads_for(intp_t m, intp_t k, intp_t n) noexcept nogil:
+    """Threads for the BLAS's gemms in steps of m rows, k features and n hidden units:
+    min(its limit, the cores, one per BLAS_WORK_PER_THREAD of X W1's work), >= 1."""
+    cdef int limit = blas_num_threads()
+    if limit < 1:
+        limit = 1
+    return <int> min(<intp_t> min(limit, cpu_budget),
+                     max(1, m * k * n // BLAS_WORK_PER_THREAD))
 
 
 cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
@@ -391,10 +401,10 @@ cdef int blas_threads_held = 0
 
 cdef int blas_threads_hold(int threads) noexcept nogil:
     """Run the BLAS on `threads` threads (at most what it has) until
-    blas_threads_release, and let blas_threads_set change that meanwhile; returns
-    what it has, to give back, or 0 where this call may not change it: no setter,
-    the BLAS has one thread, or another call of this process holds it (two models
-    trained in two Python threads: the first holds, the other leaves it alone).
+    blas_threads_release; returns what it has, to give back, or 0 where this call may
+    not change it: no setter, the BLAS has one thread, or another call of this
+    process holds it (two models trained in two Python threads: the first holds, the
+    other leaves it alone).
 
     Process-wide while held, like threadpoolctl's limits: other threads' numpy
     products run on as many threads meanwhile.
@@ -413,12 +423,6 @@ cdef int blas_threads_hold(int threads) noexcept nogil:
     return had
 
 
-cdef void blas_threads_set(int threads) noexcept nogil:
-    """While held: run the BLAS on `threads` threads from now on."""
-    if blas_threads_held and blas_set_threads != NULL and blas_num_threads() != threads:
-        blas_set_threads(threads)
-
-
 cdef void blas_threads_release(int had) noexcept nogil:
     """Give the BLAS back the `had` threads blas_threads_hold returned (0: nothing held)."""
     global blas_threads_held
@@ -427,11 +431,6 @@ cdef void blas_threads_release(int had) noexcept nogil:
     blas_set_threads(had)
     with gil:
         blas_threads_held = 0
-
-
-cdef bint skipzero_forced() noexcept nogil:
-    """Whether the tests' mode "always" asks for the kernels wherever they can run."""
-    return skipzero_mode == 2
 
 
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
@@ -454,6 +453,7 @@ cdef void _sample_sweep(intp_t n_features, intp_t n_hidden, const floating *x,
                         floating *W1, floating *pre) noexcept nogil:
     """batch_size 1: W1 -= eta x grad^T, then pre := x_next W1 (0 if x_next is NULL),
     in one sweep over the rows of W1 where x or x_next is not zero."""
+    _note_kernel_use()
     if floating is float:
         kernels.sample_sweep_f32(n_features, n_hidden, x, x_next, eta, grad, W1, pre)
     else:
@@ -658,6 +658,11 @@ def _engine_threads(intp_t m, intp_t k, intp_t n):
     return engine_threads(m, k, n)
 
 
+def _blas_threads_for(intp_t m, intp_t k, intp_t n):
+    """blas_threads_for: the BLAS's threads for the serial step's gemms."""
+    return blas_threads_for(m, k, n)
+
+
 def _cpu_budget():
     """The cores the thread rule counts this process may use."""
     return cpu_budget
@@ -767,3 +772,4 @@ def _gemv_memview(BLAS_Trans ta, double alpha, const floating[:, ::1] A,
     with nogil:
         _gemv(RowMajor, ta, m, n, <floating> alpha, &A[0, 0], n, &x[0], 1, <floating> beta,
               &y[0], 1)
+

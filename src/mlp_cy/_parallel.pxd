@@ -60,8 +60,6 @@ cdef void apply_update(
 
 cdef struct ParallelWork:         # what the parallel step keeps between batches
     int n_threads
-    bint use_gemm                 # gemm's products (on one BLAS thread), not the kernels'
-    intp_t row_chunk              # rows a chunk of the rows region has
     intp_t n_features, n_hidden, n_classes
     intp_t index_stride           # max(batch_size, n_features, n_classes)
     intp_t *indices               # (n_threads, index_stride) the kernels' index lists
@@ -77,9 +75,9 @@ cdef struct ParallelWork:         # what the parallel step keeps between batches
     Pacer pacer                   # how many of the n_threads the next step runs on
 
 
-cdef int parallel_work_init(ParallelWork *pw, int n_threads, bint use_gemm,
-                            intp_t batch_size, intp_t n_features, intp_t n_hidden,
-                            intp_t n_classes, const floating *W2) noexcept nogil
+cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
+                            intp_t n_features, intp_t n_hidden, intp_t n_classes,
+                            const floating *W2) noexcept nogil
 # 0, or -1 when out of memory (pw then owns nothing). Free with parallel_work_free.
 
 cdef void parallel_work_free(ParallelWork *pw) noexcept nogil
@@ -114,11 +112,11 @@ cdef double parallel_sgd_step(
 # returns the loss, and updates nothing when it is not finite.
 
 cdef int parallel_predict_proba(
-    int n_threads, bint use_gemm, const BatchSource *source, intp_t n_rows, intp_t n_features,
+    int n_threads, const BatchSource *source, intp_t n_rows, intp_t n_features,
     const floating *W1, const floating *b1, const floating *W2, const floating *b2,
     intp_t n_hidden, intp_t n_classes, Activation activation,
     floating *proba,              # OUT (n_rows, n_classes), row stride ldp
     intp_t ldp,
 ) noexcept nogil
-# predict_proba on n_threads threads, skipping X's zeros (or by gemm on one BLAS
-# thread), by chunks of rows; the same bits on any number of threads. 0, or -1 when out of memory (nothing was written).
+# predict_proba on n_threads threads, skipping X's zeros, by chunks of rows; the same
+# bits on any number of threads. 0, or -1 when out of memory (nothing was written).

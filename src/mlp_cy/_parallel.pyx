@@ -18,12 +18,6 @@
 #    slowed down by another process does less of it. Partial sums are kept per chunk
 #    and added in chunk order: the result does not depend on the number of threads
 #    or on which thread ran which chunk, bit for bit.
-# f) Two kinds of products. Where skipping zeros pays (mostly-zero data, a kernel
-#    level where it measured faster), the kernels above, in chunks of 8 rows. Else
-#    gemm, on one BLAS thread, in chunks of GEMM_ROW_CHUNK rows (each call packs W1
-#    again: fewer, larger chunks) and the same pixel and hidden-unit chunks; W2_t is
-#    not needed. Fixed chunks, so the same bits on any number of threads here too
-#    (the BLAS's own threads would change them: they cut the products by the count).
 # d) Every solver: plain SGD updates inside the products (W := decay W - eta X^T dZ);
 #    momentum, Nesterov and Adam compute a chunk's gradient into the part's scratch
 #    and apply their update (apply_update, shared with network._step) to that chunk
@@ -36,9 +30,9 @@
 from libc.math cimport isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc
 
-from ._typedefs cimport blas_int, intp_t, label_t
-from ._blas cimport (_dot_rows, _gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
-                    _gemm_t_skipzero_rows, RowMajor, NoTrans, Trans)
+from ._typedefs cimport intp_t, label_t
+from ._blas cimport (_dot_rows, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
+                    _gemm_t_skipzero_rows)
 from .kernels cimport (Activation, activation_backward, bias_activation, bias_softmax,
                        softmax_cross_entropy, sum_of_squares)
 
@@ -56,7 +50,6 @@ cdef extern from "_workers.h" nogil:
 # them, small enough to even out the threads' shares.
 cdef intp_t VECTOR_BYTES = 64
 cdef intp_t ROW_CHUNK = 8
-cdef intp_t GEMM_ROW_CHUNK = 16
 cdef intp_t PIXEL_CHUNK = 32
 cdef intp_t VECTORS_PER_CHUNK = 4
 
@@ -228,19 +221,17 @@ cdef inline void _split(intp_t n_items, intp_t unit, int part, int n_parts,
     end[0] = min(units * (part + 1) // n_parts * unit, n_items)
 
 
-cdef int parallel_work_init(ParallelWork *pw, int n_threads, bint use_gemm,
-                            intp_t batch_size, intp_t n_features, intp_t n_hidden,
-                            intp_t n_classes, const floating *W2) noexcept nogil:
+cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,
+                            intp_t n_features, intp_t n_hidden, intp_t n_classes,
+                            const floating *W2) noexcept nogil:
     cdef intp_t itemsize = sizeof(floating), j, k
     # More parts than threads would run one after the other: no more than that.
     pw.n_threads = min(n_threads, MLP_CY_MAX_WORKERS + 1)
-    pw.use_gemm = use_gemm
-    pw.row_chunk = GEMM_ROW_CHUNK if use_gemm else ROW_CHUNK
     pw.n_features = n_features
     pw.n_hidden = n_hidden
     pw.n_classes = n_classes
     pw.index_stride = max(batch_size, max(n_features, n_classes))
-    pw.max_row_chunks = (batch_size + pw.row_chunk - 1) // pw.row_chunk
+    pw.max_row_chunks = (batch_size + ROW_CHUNK - 1) // ROW_CHUNK
     pw.indices = <intp_t *> malloc(pw.n_threads * pw.index_stride * sizeof(intp_t))
     pw.X_rows = <const void **> malloc(batch_size * sizeof(void *))
     pw.W2_t = malloc(n_classes * n_hidden * itemsize)
@@ -323,7 +314,7 @@ cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
     if floating is double:
         own_kind = INPUT_FLOAT64
     rows_out[0] = NULL
-    if source.kind == own_kind and (source.rows == NULL or not pw.use_gemm):
+    if source.kind == own_kind:
         if source.rows == NULL:           # consecutive rows: X itself
             batch_out[0] = <const floating *> (source.X + source.start * source.row_bytes)
             ld_out[0] = source.row_bytes // sizeof(floating)
@@ -350,16 +341,15 @@ cdef void parallel_gather(ParallelWork *pw, const BatchSource *source, intp_t m,
 
 cdef void _rows_chunk(StepContext *c, intp_t chunk, intp_t *indices,
                       floating *unused) noexcept nogil:
-    """Rows chunk * pw.row_chunk .. of the batch: forward, loss, backward to dZ1."""
+    """Rows chunk * ROW_CHUNK .. of the batch: forward, loss, backward to dZ1."""
     cdef ParallelWork *pw = c.pw
     cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
-    cdef intp_t r0 = chunk * pw.row_chunk, mp = min(c.m - r0, pw.row_chunk), p0, p1
+    cdef intp_t r0 = chunk * ROW_CHUNK, mp = min(c.m - r0, ROW_CHUNK), p0, p1
     cdef floating *b1_grad = <floating *> pw.bias_grads + chunk * (h + K)
     cdef floating *b2_grad = b1_grad + h
     cdef floating *hidden = <floating *> c.hidden + r0 * h
     cdef floating *hidden_grad = <floating *> c.hidden_grad + r0 * h
     cdef floating *output = <floating *> c.output + r0 * K
-    cdef const floating *W2 = <const floating *> c.W2
     cdef const floating *W2_t = <const floating *> pw.W2_t
     cdef const floating *weights = <const floating *> c.sample_weight
     cdef const label_t *labels = c.y
@@ -372,33 +362,19 @@ cdef void _rows_chunk(StepContext *c, intp_t chunk, intp_t *indices,
         if weights != NULL:
             weights += r0
     # A1 = act(X W1 + b1) ; Z2 = A1 W2
-    if pw.use_gemm:
-        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mp, <blas_int> h, <blas_int> d,
-              <floating> 1, <const floating *> c.X_batch + r0 * c.ldx, <blas_int> c.ldx,
-              <const floating *> c.W1, <blas_int> h, <floating> 0, hidden, <blas_int> h)
-    elif c.X_rows != NULL:
+    if c.X_rows != NULL:
         _gemm_skipzero_rows(mp, h, d, <const floating **> c.X_rows + r0,
                             <const floating *> c.W1, h, hidden, h, indices)
     else:
         _gemm_skipzero(mp, h, d, <const floating *> c.X_batch + r0 * c.ldx, c.ldx,
                        <const floating *> c.W1, h, hidden, h, indices)
     bias_activation(hidden, <const floating *> c.b1, mp, h, c.activation)
-    if pw.use_gemm:
-        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mp, <blas_int> K, <blas_int> h,
-              <floating> 1, hidden, <blas_int> h, W2, <blas_int> K, <floating> 0, output,
-              <blas_int> K)
-    else:
-        _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
+    _dot_rows(mp, h, K, hidden, h, W2_t, h, output, K)
     # dZ2 = w (softmax(Z2 + b2) - Y) / S ;  dA1 = dZ2 W2^T ;  dZ1 = dA1 act'(Z1)
     pw.sums[2 * chunk] = softmax_cross_entropy(
         output, <const floating *> c.b2, labels, weights, rows, mp, K,
         <floating> c.scale, b2_grad)
-    if pw.use_gemm:
-        _gemm(RowMajor, NoTrans, Trans, <blas_int> mp, <blas_int> h, <blas_int> K,
-              <floating> 1, output, <blas_int> K, W2, <blas_int> K, <floating> 0,
-              hidden_grad, <blas_int> h)
-    else:
-        _gemm_skipzero(mp, h, K, output, K, W2_t, h, hidden_grad, h, indices)
+    _gemm_skipzero(mp, h, K, output, K, W2_t, h, hidden_grad, h, indices)
     activation_backward(hidden_grad, hidden, mp, h, c.activation, b1_grad)
     if c.want_squares:        # the L2 term: this chunk's share of W1's rows (and W2)
         _split(d, 1, chunk, c.n_chunks, &p0, &p1)
@@ -444,9 +420,6 @@ cdef void _update_chunk(StepContext *c, intp_t chunk, intp_t *indices,
     cdef floating *grad_t                            # (K, width) dZ2^T A1[:, j0:j1]
     cdef const floating *b1_grad = (<const floating *> pw.bias_grads
                                     + pw.max_row_chunks * (h + K))    # the sums
-    if pw.use_gemm:
-        _update_chunk_gemm(c, chunk, scratch)
-        return
     if chunk < n_pixel_chunks:
         p0 = chunk * PIXEL_CHUNK
         p1 = min(d, p0 + PIXEL_CHUNK)
@@ -506,61 +479,6 @@ cdef void _update_chunk(StepContext *c, intp_t chunk, intp_t *indices,
             W2_t[k * h + j] = W2[j * K + k]
 
 
-cdef void _update_chunk_gemm(StepContext *c, intp_t chunk,
-                             floating *scratch) noexcept nogil:
-    """_update_chunk with gemm's products (note f), W2 updated in place."""
-    cdef ParallelWork *pw = c.pw
-    cdef intp_t d = pw.n_features, h = pw.n_hidden, K = pw.n_classes
-    cdef intp_t n_params = (d + 1) * h + (h + 1) * K
-    cdef intp_t n_pixel_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK
-    cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
-    cdef intp_t p0, p1, j0, j1, j
-    cdef blas_int mb = <blas_int> c.m
-    cdef floating eta = <floating> c.eta, decay = <floating> c.decay
-    cdef floating *W1 = <floating *> c.W1
-    cdef floating *W2 = <floating *> c.W2
-    cdef floating *b1 = <floating *> c.b1
-    cdef floating *state = <floating *> c.state      # W1 | b1 | W2 | b2
-    cdef const floating *b1_grad = (<const floating *> pw.bias_grads
-                                    + pw.max_row_chunks * (h + K))    # the sums
-    if chunk < n_pixel_chunks:
-        # W1[p0:p1] := decay W1[p0:p1] - eta X[:, p0:p1]^T dZ1, or the gradient into
-        # scratch and the solver's update
-        p0 = chunk * PIXEL_CHUNK
-        p1 = min(d, p0 + PIXEL_CHUNK)
-        if c.rule == NULL:
-            _gemm(RowMajor, Trans, NoTrans, <blas_int> (p1 - p0), <blas_int> h, mb, -eta,
-                  <const floating *> c.X_batch + p0, <blas_int> c.ldx,
-                  <const floating *> c.hidden_grad, <blas_int> h, decay, W1 + p0 * h,
-                  <blas_int> h)
-            return
-        _gemm(RowMajor, Trans, NoTrans, <blas_int> (p1 - p0), <blas_int> h, mb,
-              <floating> 1, <const floating *> c.X_batch + p0, <blas_int> c.ldx,
-              <const floating *> c.hidden_grad, <blas_int> h, <floating> 0, scratch,
-              <blas_int> h)
-        apply_update(W1 + p0 * h, scratch, state + p0 * h, (p1 - p0) * h, n_params,
-                     c.l2, c.rule, c.step_size)
-        return
-    # W2[j0:j1] := decay W2[j0:j1] - eta A1[:, j0:j1]^T dZ2 (or through scratch), b1[j0:j1]
-    j0 = (chunk - n_pixel_chunks) * columns
-    j1 = min(h, j0 + columns)
-    if c.rule == NULL:
-        _gemm(RowMajor, Trans, NoTrans, <blas_int> (j1 - j0), <blas_int> K, mb, -eta,
-              <const floating *> c.hidden + j0, <blas_int> h,
-              <const floating *> c.output, <blas_int> K, decay, W2 + j0 * K,
-              <blas_int> K)
-        for j in range(j0, j1):
-            b1[j] -= eta * b1_grad[j]
-        return
-    _gemm(RowMajor, Trans, NoTrans, <blas_int> (j1 - j0), <blas_int> K, mb, <floating> 1,
-          <const floating *> c.hidden + j0, <blas_int> h, <const floating *> c.output,
-          <blas_int> K, <floating> 0, scratch, <blas_int> K)
-    apply_update(W2 + j0 * K, scratch, state + d * h + h + j0 * K, (j1 - j0) * K,
-                 n_params, c.l2, c.rule, c.step_size)
-    apply_update(b1 + j0, b1_grad + j0, state + d * h + j0, j1 - j0, n_params, 0,
-                 c.rule, c.step_size)
-
-
 cdef void _update_part(void *ctx, int part, int n_parts) noexcept nogil:
     cdef StepContext *c = <StepContext *> ctx
     cdef intp_t *indices = c.pw.indices + part * c.pw.index_stride
@@ -596,7 +514,7 @@ cdef double parallel_sgd_step(
     cdef double loss = 0, squares = 0
     cdef floating *partial
     cdef floating *grad_sum = <floating *> pw.bias_grads + pw.max_row_chunks * (h + K)
-    cdef intp_t chunk, n_row_chunks = (m + pw.row_chunk - 1) // pw.row_chunk
+    cdef intp_t chunk, n_row_chunks = (m + ROW_CHUNK - 1) // ROW_CHUNK
     cdef intp_t columns = VECTORS_PER_CHUNK * (VECTOR_BYTES // sizeof(floating))
     cdef StepContext c
 
@@ -667,11 +585,9 @@ cdef struct PredictContext:       # shared by the parts of parallel_predict_prob
     intp_t n_chunks
     intp_t n_rows, n_features, n_hidden, n_classes
     bint is_double
-    bint use_gemm                 # gemm's products, not the zero-skipping kernels
     const BatchSource *source
     const void *W1
     const void *b1
-    const void *W2                # (n_hidden, n_classes)
     const void *W2_t              # (n_classes, n_hidden)
     const void *b2
     Activation activation
@@ -704,19 +620,10 @@ cdef void _predict_chunk(PredictContext *c, int part, intp_t chunk,
                       converted + i * d, d)
         X_chunk = converted
         ldx = d
-    if c.use_gemm:
-        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mc, <blas_int> h, <blas_int> d,
-              <floating> 1, X_chunk, <blas_int> ldx, <const floating *> c.W1,
-              <blas_int> h, <floating> 0, hidden, <blas_int> h)
-        bias_activation(hidden, <const floating *> c.b1, mc, h, c.activation)
-        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> mc, <blas_int> K, <blas_int> h,
-              <floating> 1, hidden, <blas_int> h, <const floating *> c.W2, <blas_int> K,
-              <floating> 0, proba, <blas_int> c.ldp)
-    else:
-        _gemm_skipzero(mc, h, d, X_chunk, ldx, <const floating *> c.W1, h, hidden, h,
-                       c.indices + part * d)
-        bias_activation(hidden, <const floating *> c.b1, mc, h, c.activation)
-        _dot_rows(mc, h, K, hidden, h, <const floating *> c.W2_t, h, proba, c.ldp)
+    _gemm_skipzero(mc, h, d, X_chunk, ldx, <const floating *> c.W1, h, hidden, h,
+                   c.indices + part * d)
+    bias_activation(hidden, <const floating *> c.b1, mc, h, c.activation)
+    _dot_rows(mc, h, K, hidden, h, <const floating *> c.W2_t, h, proba, c.ldp)
     for i in range(mc):
         bias_softmax(proba + i * c.ldp, <const floating *> c.b2, 1, K)
 
@@ -735,7 +642,7 @@ cdef void _predict_part(void *ctx, int part, int n_parts) noexcept nogil:
 
 
 cdef int parallel_predict_proba(
-    int n_threads, bint use_gemm, const BatchSource *source, intp_t n_rows, intp_t n_features,
+    int n_threads, const BatchSource *source, intp_t n_rows, intp_t n_features,
     const floating *W1, const floating *b1, const floating *W2, const floating *b2,
     intp_t n_hidden, intp_t n_classes, Activation activation,
     floating *proba, intp_t ldp,
@@ -751,10 +658,8 @@ cdef int parallel_predict_proba(
     c.n_hidden = n_hidden
     c.n_classes = n_classes
     c.is_double = floating is double
-    c.use_gemm = use_gemm
     c.source = source
     c.W1 = W1
-    c.W2 = W2
     c.b1 = b1
     c.b2 = b2
     c.activation = activation

@@ -26,18 +26,20 @@
 #    decided per call from its first batch; a shuffled batch is then read in place,
 #    through row pointers. They need index scratch, allocated once per call: without
 #    it they use gemm.
-# h) Where the thread rule (_blas.pyx, "Threads") gives 2 or more threads, every
-#    solver runs each batch on threads of mlp_cy's own, skipping zeros, with no BLAS
-#    call (_parallel.pyx). The choice is made once per call, from the density of its
+# h) Where the thread rule (_blas.pyx, "Threads") gives 2 or more threads and the
+#    kernel level pays for it, every solver runs each batch on threads of mlp_cy's
+#    own, skipping zeros, with no BLAS call (_parallel.pyx). The choice is made once per call, from the density of its
 #    first batch: one gemm in between would wake the BLAS's threads, which then spin
 #    on the cores for about 0.1 s, far more than a batch a little denser than the
 #    rule costs. Memory for it is allocated once per call; without it the serial
 #    step runs.
-# i) Threads never run a loop of batches much slower than one thread would: the
-#    pacer (_parallel.pyx e) times the batches, on the threads and now and then on
-#    one, and keeps one while the threads do not pay (a busy machine). On the
-#    parallel step that is the number of parts; on the serial step, the BLAS's own
-#    threads (blas_threads_hold: capped by the rule for the call, given back after).
+# i) Threads never run a loop of batches much slower than one thread would: on the
+#    parallel step, the pacer (_parallel.pyx e) times the batches, on the threads and
+#    now and then on one, and keeps one while the threads do not pay (a busy
+#    machine). The serial step's gemms run on as many of the BLAS's threads as
+#    products of their size pay for (blas_threads_for: one at h=256, b=64), set for
+#    the call and given back after (blas_threads_hold). Not paced: the BLAS's result
+#    depends on its thread count, and the bits must not depend on the machine's load.
 
 from libc.math cimport isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc
@@ -46,11 +48,10 @@ from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
-                    _gemm_t_skipzero_rows, _sample_sweep, blas_num_threads,
-                    blas_threads_hold, parallel_threads_forced,
-                    blas_threads_release, blas_threads_set, engine_threads,
-                    skipzero_products,
-                    skipzero_forced, skipzero_parallel_threads, skipzero_sparse_enough,
+                    _gemm_t_skipzero_rows, _sample_sweep, blas_threads_for,
+                    blas_threads_hold,
+                    blas_threads_release, skipzero_products,
+                    skipzero_parallel_threads, skipzero_sparse_enough,
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
 from ._parallel cimport (BatchSource, InputKind, ParallelWork, UpdateRule,
                          INPUT_UINT8, INPUT_FLOAT32, INPUT_FLOAT64, apply_update,
@@ -172,39 +173,18 @@ cdef inline BatchSource _batch_source(const input_t[:, ::1] X) noexcept nogil:
     return source
 
 
-cdef int _parallel_plan(const input_t[:, ::1] X, const intp_t *order, intp_t batch_size,
-                        intp_t n_hidden, const floating *like,
-                        bint *use_gemm) noexcept nogil:
+cdef int _parallel_threads(const input_t[:, ::1] X, const intp_t *order,
+                           intp_t batch_size, intp_t n_hidden,
+                           const floating *like) noexcept nogil:
     """Threads for the parallel step on batches of batch_size rows of X (in `order`),
-    or 0: the serial step (design note h). use_gemm: by gemm's products, or (the
-    first batch is mostly zeros and the kernels pay) by the zero-skipping kernels."""
-    cdef intp_t n_features = X.shape[1]
+    or 0: the serial step (design note h)."""
     cdef int threads
-    use_gemm[0] = False
     if batch_size < 2:
         return 0
-    threads = skipzero_parallel_threads(batch_size, n_features, n_hidden, sizeof(floating))
+    threads = skipzero_parallel_threads(batch_size, X.shape[1], n_hidden, sizeof(floating))
     if threads > 0 and _sparse_start(X, order, batch_size):
         return threads
-    if skipzero_forced():        # the tests' "always": the serial step skips zeros here
-        return 0
-    use_gemm[0] = True
-    threads = engine_threads(batch_size, n_features, n_hidden)
-    return threads if threads >= 2 or parallel_threads_forced() else 0
-
-
-cdef int _hold_blas_for(int threads, bint use_gemm, int *blas_had) noexcept nogil:
-    """The BLAS's threads for a call: one where the parallel step calls gemm on its own
-    threads (then 0 threads if the BLAS cannot be held there: the serial step), else
-    no more than the serial step's share of the rule. Give back with
-    blas_threads_release(blas_had[0])."""
-    if threads > 0 and use_gemm:
-        blas_had[0] = blas_threads_hold(1)
-        if blas_had[0] == 0 and blas_num_threads() > 1:
-            return 0
-        return threads
-    blas_had[0] = 0
-    return threads
+    return 0
 
 
 cdef bint _sparse_start(const input_t[:, ::1] X, const intp_t *order,
@@ -455,30 +435,21 @@ cdef int predict_proba(
     if ldx == 0 or ldp == 0:
         with gil:
             raise ValueError("X and proba_out need rows that do not overlap")
-    # As training (design note h): where the thread rule gives 2+ threads, X goes
-    # through mlp_cy's own threads by chunks of 64 rows, skipping zeros when it is
-    # mostly zeros, else by gemm on one BLAS thread.
+    # As training (design note h): where the thread rule gives 2+ threads and X is
+    # mostly zeros, it goes through mlp_cy's own threads by chunks of 64 rows, with
+    # no BLAS call.
     cdef BatchSource source = _batch_source(X)
-    cdef bint use_gemm = False
-    cdef int blas_had = 0
-    cdef int n_threads = _parallel_plan(X, NULL, min(n_samples, 64), n_hidden,
-                                        &W1[0, 0], &use_gemm)
-    if n_threads > 0 and use_gemm:
-        n_threads = min(n_threads, engine_threads(n_samples, n_features, n_hidden))
-        if n_threads < 2 and not parallel_threads_forced():
-            n_threads = 0
-    n_threads = _hold_blas_for(n_threads, use_gemm, &blas_had)
-    if n_threads > 0:
-        if parallel_predict_proba(n_threads, use_gemm, &source, n_samples, n_features,
-                                  &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], n_hidden,
-                                  n_classes, activation, &proba_out[0, 0], ldp) == 0:
-            blas_threads_release(blas_had)
-            return 0
-    blas_threads_release(blas_had)
+    cdef int n_threads = _parallel_threads(X, NULL, min(n_samples, 64), n_hidden,
+                                           &W1[0, 0])
+    if n_threads > 0 and parallel_predict_proba(
+            n_threads, &source, n_samples, n_features, &W1[0, 0], &b1[0], &W2[0, 0],
+            &b2[0], n_hidden, n_classes, activation, &proba_out[0, 0], ldp) == 0:
+        return 0
     cdef intp_t *cols = <intp_t *> malloc(max(n_features, 1) * sizeof(intp_t))
     cdef intp_t ld_chunk = n_features if convert else ldx
-    # The BLAS on no more threads than the rule gives (_blas.pyx, "Threads").
-    blas_had = blas_threads_hold(engine_threads(min(chunk, n_samples), n_features, n_hidden))
+    # The BLAS on as many threads as its products pay for (_blas.pyx, "Threads").
+    cdef int blas_had = blas_threads_hold(
+        blas_threads_for(min(chunk, n_samples), n_features, n_hidden))
     start = 0
     while start < n_samples:
         m = min(chunk, n_samples - start)
@@ -636,30 +607,24 @@ cdef double train_step(
     cdef ParallelWork pw
     cdef BatchSource source
     cdef double loss
-    cdef bint use_gemm = False
-    cdef int blas_had = 0
-    cdef int n_threads = _hold_blas_for(
-        _parallel_plan(X_batch, NULL, m, n_hidden, &W1[0, 0], &use_gemm), use_gemm,
-        &blas_had)
-    if n_threads > 0 and parallel_work_init(&pw, n_threads, use_gemm, m, n_features,
-                                            n_hidden, n_classes, &W2[0, 0]) == 0:
+    cdef int n_threads = _parallel_threads(X_batch, NULL, m, n_hidden, &W1[0, 0])
+    if n_threads > 0 and parallel_work_init(&pw, n_threads, m, n_features, n_hidden,
+                                            n_classes, &W2[0, 0]) == 0:
         source = _batch_source(X_batch)
         loss = _parallel_batch(&pw, &source, m, &y_batch[0],
                                &sample_weight[0] if sample_weight is not None else NULL,
                                NULL, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0], options,
                                _state_pointer(optimizer_state), n_updates, &work[0])
         parallel_work_free(&pw)
-        blas_threads_release(blas_had)
         return loss
-    blas_threads_release(blas_had)
     # converted rows go to the batch region at the start of work
     rows_in = _row_block(X_batch, 0, m, _needs_conversion(<const input_t *> NULL, &work[0]),
                          &work[0])
     if rows_in == &work[0]:
         ldx = n_features
     cdef intp_t *index_scratch = <intp_t *> malloc(max(m, n_features) * sizeof(intp_t))
-    # The BLAS on no more threads than the rule gives (_blas.pyx, "Threads").
-    blas_had = blas_threads_hold(engine_threads(m, n_features, n_hidden))
+    # The BLAS on as many threads as its products pay for (_blas.pyx, "Threads").
+    cdef int blas_had = blas_threads_hold(blas_threads_for(m, n_features, n_hidden))
     loss = _step(
         m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, NULL, &y_batch[0],
         &sample_weight[0] if sample_weight is not None else NULL, NULL, &W1[0, 0],
@@ -742,29 +707,23 @@ cdef int train_epoch(
                                        options, n_updates, work, stats_out)
 
     cdef ParallelWork pw
-    cdef bint use_gemm = False
-    cdef int blas_had = 0
-    cdef int n_threads = _hold_blas_for(
-        _parallel_plan(X, &order[0] if order is not None else NULL, batch_size, n_hidden,
-                       &W1[0, 0], &use_gemm), use_gemm, &blas_had)
-    if n_threads > 0 and parallel_work_init(&pw, n_threads, use_gemm, batch_size,
-                                            n_features, n_hidden, n_classes,
-                                            &W2[0, 0]) == 0:
+    cdef int n_threads = _parallel_threads(X, &order[0] if order is not None else NULL,
+                                           batch_size, n_hidden, &W1[0, 0])
+    if n_threads > 0 and parallel_work_init(&pw, n_threads, batch_size, n_features,
+                                            n_hidden, n_classes, &W2[0, 0]) == 0:
         try:
             _epoch_parallel(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
                             options, state, n_updates, work, stats_out, &pw)
         finally:
             parallel_work_free(&pw)
-            blas_threads_release(blas_had)
         return 0
-    blas_threads_release(blas_had)
 
     # NULL when malloc fails: then _step uses gemm alone. Its tail holds batch_size
-    # row pointers (_epoch_in_batches). The BLAS on no more threads than the rule
-    # gives (_blas.pyx, "Threads").
+    # row pointers (_epoch_in_batches). The BLAS on as many threads as its products
+    # pay for (_blas.pyx, "Threads").
     index_scratch = <intp_t *> malloc(max(batch_size, n_features) * sizeof(intp_t)
                                       + batch_size * sizeof(void *))
-    blas_had = blas_threads_hold(engine_threads(batch_size, n_features, n_hidden))
+    cdef int blas_had = blas_threads_hold(blas_threads_for(batch_size, n_features, n_hidden))
     try:
         _epoch_in_batches(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
                           options, state, n_updates, work, stats_out, index_scratch)
