@@ -8,8 +8,10 @@ with it) costs.
 Whenever scikit-learn is imported, before or after mlp_cy, its ``sklearn.base``
 is loaded first (``import sklearn`` loads it). Right then, the classes registered
 here with :func:`follows_sklearn` get scikit-learn's BaseEstimator and
-ClassifierMixin as their bases in place of the stand-ins, and ConvergenceWarning,
-DataConversionWarning and NotFittedError become subclasses of scikit-learn's. So
+ClassifierMixin as their bases in place of the stand-ins, ConvergenceWarning,
+DataConversionWarning, NotFittedError and InvalidParameterError become subclasses
+of scikit-learn's, and the classes' ``_parameter_constraints`` become scikit-learn's
+constraint objects, checked by its own validate_parameter_constraints. So
 once scikit-learn is there, MLPClassifier is exactly the class it would be if it
 had been defined against scikit-learn: ``isinstance(clf, BaseEstimator)``,
 clone, tags, metadata routing (``set_fit_request``), the HTML repr,
@@ -21,6 +23,7 @@ since it would have to import scikit-learn to ask.
 import importlib
 import importlib.util
 import inspect
+import numbers
 import sys
 import warnings
 
@@ -114,6 +117,155 @@ class DataConversionWarning(_Warning):
 class NotFittedError(_Error):
     """Raised when a method needs a fitted estimator and fit was not called."""
 
+class _ParameterError(ValueError, TypeError):
+    pass
+
+
+class InvalidParameterError(_ParameterError):
+    """A constructor argument of the wrong type or value: both a ValueError and a
+    TypeError, as scikit-learn's (which it becomes a subclass of)."""
+
+
+# Parameter constraints --------------------------------------------------------------
+# Stand-ins for scikit-learn's Interval, Options and StrOptions
+# (sklearn/utils/_param_validation.py), with its rules and messages, so that
+# ``_parameter_constraints`` reads as scikit-learn's and is checked without it. Once
+# scikit-learn is imported, the constraints of the classes that follow it are
+# converted to its own objects and checked by its validate_parameter_constraints.
+
+def _type_name(t):
+    if t is numbers.Real:
+        return "float"
+    if t is numbers.Integral:
+        return "int"
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+class Interval:
+    """Numbers of ``type`` between left and right (None: unbounded); closed is
+    "left", "right", "both" or "neither", as scikit-learn's Interval."""
+
+    def __init__(self, type, left, right, *, closed):
+        self.type, self.left, self.right, self.closed = type, left, right, closed
+
+    def is_satisfied_by(self, val):
+        if not isinstance(val, self.type):
+            return False
+        if not isinstance(val, numbers.Integral) and np.isnan(val):
+            return False
+        left = -np.inf if self.left is None else self.left
+        right = np.inf if self.right is None else self.right
+        below = val < left if self.closed in ("left", "both") else val <= left
+        above = val > right if self.closed in ("right", "both") else val >= right
+        return not (below or above)
+
+    def __str__(self):
+        type_str = "an int" if self.type is numbers.Integral else "a float"
+        left = "-inf" if self.left is None else self.left
+        right = "inf" if self.right is None else self.right
+        if self.type is not numbers.Integral:
+            left = float(left) if self.left is not None else left
+            right = float(right) if self.right is not None else right
+        return (f"{type_str} in the range "
+                f"{'[' if self.closed in ('left', 'both') else '('}{left}, "
+                f"{right}{']' if self.closed in ('right', 'both') else ')'}")
+
+
+class Options:
+    """One of a set of values of ``type``, as scikit-learn's Options."""
+
+    def __init__(self, type, options):
+        self.type, self.options = type, options
+
+    def is_satisfied_by(self, val):
+        return isinstance(val, self.type) and val in self.options
+
+    def __str__(self):
+        return (f"a {_type_name(self.type)} among "
+                f"{{{', '.join(repr(o) for o in self.options)}}}")
+
+
+class StrOptions(Options):
+    """One of a set of strings, as scikit-learn's StrOptions."""
+
+    def __init__(self, options):
+        super().__init__(str, options)
+
+
+def _named_constraint(name):
+    """scikit-learn's constraints named by a string: (test, description)."""
+    int_from_0 = Interval(numbers.Integral, 0, None, closed="left")
+    seeds = Interval(numbers.Integral, 0, 2**32 - 1, closed="both")
+    return {
+        "boolean": (lambda v: isinstance(v, (bool, np.bool_)),
+                    "an instance of 'bool' or an instance of 'numpy.bool'"),
+        "verbose": (lambda v: int_from_0.is_satisfied_by(v) or isinstance(v, (bool, np.bool_)),
+                    f"{int_from_0}, an instance of 'bool' or an instance of 'numpy.bool'"),
+        "random_state": (lambda v: seeds.is_satisfied_by(v) or v is None
+                         or isinstance(v, np.random.RandomState),
+                         f"{seeds}, an instance of 'numpy.random.mtrand.RandomState' or "
+                         "None"),
+        "array-like": (lambda v: (hasattr(v, "__len__") or hasattr(v, "shape")
+                                  or hasattr(v, "__array__"))
+                       and not np.isscalar(v) and not _is_sparse(v),
+                       "an array-like"),
+    }[name]
+
+
+def _is_sparse(value):
+    return hasattr(value, "tocsr") and hasattr(value, "nnz")
+
+
+def _check(constraint, value):
+    """(satisfied, description) of one constraint, as scikit-learn's make_constraint."""
+    if constraint is None:
+        return value is None, "None"
+    if isinstance(constraint, str):
+        test, description = _named_constraint(constraint)
+        return test(value), description
+    if isinstance(constraint, type):
+        return isinstance(value, constraint), f"an instance of {_type_name(constraint)!r}"
+    return constraint.is_satisfied_by(value), str(constraint)
+
+
+def validate_parameter_constraints(constraints, params, caller_name):
+    """Raise InvalidParameterError for the first parameter that satisfies none of its
+    constraints: scikit-learn's function when it is imported, else the same rules
+    and message here."""
+    if _adopted:
+        module = sys.modules["sklearn.utils._param_validation"]
+        try:
+            return module.validate_parameter_constraints(constraints, params, caller_name)
+        except module.InvalidParameterError as exc:   # as ours, a subclass of it
+            raise InvalidParameterError(str(exc)) from None
+    for name, value in params.items():
+        if name not in constraints:
+            continue
+        checks = [_check(c, value) for c in constraints[name]]
+        if any(ok for ok, _ in checks):
+            continue
+        descriptions = [d for _, d in checks]
+        allowed = descriptions[0] if len(descriptions) == 1 else \
+            f"{', '.join(descriptions[:-1])} or {descriptions[-1]}"
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller_name} must be {allowed}. "
+            f"Got {value!r} instead."
+        )
+
+
+def _to_sklearn_constraints(constraints, module):
+    """The same constraints as scikit-learn's own objects."""
+    def convert(c):
+        if isinstance(c, Interval):
+            return module.Interval(c.type, c.left, c.right, closed=c.closed)
+        if isinstance(c, StrOptions):
+            return module.StrOptions(c.options)
+        if isinstance(c, Options):
+            return module.Options(c.type, c.options)
+        return c
+    return {name: [convert(c) for c in cs] for name, cs in constraints.items()}
+
+
 
 def check_is_fitted(estimator):
     """Raise NotFittedError unless ``estimator.__sklearn_is_fitted__()``."""
@@ -148,6 +300,9 @@ def _rebase(cls, base, exceptions):
     # What class creation would have run: scikit-learn's hook that adds the
     # set_{method}_request methods of metadata routing.
     super(cls, cls).__init_subclass__()
+    if "_parameter_constraints" in vars(cls):
+        cls._parameter_constraints = _to_sklearn_constraints(
+            cls._parameter_constraints, sys.modules["sklearn.utils._param_validation"])
 
 
 def _adopt():
@@ -161,6 +316,8 @@ def _adopt():
         ConvergenceWarning.__bases__ = (exceptions.ConvergenceWarning,)
         DataConversionWarning.__bases__ = (exceptions.DataConversionWarning,)
         NotFittedError.__bases__ = (exceptions.NotFittedError,)
+        InvalidParameterError.__bases__ = (
+            sys.modules["sklearn.utils._param_validation"].InvalidParameterError,)
         for cls in _followers:
             _rebase(cls, base, exceptions)
     except TypeError as exc:  # a scikit-learn whose classes changed shape
@@ -219,10 +376,15 @@ _follow_sklearn()
 __all__ = [
     "HAS_SKLEARN",
     "BaseEstimator",
+    "InvalidParameterError",
+    "Interval",
+    "Options",
+    "StrOptions",
     "ClassifierMixin",
     "ConvergenceWarning",
     "DataConversionWarning",
     "NotFittedError",
     "check_is_fitted",
     "follows_sklearn",
+    "validate_parameter_constraints",
 ]

@@ -15,6 +15,7 @@ c) The output layer is a softmax over all K classes, also for K = 2 (as in the
 
 import numbers
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -23,8 +24,13 @@ from ._compat import (
     BaseEstimator,
     ClassifierMixin,
     ConvergenceWarning,
+    InvalidParameterError,
+    Interval,
+    Options,
+    StrOptions,
     check_is_fitted,
     follows_sklearn,
+    validate_parameter_constraints,
 )
 from ._validation import (
     FLOAT_DTYPES,
@@ -36,7 +42,9 @@ from ._validation import (
 
 ACTIVATIONS = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
 SOLVERS = {"sgd": 0, "adam": 1}
-LEARNING_RATES = ("constant", "invscaling", "adaptive")
+# momentum=1.0 (scikit-learn's upper bound) runs as the largest double below 1, as the
+# engine needs momentum < 1: the same value in float32, one rounding step in float64.
+MOMENTUM_ONE = float(np.nextafter(1.0, 0.0))
 
 # Rows per chunk of predict_proba: the hidden activations of a chunk stay in cache.
 PREDICT_CHUNK_ROWS = 1024
@@ -181,6 +189,36 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     True
     """
 
+    # scikit-learn's MLPClassifier._parameter_constraints for what mlp_cy supports
+    # (no "lbfgs", so no max_fun), plus class_weight; scikit-learn's own objects once
+    # it is imported (_compat). _validate_hyperparameters adds mlp_cy's own limits.
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"),
+                             Options(Real, {np.inf})],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
     def __init__(
         self,
         hidden_layer_sizes=(100,),
@@ -283,13 +321,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
-        # Weights that the user assigned to an estimator never fitted: X decides the
-        # dtype, y the classes; the weights are checked against both below.
-        user_weights = not first_pass and not hasattr(self, "n_features_in_")
+        # Weights that the user assigned to an estimator never fitted (fit sets
+        # classes_): X decides the dtype, y (or classes) the classes, as in
+        # scikit-learn; an n_features_in_ set with them is checked against X. The
+        # weights are checked against all of them below.
+        user_weights = not first_pass and not (hasattr(self, "classes_")
+                                               and hasattr(self, "n_features_in_"))
         fresh = first_pass or user_weights
         check_feature_names(self, X, reset=fresh)
-        X = check_X(X, keep=ENGINE_INPUT_DTYPES,
-                    n_features=None if fresh else self.n_features_in_)
+        n_features = getattr(self, "n_features_in_", None) if user_weights else \
+            None if fresh else self.n_features_in_
+        X = check_X(X, keep=ENGINE_INPUT_DTYPES, n_features=n_features)
         # The weights' dtype: X's when it is float32 or float64, else float64, as in
         # scikit-learn; once trained, the weights keep theirs and the engine converts
         # the rows of X as it gathers them (no full copy).
@@ -319,7 +361,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         diverged = self._fit_stochastic(X, y_codes, sample_weight, incremental)
         # One partial_fit epoch tells too little; callers that loop over partial_fit
         # (the command line) ask _learning_problem themselves at the end.
-        if not incremental and not diverged:
+        if not incremental and not diverged and len(self.classes_) > 1:
             problem = _learning_problem(self.loss_curve_,
                                         _chance_loss(y_codes, sample_weight))
             if problem:
@@ -380,52 +422,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return weights
 
     def _validate_hyperparameters(self):
-        """Check the constructor's arguments; return the hidden layer's width."""
+        """Check the constructor's arguments; return the hidden layer's width.
+
+        scikit-learn's rules first (InvalidParameterError, its message), then
+        mlp_cy's own: exactly one hidden layer, and a validation_fraction above 0
+        when early stopping holds rows out.
+        """
+        validate_parameter_constraints(self._parameter_constraints,
+                                       self.get_params(deep=False), type(self).__name__)
         sizes = self.hidden_layer_sizes
-        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
-            sizes = (sizes,)
-        try:
-            sizes = tuple(sizes)
-        except TypeError:
-            sizes = None
-        if sizes is None or len(sizes) != 1:
-            raise ValueError(
+        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
+        if len(sizes) != 1:
+            raise InvalidParameterError(
                 f"hidden_layer_sizes must be an int or a tuple of one int, got "
                 f"{self.hidden_layer_sizes!r}: mlp_cy has exactly one hidden layer."
             )
         n_hidden = sizes[0]
-        if not isinstance(n_hidden, numbers.Integral) or isinstance(n_hidden, bool) \
+        if not isinstance(n_hidden, numbers.Integral) or isinstance(n_hidden, (bool, np.bool_)) \
                 or n_hidden < 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"hidden_layer_sizes must be a positive int, got {n_hidden!r}."
             )
-        _check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        _check_choice("solver", self.solver, SOLVERS)
-        _check_choice("learning_rate", self.learning_rate, LEARNING_RATES)
-        _check_number("alpha", self.alpha, low=0.0)
-        _check_number("learning_rate_init", self.learning_rate_init, low=0.0,
-                      low_open=True)
-        _check_number("tol", self.tol, low=0.0)
-        _check_int("max_iter", self.max_iter, low=1)
-        _check_int("n_iter_no_change", self.n_iter_no_change, low=1)
-        if self.batch_size != "auto":
-            _check_int("batch_size", self.batch_size, low=1, extra="or 'auto'")
-        _check_number("power_t", self.power_t, low=0.0)
-        _check_number("momentum", self.momentum, low=0.0, high=1.0)
-        _check_number("validation_fraction", self.validation_fraction, low=0.0,
-                      low_open=True, high=1.0)
-        _check_number("beta_1", self.beta_1, low=0.0, high=1.0)
-        _check_number("beta_2", self.beta_2, low=0.0, high=1.0)
-        _check_number("epsilon", self.epsilon, low=0.0, low_open=True)
-        if not (self.class_weight is None or self.class_weight == "balanced"
-                or isinstance(self.class_weight, dict)):
-            raise ValueError(
-                f"class_weight must be None, 'balanced' or a dict {{label: weight}}, got "
-                f"{self.class_weight!r}."
-            )
-        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        if self.early_stopping:
+            _check_number("validation_fraction", self.validation_fraction, low=0.0,
+                          low_open=True, high=1.0, extra="with early_stopping=True")
         return int(n_hidden)
 
     def _set_classes(self, y, first_pass, incremental, classes):
@@ -445,11 +465,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     )
             else:
                 self.classes_ = np.unique(y)
-            if self.classes_.shape[0] < 2:
-                raise ValueError(
-                    f"MLPClassifier needs samples of at least 2 classes in the data, "
-                    f"but the data contains only one class: {self.classes_[0]!r}."
-                )
             return
         if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(
@@ -516,11 +531,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             coef = np.asarray(self.coefs_[layer])
             intercept = np.asarray(self.intercepts_[layer])
             if coef.shape != expected[layer] or intercept.shape != (expected[layer][1],):
+                binary = layer == 1 and n_classes == 2 and coef.shape == (n_hidden, 1)
                 raise ValueError(
                     f"coefs_[{layer}] has shape {coef.shape} and intercepts_[{layer}] "
                     f"{intercept.shape}; expected {expected[layer]} and "
                     f"({expected[layer][1]},) for {n_features} features, {n_hidden} hidden "
                     f"units and {n_classes} classes."
+                    + (" That is scikit-learn's binary layout (one logistic unit): convert "
+                       "its fitted estimator with MLPClassifier.from_sklearn(est)."
+                       if binary else "")
                 )
             if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
                 raise ValueError(f"coefs_[{layer}] or intercepts_[{layer}] is not finite.")
@@ -554,7 +573,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             "solver": SOLVERS[self.solver],
             "learning_rate": float(self.learning_rate_init),
             "alpha": float(self.alpha),
-            "momentum": float(self.momentum) if self.solver == "sgd" else 0.0,
+            "momentum": min(float(self.momentum), MOMENTUM_ONE) if self.solver == "sgd"
+                        else 0.0,
             "nesterov": bool(self.nesterovs_momentum),
             "beta_1": float(self.beta_1),
             "beta_2": float(self.beta_2),
@@ -685,7 +705,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _score_validation(self, X_val, y_val, sample_weight_val):
         """Accuracy and loss on the held-out rows; keep the best weights so far."""
-        proba = self.predict_proba(X_val)
+        proba = self._predict_proba(X_val)
         correct = np.argmax(proba, axis=1) == y_val
         score = float(np.average(correct, weights=sample_weight_val))
         tiny = np.finfo(proba.dtype).tiny
@@ -744,13 +764,26 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes), dtype of ``coefs_``
+            (n_samples, 2) for a model of one class, as scikit-learn's: that class's
+            probability (1) and 0.
         """
         check_is_fitted(self)
+        proba = self._predict_proba(self._check_predict_X(X))
+        if proba.shape[1] == 1:
+            # One class: scikit-learn's (n_samples, 2) of its single logistic unit,
+            # [1 - p, p], whose p (an absent "positive" class) is 0 here.
+            return np.hstack([proba, 1 - proba])
+        return proba
+
+    def _check_predict_X(self, X):
+        check_feature_names(self, X, reset=False)
+        return check_X(X, keep=ENGINE_INPUT_DTYPES, n_features=self.n_features_in_)
+
+    def _predict_proba(self, X):
+        """Probabilities of each class, (n_samples, n_classes), of a checked X."""
         W1, W2 = self.coefs_
         b1, b2 = self.intercepts_
         dtype = W1.dtype if W1.dtype in FLOAT_DTYPES else np.float64
-        check_feature_names(self, X, reset=False)
-        X = check_X(X, keep=ENGINE_INPUT_DTYPES, n_features=self.n_features_in_)
         params = [np.require(p, dtype, "C") for p in (W1, b1, W2, b2)]
         proba = np.empty((X.shape[0], params[2].shape[1]), dtype=dtype)
         # Per chunk row: the hidden activations, and the row converted if X needs it.
@@ -785,7 +818,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         y : ndarray of shape (n_samples,), values from ``classes_``
         """
         check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self._predict_proba(self._check_predict_X(X))
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # Model files ----------------------------------------------------------------
 
@@ -799,6 +833,44 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         from .persistence import save_model
 
         save_model(self, path)
+
+    # scikit-learn interop -------------------------------------------------------
+
+    def to_sklearn(self):
+        """This fitted model as a fitted ``sklearn.neural_network.MLPClassifier``.
+
+        Same weights, so the same predictions to rounding; binary models become
+        scikit-learn's one logistic unit (exactly: sigmoid(z1 - z0) is the softmax's
+        second column). Needs scikit-learn; ``class_weight`` and the optimiser's
+        state are not carried over. A model of one class does not convert.
+
+        Returns
+        -------
+        estimator : sklearn.neural_network.MLPClassifier
+        """
+        from ._interop import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, estimator):
+        """A fitted mlp_cy model with the weights of a fitted scikit-learn MLPClassifier.
+
+        The reverse of :meth:`to_sklearn`. Only what mlp_cy supports converts: one
+        hidden layer, one label per row (no multilabel), two or more classes, solver
+        "sgd" or "adam"; anything else raises a ValueError that names it.
+
+        Parameters
+        ----------
+        estimator : sklearn.neural_network.MLPClassifier, fitted
+
+        Returns
+        -------
+        model : MLPClassifier
+        """
+        from ._interop import from_sklearn
+
+        return from_sklearn(cls, estimator)
 
     # scikit-learn protocol ----------------------------------------------------
 
@@ -855,12 +927,7 @@ def _check_random_state(seed):
     )
 
 
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
-
-
-def _check_number(name, value, *, low, low_open=False, high=None):
+def _check_number(name, value, *, low, low_open=False, high=None, extra=""):
     """A finite real in [low, high) (or (low, high) with low_open)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
             or not np.isfinite(value) or value < low or (low_open and value == low) \
@@ -868,10 +935,5 @@ def _check_number(name, value, *, low, low_open=False, high=None):
         bound = f"> {low}" if low_open else f">= {low}"
         if high is not None:
             bound += f" and < {high}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
-
-
-def _check_int(name, value, *, low, extra=""):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}{' ' + extra if extra else ''}, "
-                         f"got {value!r}.")
+        raise InvalidParameterError(f"{name} must be a finite number {bound}"
+                                    f"{' ' + extra if extra else ''}, got {value!r}.")

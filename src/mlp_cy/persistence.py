@@ -15,7 +15,7 @@ mlp_cy_version             str, ()                  version of mlp_cy that wrote
 params_json                str, ()                  ``get_params()`` as a JSON object
 W1, b1, W2, b2             float32 or float64       ``coefs_`` and ``intercepts_``:
                                                     (d, h), (h,), (h, K), (K,)
-classes_                   bool, int, float, str    (K,), K >= 2, sorted and unique
+classes_                   bool, int, float, str    (K,), K >= 1, sorted and unique
 n_features_in_             int64, ()                d
 n_iter_, t_                int64, ()
 loss_curve_                float64, (n_epochs,)
@@ -39,7 +39,7 @@ current_learning_rate      float64, ()              continues where it stopped
 ``params_json`` is plain JSON; the one dict-valued hyperparameter, ``class_weight``,
 is written as ``{"__items__": [[label, weight], ...]}`` because JSON object keys
 are strings only. A ``random_state`` that is a RandomState instance is written as
-null.
+null, and ``n_iter_no_change=inf`` as the string ``"inf"``.
 
 Files are written exactly under the path given (no ``.npz`` is appended, unlike
 ``numpy.savez(filename)``) and atomically: the archive goes to a temporary file in
@@ -196,6 +196,8 @@ def _params_to_json(params):
     def convert(name, value):
         if value is None or isinstance(value, (bool, str)):
             return value
+        if name == "n_iter_no_change" and value == math.inf:
+            return "inf"    # never stop for lack of improvement; JSON has no infinity
         if isinstance(value, np.bool_):
             return bool(value)
         if isinstance(value, numbers.Integral):
@@ -244,6 +246,8 @@ def _params_from_json(params):
             value = {key: weight for key, weight in items}
         elif isinstance(value, list) and name == "hidden_layer_sizes":
             value = tuple(value)
+        elif name == "n_iter_no_change" and value == "inf":
+            value = math.inf
         decoded[name] = value
     return decoded
 
@@ -654,10 +658,10 @@ def _check_layout(arrays):
             f"'classes_' must be a 1-D array of numbers or strings, got dtype "
             f"{classes.dtype} and shape {_short(classes.shape, 80)}"
         )
-    if classes.shape[0] != n_classes or n_classes < 2:
+    if classes.shape[0] != n_classes or n_classes < 1:
         raise ModelFileError(
             f"{classes.shape[0]} classes in 'classes_' for a network with {n_classes} "
-            "outputs; both must be equal and at least 2"
+            "outputs; both must be equal and at least 1"
         )
     for key in ("n_features_in_", "n_iter_", "t_", "no_improvement_count"):
         _check_scalar(arrays, key, "iu")
