@@ -191,6 +191,9 @@ def test_stalled_helpers_make_the_epoch_fall_back_to_one_thread(forced_threads, 
     # Steps on 2 threads now take over 5 ms a region, on one well under: after the
     # first window, one thread, but for the probes of 2 (ever rarer).
     assert on_one > 2 * on_many
+    # The next epoch of this shape starts from that choice instead of probing afresh.
+    (threads, features, hidden, classes, itemsize), start, _ = _parallel._pacer_memory()
+    assert (threads, features, classes, itemsize) == (2, 784, 10, 4) and start == 1
     for a, b in zip(got, expected):                       # the same bits either way
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(stats, expected_stats)

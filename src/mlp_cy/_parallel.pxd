@@ -73,6 +73,7 @@ cdef struct ParallelWork:         # what the parallel step keeps between batches
     intp_t scratch_stride         # a part's share of grad_scratch, in items
     void *grad_scratch            # (n_threads, scratch_stride) gradient chunks (not plain SGD)
     Pacer pacer                   # how many of the n_threads the next step runs on
+    intp_t itemsize               # the parameters' type's size
 
 
 cdef int parallel_work_init(ParallelWork *pw, int n_threads, intp_t batch_size,

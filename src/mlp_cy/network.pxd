@@ -3,9 +3,10 @@
 #       -> softmax(. W2 + b2) (n_samples, n_classes), cross-entropy, minibatch SGD.
 # All functions run without the GIL on typed memoryviews (float or double),
 # with parameters and scratch memory passed in explicitly, so separate models may
-# train concurrently from separate threads. (Plain SGD where the BLAS has 2+ threads
-# runs on a process-wide pool of helper threads; a second concurrent caller runs on
-# its own thread instead of waiting: see docs/cython-api.md.)
+# train concurrently from separate threads. (Where the thread rule gives 2+ threads,
+# mostly-zero X runs on a process-wide pool of helper threads; a second concurrent
+# caller runs on its own thread instead of waiting. Elsewhere the call sets the BLAS's
+# thread count for its gemms and gives it back: see docs/cython-api.md.)
 # Arrays are C-ordered; X may be a row-sliced view (its row stride is honoured).
 # X may be uint8, float or double whatever the parameters' type (floating): rows that
 # are not of the parameters' type are converted as they are gathered, never all at once.
