@@ -321,6 +321,68 @@ def test_kernels_are_callable_for_both_dtypes(consumer, dtype):
                     rtol=RTOL[dtype])
 
 
+ACTIVATIONS = {                       # act(z), and act'(z) from a = act(z)
+    0: (lambda z: z, lambda a: np.ones_like(a)),
+    1: (lambda z: 1 / (1 + np.exp(-z)), lambda a: a * (1 - a)),
+    2: (np.tanh, lambda a: 1 - a ** 2),
+    3: (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(a.dtype)),
+}
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_kernels_from_cython_match_numpy(consumer, dtype, activation):
+    # The four other public kernels of mlp_cy.kernels, called from another project's
+    # Cython module, against their formulas in NumPy (float64).
+    rng = np.random.default_rng(activation)
+    Z = rng.standard_normal((9, 13)).astype(dtype)
+    bias = rng.standard_normal(13).astype(dtype)
+    act, derivative = ACTIVATIONS[activation]
+    A = Z.copy()
+    consumer.activate(A, bias, activation)
+    expected_A = act(Z.astype(np.float64) + bias)
+    assert_allclose(A, expected_A, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+    dA = rng.standard_normal((9, 13)).astype(dtype)
+    dZ = dA.copy()
+    bias_grad = np.empty(13, dtype)
+    consumer.backward(dZ, A, activation, bias_grad)
+    expected_dZ = dA.astype(np.float64) * derivative(A.astype(np.float64))
+    assert_allclose(dZ, expected_dZ, rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_allclose(bias_grad, expected_dZ.sum(axis=0), rtol=RTOL[dtype],
+                    atol=10 * ATOL[dtype])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_kernels_from_cython_match_numpy(consumer, dtype, weighted):
+    rng = np.random.default_rng(7)
+    Z = (3 * rng.standard_normal((11, 5))).astype(dtype)
+    bias = rng.standard_normal(5).astype(dtype)
+    y = rng.integers(0, 5, 11).astype(np.int32)
+    w = rng.random(11).astype(dtype) if weighted else None
+    logits = Z.astype(np.float64) + bias
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+
+    proba = Z.copy()
+    consumer.softmax(proba, bias)
+    assert_allclose(proba, p, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+    weights = np.ones(11) if w is None else w.astype(np.float64)
+    scale = 1 / weights.sum()
+    grad = Z.copy()
+    bias_grad = np.empty(5, dtype)
+    total = consumer.cross_entropy(grad, bias, y, w, scale, bias_grad)
+    onehot = np.eye(5)[y]
+    expected_total = np.sum(weights * -np.log(p[np.arange(11), y]))
+    expected_grad = weights[:, None] * scale * (p - onehot)
+    assert_allclose(total, expected_total, rtol=RTOL[dtype])
+    assert_allclose(grad, expected_grad, rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_allclose(bias_grad, expected_grad.sum(axis=0), rtol=RTOL[dtype],
+                    atol=10 * ATOL[dtype])
+
+
 def test_errors_raised_without_the_gil_reach_python(consumer):
     X, y = _data(np.float64)
     params = _params(_fitted(X, y))

@@ -15,7 +15,14 @@
 from cython cimport floating
 from libc.stdint cimport int32_t
 
-from mlp_cy.kernels cimport Activation, sum_of_squares
+from mlp_cy.kernels cimport (
+    Activation,
+    activation_backward,
+    bias_activation,
+    bias_softmax,
+    softmax_cross_entropy,
+    sum_of_squares,
+)
 from mlp_cy.network cimport (
     EpochStats,
     TrainOptions,
@@ -91,4 +98,41 @@ def squares(const floating[::1] x):
     cdef double total
     with nogil:
         total = sum_of_squares(&x[0], x.shape[0])
+    return total
+
+
+def activate(floating[:, ::1] Z, const floating[::1] bias, int activation):
+    """Z := act(Z + bias), in place."""
+    with nogil:
+        bias_activation(&Z[0, 0], &bias[0], Z.shape[0], Z.shape[1],
+                        <Activation> activation)
+
+
+def backward(floating[:, ::1] dA, const floating[:, ::1] A, int activation,
+             floating[::1] bias_grad):
+    """dA := dA act'(Z) given A = act(Z), in place; bias_grad := its column sums."""
+    with nogil:
+        activation_backward(&dA[0, 0], &A[0, 0], dA.shape[0], dA.shape[1],
+                            <Activation> activation, &bias_grad[0])
+
+
+def softmax(floating[:, ::1] Z, const floating[::1] bias):
+    """Z := softmax(Z + bias) row by row, in place."""
+    with nogil:
+        bias_softmax(&Z[0, 0], &bias[0], Z.shape[0], Z.shape[1])
+
+
+def cross_entropy(floating[:, ::1] Z, const floating[::1] bias, const int32_t[::1] y,
+                  const floating[::1] sample_weight, double scale,
+                  floating[::1] bias_grad):
+    """Z := w scale (softmax(Z + bias) - onehot(y)) in place; returns the weighted
+    cross-entropy sum (sample_weight None: all ones)."""
+    cdef double total
+    cdef const floating *weights = NULL
+    if sample_weight is not None:
+        weights = &sample_weight[0]
+    with nogil:
+        total = softmax_cross_entropy(&Z[0, 0], &bias[0], &y[0], weights, NULL,
+                                      Z.shape[0], Z.shape[1], <floating> scale,
+                                      &bias_grad[0])
     return total
