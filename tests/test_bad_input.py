@@ -418,8 +418,8 @@ CASES = {
     "engine epoch: NaN learning rate": (
         lambda: _train_epoch(options={"learning_rate": float("nan")}), "ValueError",
         r"options out of range: need learning_rate > 0"),
-    "engine epoch: momentum 1": (lambda: _train_epoch(options={"momentum": 1.0}),
-                                 "ValueError", r"options out of range.*0 <= momentum < 1"),
+    "engine epoch: momentum 1.5": (lambda: _train_epoch(options={"momentum": 1.5}),
+                                   "ValueError", r"options out of range.*0 <= momentum <= 1"),
     "engine epoch: unknown solver": (lambda: _train_epoch(options={"solver": 7}),
                                      "ValueError", r"unknown solver code 7"),
     "engine epoch: W2 columns != classes in b2": (

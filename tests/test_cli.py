@@ -422,7 +422,7 @@ def test_solver_activation_momentum_alpha_reach_the_model(data_home, tmp_path):
             params["learning_rate_init"]) == ("sgd", 0.5, "logistic", 0.0, 0.1)
 
 
-@pytest.mark.parametrize("argv", [["--momentum", "1"], ["--alpha", "-1"],
+@pytest.mark.parametrize("argv", [["--momentum", "1.5"], ["--alpha", "-1"],
                                   ["--solver", "lbfgs"], ["--patience", "0"],
                                   ["--threads", "0"]])
 def test_bad_training_options_exit_2(argv):

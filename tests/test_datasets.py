@@ -411,6 +411,14 @@ def test_load_mnist_not_found_offline(tmp_path):
         "apt-get install dataset-fashion-mnist",
     ]:
         assert hint in message
+    # Short lines, a mirror to each (not one line of hundreds of characters); paths
+    # are the test's own, so only the lines without them are bounded.
+    from mlp_cy.datasets import MIRRORS
+    for mirror in MIRRORS["fashion-mnist"]:
+        assert f"\n      {mirror}" in message
+    long_lines = [line for line in message.splitlines()
+                  if len(line) > 100 and str(tmp_path) not in line]
+    assert long_lines == []
     assert not (tmp_path / "data").exists()
 
 

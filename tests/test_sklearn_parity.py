@@ -238,3 +238,29 @@ def test_import_does_not_import_sklearn():
             " assert 'sklearn' not in sys.modules, sorted(m for m in sys.modules"
             " if m.startswith('sklearn'))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_the_engine_runs_momentum_one_exactly(nesterov):
+    # scikit-learn's upper bound, momentum=1 (v := v - eta grad), in the engine itself:
+    # one epoch against the NumPy reference, float64; momentum above 1 is refused.
+    from mlp_cy import network
+    from reference import train_epoch
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6))
+    y = rng.integers(0, 3, 40).astype(np.int32)
+    params = [0.3 * rng.standard_normal((6, 5)), 0.1 * rng.standard_normal(5),
+              0.3 * rng.standard_normal((5, 3)), 0.1 * rng.standard_normal(3)]
+    expected, _, _ = train_epoch(X, y, params, 3, learning_rate=0.05, batch_size=8,
+                                 solver="sgd", momentum=1.0, nesterov=nesterov)
+    options = dict(activation=1, learning_rate=0.05, alpha=0.0, solver=0, momentum=1.0,
+                   nesterov=nesterov)
+    got = [p.copy() for p in params]
+    state = np.zeros(network._optimizer_state_size(options, 6, 5, 3))
+    work = np.empty(network._train_workspace_size(options, 8, 6, 5, 3))
+    network._train_epoch(X, y, *got, None, None, 8, options, state, work, np.zeros(5))
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="momentum <= 1"):
+        network._train_epoch(X, y, *got, None, None, 8, dict(options, momentum=1.5),
+                             state, work, np.zeros(5))

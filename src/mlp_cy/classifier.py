@@ -42,9 +42,6 @@ from ._validation import (
 
 ACTIVATIONS = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
 SOLVERS = {"sgd": 0, "adam": 1}
-# momentum=1.0 (scikit-learn's upper bound) runs as the largest double below 1, as the
-# engine needs momentum < 1: the same value in float32, one rounding step in float64.
-MOMENTUM_ONE = float(np.nextafter(1.0, 0.0))
 
 # Rows per chunk of predict_proba: the hidden activations of a chunk stay in cache.
 PREDICT_CHUNK_ROWS = 1024
@@ -573,8 +570,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             "solver": SOLVERS[self.solver],
             "learning_rate": float(self.learning_rate_init),
             "alpha": float(self.alpha),
-            "momentum": min(float(self.momentum), MOMENTUM_ONE) if self.solver == "sgd"
-                        else 0.0,
+            "momentum": float(self.momentum) if self.solver == "sgd" else 0.0,
             "nesterov": bool(self.nesterovs_momentum),
             "beta_1": float(self.beta_1),
             "beta_2": float(self.beta_2),

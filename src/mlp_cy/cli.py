@@ -83,6 +83,16 @@ def _fraction(text):
     return value
 
 
+def _momentum(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def _non_negative_float(text):
     try:
         value = float(text)
@@ -165,8 +175,8 @@ def build_parser():
                        help="rows per step (default: %(default)s)")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate (default: 0.1 with sgd, 0.001 with adam)")
-    train.add_argument("--momentum", type=_fraction, default=0.0, metavar="M",
-                       help="momentum of sgd, in [0, 1) (default: %(default)s)")
+    train.add_argument("--momentum", type=_momentum, default=0.0, metavar="M",
+                       help="momentum of sgd, in [0, 1] as scikit-learn's (default: %(default)s)")
     train.add_argument("--alpha", type=_non_negative_float, default=0.0,
                        help="L2 penalty on the weights (default: %(default)s)")
     train.add_argument("--early-stopping", action="store_true",

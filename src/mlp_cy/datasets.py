@@ -747,8 +747,10 @@ def _stream(watchdog, request, out, hasher, verbose):
 
 
 def _not_found_message(name, searched, partial, download_dir, failures):
+    files = [f for _, f in _FILES]
+    half = (len(files) + 1) // 2
     lines = [f"Could not find the {name} data set. Searched for the files"]
-    lines += [f"  {', '.join(f for _, f in _FILES)}"]
+    lines += [f"  {', '.join(files[:half])},", f"  {', '.join(files[half:])}"]
     lines += ["(or the same without .gz) in these directories:"]
     for directory in searched:
         note = (
@@ -761,18 +763,15 @@ def _not_found_message(name, searched, partial, download_dir, failures):
     else:
         lines.append("Downloading was disabled (download=False).")
     lines.append("To get the files, either:")
-    lines.append(
-        f"  - put them in a directory and pass it as data_home= or set the "
-        f"environment variable {_ENV_DATA_HOME} to it;"
-    )
+    lines.append("  - put them in a directory and pass it as data_home=, or set the")
+    lines.append(f"    environment variable {_ENV_DATA_HOME} to it;")
     if name == "fashion-mnist":
         lines.append(
             "  - on Debian or Ubuntu, `apt-get install dataset-fashion-mnist`;"
         )
-    lines.append(
-        "  - or call load_mnist with download=True on a machine with network "
-        "access (mirrors: " + ", ".join(MIRRORS.get(name, [])) + ")."
-    )
+    lines.append("  - or call load_mnist with download=True where there is network")
+    lines.append("    access; it tries these mirrors in turn:")
+    lines += [f"      {mirror}" for mirror in MIRRORS.get(name, [])]
     return "\n".join(lines)
 
 

@@ -563,12 +563,12 @@ cdef int _check_training(const TrainOptions *options, intp_t n_features,
             raise ValueError(f"unknown solver code {<int> options.solver}")
     _check_activation(options.activation)
     if not (options.learning_rate > 0 and options.alpha >= 0 and options.momentum >= 0
-            and options.momentum < 1 and options.beta_1 >= 0 and options.beta_1 < 1
+            and options.momentum <= 1 and options.beta_1 >= 0 and options.beta_1 < 1
             and options.beta_2 >= 0 and options.beta_2 < 1 and options.epsilon > 0):
         with gil:
             raise ValueError(
                 "options out of range: need learning_rate > 0, alpha >= 0, "
-                "0 <= momentum < 1, 0 <= beta_1, beta_2 < 1, epsilon > 0")
+                "0 <= momentum <= 1, 0 <= beta_1, beta_2 < 1, epsilon > 0")
     cdef intp_t needed = optimizer_state_size(options, n_features, n_hidden, n_classes)
     if needed > 0 and (optimizer_state is None or optimizer_state.shape[0] < needed):
         with gil:
