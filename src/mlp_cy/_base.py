@@ -575,6 +575,30 @@ class BaseMLP(BaseEstimator):
 
         save_model(self, path)
 
+    # scikit-learn interop -------------------------------------------------------
+
+    def to_sklearn(self):
+        """This fitted model as the fitted scikit-learn estimator of the same kind
+        (``sklearn.neural_network.MLPClassifier`` or ``MLPRegressor``).
+
+        Same weights, so the same predictions to rounding: both libraries lay out
+        every depth and output layer alike. Needs scikit-learn; ``class_weight`` and
+        the optimiser's state are not carried over. A model of one class does not
+        convert.
+        """
+        from ._interop import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, estimator):
+        """A fitted mlp_cy model with the weights of a fitted scikit-learn
+        ``MLPClassifier`` (for MLPClassifier) or ``MLPRegressor`` (for MLPRegressor);
+        the reverse of :meth:`to_sklearn`."""
+        from ._interop import from_sklearn
+
+        return from_sklearn(cls, estimator)
+
     def __sklearn_is_fitted__(self):
         return hasattr(self, "coefs_") and hasattr(self, "out_activation_")
 

@@ -494,44 +494,6 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             return (proba > 0.5).astype(int)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    # scikit-learn interop -------------------------------------------------------
-
-    def to_sklearn(self):
-        """This fitted model as a fitted ``sklearn.neural_network.MLPClassifier``.
-
-        Same weights, so the same predictions to rounding; binary models become
-        scikit-learn's one logistic unit (exactly: sigmoid(z1 - z0) is the softmax's
-        second column). Needs scikit-learn; ``class_weight`` and the optimiser's
-        state are not carried over. A model of one class does not convert.
-
-        Returns
-        -------
-        estimator : sklearn.neural_network.MLPClassifier
-        """
-        from ._interop import to_sklearn
-
-        return to_sklearn(self)
-
-    @classmethod
-    def from_sklearn(cls, estimator):
-        """A fitted mlp_cy model with the weights of a fitted scikit-learn MLPClassifier.
-
-        The reverse of :meth:`to_sklearn`. Only what mlp_cy supports converts: one
-        hidden layer, one label per row (no multilabel), two or more classes, solver
-        "sgd" or "adam"; anything else raises a ValueError that names it.
-
-        Parameters
-        ----------
-        estimator : sklearn.neural_network.MLPClassifier, fitted
-
-        Returns
-        -------
-        model : MLPClassifier
-        """
-        from ._interop import from_sklearn
-
-        return from_sklearn(cls, estimator)
-
     # scikit-learn protocol ----------------------------------------------------
 
     def __sklearn_is_fitted__(self):
