@@ -3,7 +3,7 @@
 import os
 
 from .classifier import MLPClassifier
-from .persistence import load
+from ._estimator_files import load
 
 __version__ = "0.1.0"
 
