@@ -254,10 +254,10 @@ def test_truncated_file(model_file, keep):
 
 def test_corrupt_member_is_detected(model_file):
     data = bytearray(model_file.read_bytes())
-    offset = data.index(b"\x93NUMPY", data.index(b"W2.npy")) + 200
+    offset = data.index(b"\x93NUMPY", data.index(b"coef_1.npy")) + 200
     data[offset:offset + 8] = b"\xff" * 8  # the zip's CRC no longer matches
     model_file.write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match="'W2'"):
+    with pytest.raises(ModelFileError, match="'coef_1'"):
         mlp_cy.load(model_file)
 
 
@@ -269,10 +269,13 @@ def test_missing_file_raises_file_not_found(tmp_path):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (lambda a: {"W2": a["W2"][:, :2], "b2": a["b2"][:2]}, "outputs"),
-        (lambda a: {"W2": a["W2"][1:]}, "inconsistent shapes"),
-        (lambda a: {"b1": a["b1"][:-1]}, "inconsistent shapes"),
-        (lambda a: {"b2": a["b2"][None]}, "dimensions"),
+        (lambda a: {"coef_1": a["coef_1"][:, :2], "intercept_1": a["intercept_1"][:2],
+                    **dict.fromkeys(["optimizer_state", "n_updates",
+                                     "current_learning_rate"])},
+         "'n_outputs_' is 3 but the last layer has 2 outputs"),
+        (lambda a: {"coef_1": a["coef_1"][1:]}, "inconsistent shapes"),
+        (lambda a: {"intercept_0": a["intercept_0"][:-1]}, "inconsistent shapes"),
+        (lambda a: {"intercept_1": a["intercept_1"][None]}, "dimensions"),
         (lambda a: {"classes_": a["classes_"][:2]}, "classes"),
         (lambda a: {"classes_": a["classes_"][::-1]}, "sorted"),
         (lambda a: {"n_features_in_": np.array(6)}, "n_features_in_"),
@@ -282,19 +285,22 @@ def test_missing_file_raises_file_not_found(tmp_path):
         (lambda a: {"feature_names_in_": np.array(["a", "b"])}, "5 strings"),
         (lambda a: {"n_updates": None}, "all present"),
         (lambda a: {"optimizer_state": np.zeros(3), "n_updates": np.array(1),
-                    "current_learning_rate": np.array(0.1)}, "float32 values like W1"),
-        (lambda a: {"W1": a["W1"].astype(np.float16)}, "float32"),
-        (lambda a: {"b2": a["b2"].astype(np.float64)}, "float32 or all float64"),
-        (lambda a: {"W1": np.where(a["W1"] > 0, np.nan, a["W1"]).astype(np.float32)},
-         "NaN"),
-        (lambda a: {"b1": np.full_like(a["b1"], np.inf)}, "NaN or infinite"),
+                    "current_learning_rate": np.array(0.1)},
+         "float32 values like the weights"),
+        (lambda a: {"coef_0": a["coef_0"].astype(np.float16)}, "float32"),
+        (lambda a: {"intercept_1": a["intercept_1"].astype(np.float64)},
+         "float32 or all float64"),
+        (lambda a: {"coef_0": np.where(a["coef_0"] > 0, np.nan, a["coef_0"])
+                    .astype(np.float32)}, "NaN"),
+        (lambda a: {"intercept_0": np.full_like(a["intercept_0"], np.inf)},
+         "NaN or infinite"),
         (lambda a: {"format_version": np.array(FORMAT_VERSION + 1)},
          "newer mlp_cy.*upgrade"),
         (lambda a: {"format_version": np.array(0)}, "not valid"),
         (lambda a: {"format": np.array("something-else")}, "format"),
         (lambda a: {"format": None}, "no 'format' key"),
-        (lambda a: {"loss_curve_": None}, r"loss_curve_.*missing"),
-        (lambda a: {"W1": None}, r"W1.*missing"),
+        (lambda a: {"n_outputs_": None}, r"n_outputs_.*missing"),
+        (lambda a: {"coef_0": None}, r"coef_0.*missing"),
         (lambda a: {"extra": np.zeros(3)}, "does not define"),
         (lambda a: {"params_json": np.array("{not json")}, "not valid JSON"),
         (lambda a: {"params_json": np.array("[1, 2]")}, "not a JSON object"),
@@ -302,7 +308,7 @@ def test_missing_file_raises_file_not_found(tmp_path):
         (lambda a: {"params_json": np.array('{"activation": "softplus"}')},
          "bad hyperparameters"),
         (lambda a: {"params_json": np.array('{"hidden_layer_sizes": [3]}')},
-         "hidden units"),
+         r"hidden_layer_sizes=\(3,\) but its weights have hidden layers of \(7,\)"),
         (lambda a: {"params_json": np.array('{"class_weight": {"0": 1}}')},
          "malformed value for 'class_weight'"),
         (lambda a: {"params_json": np.frombuffer(b"{}", dtype=np.uint8)},

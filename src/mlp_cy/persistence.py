@@ -921,7 +921,8 @@ def _check_output(estimator, activation, n_outputs, classes):
     if activation == "logistic" and not (binary or multilabel):
         raise ModelFileError(
             f"{n_classes} classes in 'classes_' for a logistic output of {n_outputs} "
-            "units; expected 2 classes for 1 unit (binary), or the classes 0 .. "
+            f"unit{'s' if n_outputs > 1 else ''}; expected 2 classes for 1 unit "
+            "(binary), or the classes 0 .. "
             "n_outputs_ - 1 (multilabel)"
         )
 
