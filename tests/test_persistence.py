@@ -309,7 +309,7 @@ def test_missing_file_raises_file_not_found(tmp_path):
         (lambda a: {"params_json": np.array('{"activation": "softplus"}')},
          "bad hyperparameters"),
         (lambda a: {"params_json": np.array('{"hidden_layer_sizes": [3]}')},
-         r"hidden_layer_sizes=\(3,\) but its weights have hidden layers of \(7,\)"),
+         r"hidden_layer_sizes=\(3,\) but the weights have hidden layers of \(7,\)"),
         (lambda a: {"params_json": np.array('{"class_weight": {"0": 1}}')},
          "malformed value for 'class_weight'"),
         (lambda a: {"params_json": np.frombuffer(b"{}", dtype=np.uint8)},
@@ -768,7 +768,7 @@ def _without_optimizer():
         (lambda a: _without_optimizer(), None),
         (lambda a: {"loss_curve_": None}, None),
         (lambda a: {"params_json": np.array('{"hidden_layer_sizes": [4]}')},
-         r"hidden_layer_sizes=\(4,\) but its weights have hidden layers of \(4, 3\)"),
+         r"hidden_layer_sizes=\(4,\) but the weights have hidden layers of \(4, 3\)"),
         (lambda a: {"params_json": np.array('{"hidden_layer_sizes": [4, 3], '
                                             '"loss": "poisson"}')},
          r"unknown hyperparameters \['loss'\]; an MLPClassifier has"),

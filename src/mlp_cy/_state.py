@@ -82,7 +82,8 @@ def restore(cls, state):
     ``state`` is one that :func:`mlp_cy.persistence.read_state` returned, whose
     arrays and values it checked; this checks what depends on ``cls``: the
     hyperparameters, and that hidden_layer_sizes agrees with the weights. The
-    estimator takes the state's arrays, not copies.
+    estimator takes the state's arrays, not copies. Messages name the hyperparameters
+    'params_json', as the user's model file does.
 
     Parameters
     ----------
@@ -109,7 +110,7 @@ def restore(cls, state):
     unknown = sorted(set(params) - known)
     if unknown:
         raise ModelFileError(
-            f"it has unknown hyperparameters {_some(unknown)}; an {name} has "
+            f"'params_json' has unknown hyperparameters {_some(unknown)}; an {name} has "
             f"{sorted(known)}"
         )
     estimator = cls(**params)
@@ -119,7 +120,8 @@ def restore(cls, state):
         if not (seed is None or isinstance(seed, numbers.Integral)):
             raise ValueError(f"random_state={seed!r} is not an int")
     except (ValueError, TypeError) as exc:
-        raise ModelFileError(f"bad hyperparameters: {_short(exc)}") from exc
+        raise ModelFileError(f"bad hyperparameters in 'params_json': {_short(exc)}") \
+            from exc
     _check_hidden_layers(estimator.hidden_layer_sizes, state["coefs_"])
 
     for attribute in _ALWAYS:
@@ -143,7 +145,7 @@ def _check_hidden_layers(hidden_layer_sizes, coefs):
     found = tuple(coef.shape[1] for coef in coefs[:-1])
     if tuple(int(n) for n in requested) != found:
         raise ModelFileError(
-            f"its hyperparameters have hidden_layer_sizes="
-            f"{_short(repr(hidden_layer_sizes), 80)} but its weights have hidden "
+            f"'params_json' has hidden_layer_sizes="
+            f"{_short(repr(hidden_layer_sizes), 80)} but the weights have hidden "
             f"layers of {_short(found, 80)} units"
         )
