@@ -410,24 +410,10 @@ def test_errors_name_the_users_path_and_no_pickle_advice(tmp_path):
 
 # Format version 2: any depth, classifiers and regressors ----------------------------
 #
-# Until the multi-layer engine and mlp_cy.regressor are merged, MLPClassifier refuses
-# more than one hidden layer and predicts with softmax outputs only: the tests below
-# build deep models by hand, check their files against a NumPy forward pass, and
-# stand scikit-learn's MLPRegressor in for mlp_cy's. The tests marked after_merge
-# run only once mlp_cy.regressor exists; the any_depth fixture does nothing then.
+# Deep models built by hand have their files checked against a NumPy forward pass;
+# scikit-learn's MLPRegressor stands in where a state must come from another library.
 
-BEFORE_MERGE = importlib.util.find_spec("mlp_cy.regressor") is None
-after_merge = pytest.mark.skipif(
-    BEFORE_MERGE, reason="needs mlp_cy.regressor and the multi-layer engine: re-run "
-    "after the merge")
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-
-
-@pytest.fixture
-def any_depth(monkeypatch):
-    """Before the merge, let MLPClassifier's validation accept deep networks."""
-    if BEFORE_MERGE:
-        monkeypatch.setattr(MLPClassifier, "_validate_hyperparameters", lambda self: None)
 
 
 def _forward(coefs, intercepts, activation, X):
@@ -504,7 +490,7 @@ def _sklearn_regressor():
 
 @pytest.mark.parametrize("hidden", [(7,), (6, 4), (6, 5, 4)], ids=["1", "2", "3"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_round_trip_at_any_depth(tmp_path, any_depth, hidden, dtype):
+def test_round_trip_at_any_depth(tmp_path, hidden, dtype):
     clf = _hand_made(hidden, classes=["a", "b", "c"], dtype=dtype)
     clf.save(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz") as npz:
@@ -529,8 +515,7 @@ def test_round_trip_at_any_depth(tmp_path, any_depth, hidden, dtype):
     X = np.random.RandomState(1).rand(10, 5).astype(dtype)
     assert_array_equal(_forward(loaded.coefs_, loaded.intercepts_, "tanh", X),
                        _forward(clf.coefs_, clf.intercepts_, "tanh", X))
-    if len(hidden) == 1 or not BEFORE_MERGE:
-        assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 
 @pytest.mark.parametrize(
@@ -538,7 +523,7 @@ def test_round_trip_at_any_depth(tmp_path, any_depth, hidden, dtype):
     [([3, 9], "logistic", 1), ([0, 1, 2, 3], "logistic", 4), (["only"], "softmax", 1),
      ([0, 1], "softmax", 2)],
     ids=["binary-logistic", "multilabel", "one-class", "binary-softmax"])
-def test_output_layers_round_trip(tmp_path, any_depth, classes, out_activation,
+def test_output_layers_round_trip(tmp_path, classes, out_activation,
                                   n_outputs):
     clf = _hand_made((4, 3), classes, out_activation, n_outputs)
     clf.save(tmp_path / "m.npz")
@@ -590,14 +575,6 @@ def test_restore_builds_any_estimator_generically(tmp_path, out_activation):
             assert_array_equal(first[key], again[key], err_msg=key)
 
 
-@pytest.mark.skipif(not BEFORE_MERGE, reason="mlp_cy.regressor exists")
-def test_regressor_file_before_the_regressor_exists(tmp_path):
-    persistence.write_state(tmp_path / "r.npz", _regressor_state())
-    with pytest.raises(ModelFileError, match="MLPRegressor, which this mlp_cy does not"):
-        mlp_cy.load(tmp_path / "r.npz")
-
-
-@after_merge
 @pytest.mark.parametrize("out_activation", ["identity", "exp"])
 def test_regressor_round_trip(tmp_path, out_activation):
     # After the merge: mlp_cy's MLPRegressor, fitted, saved and loaded.
@@ -618,7 +595,6 @@ def test_regressor_round_trip(tmp_path, out_activation):
         assert not hasattr(loaded, "classes_")
 
 
-@after_merge
 def test_deep_classifier_fits_saves_and_continues(tmp_path):
     # After the merge: the multi-layer engine, fitted, saved, loaded, trained on.
     X, y = _data()
@@ -675,7 +651,6 @@ def test_version_1_binary_file_becomes_one_logistic_unit():
     assert_array_equal(np.where(z[:, 0] > 0, "yes", "no"), expected["predict"])
 
 
-@after_merge
 def test_version_1_binary_file_predicts_as_before():
     # After the merge: the engine's logistic output predicts the converted model.
     expected = _v1_expected("v1_binary")
@@ -709,7 +684,7 @@ def test_version_1_files_are_still_checked(tmp_path):
 # What format 2 checks -----------------------------------------------------------------
 
 @pytest.fixture
-def deep_file(tmp_path, any_depth):
+def deep_file(tmp_path):
     """A model file of a classifier with hidden layers (4, 3) and Adam's state."""
     path = tmp_path / "deep.npz"
     _hand_made((4, 3), classes=[5, 6, 7]).save(path)
@@ -803,7 +778,7 @@ def test_restore_refuses_another_estimators_state(tmp_path):
         _state.restore(MLPClassifier, _regressor_state())
 
 
-def test_states_that_would_not_load_are_not_saved(tmp_path, any_depth):
+def test_states_that_would_not_load_are_not_saved(tmp_path):
     clf = _hand_made((4, 3))
     clf.n_outputs_ = 2
     with pytest.raises(ValueError, match="cannot be saved: 'n_outputs_' is 2"):
