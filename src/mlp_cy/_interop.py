@@ -46,10 +46,10 @@ def _copy_attributes(source, target):
     target.intercepts_ = [np.array(b, order="C") for b in source.intercepts_]
 
 
-def _params(estimator):
+def _params(estimator, regressor):
     params = {name: getattr(estimator, name) for name in _SHARED_PARAMS}
-    if hasattr(estimator, "loss") and isinstance(estimator.loss, str):
-        params["loss"] = estimator.loss
+    if regressor:                   # the classifier's `loss` is scikit-learn's alone
+        params["loss"] = getattr(estimator, "loss", "squared_error")
     return params
 
 
@@ -64,7 +64,7 @@ def to_sklearn(estimator):
     check_is_fitted(estimator)
     regressor = not hasattr(estimator, "classes_")
     cls = neural_network.MLPRegressor if regressor else neural_network.MLPClassifier
-    result = cls(**_params(estimator))
+    result = cls(**_params(estimator, regressor))
     if not regressor:
         classes = np.asarray(estimator.classes_)
         if classes.shape[0] < 2:
@@ -96,11 +96,7 @@ def from_sklearn(cls, estimator):
         raise ValueError(f"A fitted {type(estimator).__name__} does not convert to "
                          f"{cls.__name__}; use the {'MLPClassifier' if classifier else 'MLPRegressor'} "
                          "of mlp_cy.")
-    params = _params(estimator)
-    if not classifier:
-        params.pop("loss", None)
-        params["loss"] = getattr(estimator, "loss", "squared_error")
-    result = cls(**params)
+    result = cls(**_params(estimator, not classifier))
     if classifier:
         result.classes_ = np.asarray(estimator.classes_).copy()
     _copy_attributes(estimator, result)
