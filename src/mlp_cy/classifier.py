@@ -15,6 +15,7 @@ from ._compat import (
     ClassifierMixin,
     ConvergenceWarning,
     StrOptions,
+    available_if,
     check_is_fitted,
     follows_sklearn,
 )
@@ -251,6 +252,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    # As scikit-learn's: hasattr(clf, "partial_fit") is False for solver="lbfgs".
+    @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train for one epoch over (X, y), continuing from the current weights.
 
@@ -396,6 +399,16 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         n_samples = len(y_codes)
         n_val = int(np.ceil(self.validation_fraction * n_samples))
         counts = np.bincount(y_codes, minlength=len(self.classes_))
+        if len(counts) == 2 and (counts == 1).any():
+            # scikit-learn's error (train_test_split, stratified by its binary target,
+            # False/True); the class is named in mlp_cy's terms too.
+            alone = np.flatnonzero(counts == 1)
+            raise ValueError(
+                "The least populated classes in y have only 1 member, which is too few. "
+                "The minimum number of groups for any class cannot be less than 2. "
+                f"Classes with too few members are: {[str(bool(k)) for k in alone]} "
+                f"(class {', '.join(repr(self.classes_[k]) for k in alone)})."
+            )
         share = counts * (n_val / n_samples)
         per_class = np.floor(share).astype(np.intp)
         remainder = share - per_class
