@@ -568,10 +568,10 @@ class BaseMLP(BaseEstimator):
         coefs, intercepts = self.coefs_, self.intercepts_
         dtype = np.asarray(coefs[0]).dtype
         dtype = dtype if dtype in FLOAT_DTYPES else np.dtype(np.float64)
-        # Writable, as the engines take them (a copy when they are read-only, e.g. a
-        # model unpickled from a read-only memory map).
-        coefs = [np.require(c, dtype, ["C", "W"]) for c in coefs]
-        intercepts = [np.require(b, dtype, ["C", "W"]) for b in intercepts]
+        # Read-only weights (a model unpickled from a read-only memory map) are read in
+        # place: prediction never writes them.
+        coefs = [np.require(c, dtype, "C") for c in coefs]
+        intercepts = [np.require(b, dtype, "C") for b in intercepts]
         if self._seed_engine(X):
             (W1, W2), (b1, b2) = coefs, intercepts
             out = np.empty((X.shape[0], W2.shape[1]), dtype=dtype)
