@@ -137,3 +137,58 @@ def test_network_checks_its_inputs():
         Network([np.zeros((3, 4)), np.zeros((5, 2))], [np.zeros(4), np.zeros(2)], 0, 0)
     with pytest.raises(ValueError, match="unknown output"):
         Network(coefs, intercepts, 0, 9)
+
+
+@pytest.mark.parametrize("hidden", [(32,), (16, 8)])   # the seed's engine, then layers
+def test_early_stopping_trains_on_its_rows_in_place(hidden):
+    # The training part of the split is visited through the engine's `order`: no copy
+    # of X (only the held-out rows are copied, to score them).
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(6000, 500).astype(np.float32)
+    y = rng.randint(0, 3, 6000)
+    clf = MLPClassifier(hidden_layer_sizes=hidden, early_stopping=True, max_iter=1,
+                        validation_fraction=0.1, random_state=0)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.4 * X.nbytes, (peak, X.nbytes)
+
+
+@pytest.mark.parametrize("engine", ["network", "layers"])
+def test_an_order_that_leaves_rows_out_trains_as_their_copy(engine):
+    from mlp_cy import network
+
+    rng = np.random.RandomState(1)
+    X = rng.rand(100, 6)
+    y = rng.randint(0, 3, 100).astype(np.int32)
+    subset = rng.permutation(100)[:70].astype(np.intp)
+    coefs, intercepts = _network([6, 5, 3], "tanh", "softmax")
+    options = dict(activation=ACTIVATIONS["tanh"], learning_rate=0.1, alpha=0.01,
+                   solver=1)
+    results = []
+    for X_in, y_in, order in ((X, y, subset), (X[subset], y[subset], None)):
+        params = [p.copy() for p in coefs + intercepts]
+        stats = np.zeros(5)
+        if engine == "network":
+            state = np.zeros(network._optimizer_state_size(options, 6, 5, 3))
+            work = np.empty(network._train_workspace_size(options, 16, 6, 5, 3))
+            network._train_epoch(X_in, y_in, params[0], params[2], params[1], params[3],
+                                 None, order, 16, options, state, work, stats)
+        else:
+            net = Network(params[:2], params[2:], ACTIVATIONS["tanh"], OUTPUTS["softmax"])
+            state = np.zeros(net.state_size(options))
+            net.train_epoch(X_in, y_in, None, order, 16, options, state,
+                            np.empty(net.workspace_size(16)), stats)
+        results.append((params, stats))
+    (a, stats_a), (b, stats_b) = results
+    assert stats_a[1] == 70 and stats_a[2] == 5
+    np.testing.assert_array_equal(stats_a, stats_b)
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p, q)

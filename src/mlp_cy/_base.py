@@ -343,13 +343,15 @@ class BaseMLP(BaseEstimator):
             self._learning_rate = float(self.learning_rate_init)
 
         early_stopping = self.early_stopping
+        # The rows trained on: all, or the training part of the split, visited in
+        # place through the engine's `order` (no copy of X).
+        train = None
         if early_stopping:
             train, val = self._validation_split(targets)
+            train = np.ascontiguousarray(train, dtype=np.intp)
             X_val, targets_val = X[val], targets[val]
             sample_weight_val = None if sample_weight is None else sample_weight[val]
-            X, targets = X[train], targets[train]
-            sample_weight = None if sample_weight is None else sample_weight[train]
-        n_samples = X.shape[0]
+        n_samples = X.shape[0] if train is None else train.shape[0]
         batch_size = self._batch_size(n_samples)
         X_engine = _engine_X(X, dtype)
         if seed:
@@ -361,7 +363,7 @@ class BaseMLP(BaseEstimator):
             work_size = net.workspace_size(batch_size)
         work = np.empty(work_size, dtype=dtype)
         stats = np.zeros(5)
-        sample_idx = np.arange(n_samples, dtype=np.intp)
+        sample_idx = np.arange(n_samples, dtype=np.intp) if train is None else train
         self.n_iter_ = 0
         diverged = False
         for _ in range(self.max_iter):
@@ -374,7 +376,7 @@ class BaseMLP(BaseEstimator):
             snapshot = [p.copy() for p in params + [self._optimizer_state]]
             options["learning_rate"] = self._learning_rate
             stats[4] = self._n_updates
-            order = sample_idx if self.shuffle else None
+            order = sample_idx if self.shuffle or train is not None else None
             try:
                 if seed:
                     network._train_epoch(X_engine, targets, W1, b1, W2, b2, sample_weight,

@@ -100,7 +100,9 @@ cdef int layers_predict(
 cdef int layers_train_epoch(
     const Shape *shape, const Rows *X, const Targets *targets,
     const floating *sample_weight,      # IN (n_samples,) or NULL
-    const intp_t *order,                # IN (n_samples,) visiting order, or NULL
+    const intp_t *order,                # IN (n_rows,) the rows of X to visit, in this order
+    intp_t n_rows,                      #    (a subset may leave rows out); order NULL:
+                                        #    rows 0 .. n_rows - 1
     intp_t batch_size,
     floating **coefs, floating **intercepts,      # IN/OUT
     const TrainOptions *options,

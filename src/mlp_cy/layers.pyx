@@ -545,12 +545,12 @@ cdef inline int _layer_threads(const Shape *shape, intp_t m) noexcept nogil:
 
 cdef int layers_train_epoch(
     const Shape *shape, const Rows *X, const Targets *targets,
-    const floating *sample_weight, const intp_t *order, intp_t batch_size,
+    const floating *sample_weight, const intp_t *order, intp_t n_rows, intp_t batch_size,
     floating **coefs, floating **intercepts, const TrainOptions *options,
     floating *optimizer_state, intp_t *n_updates, floating *work,
     EpochStats *stats_out,
 ) except -1 nogil:
-    cdef intp_t n_samples = X.n_samples, start, m, work_since_check = 0
+    cdef intp_t start, m, work_since_check = 0
     cdef intp_t per_row = layers_parameter_count(shape) - shape.units[shape.n_layers]
     cdef Batch batch
     cdef int skip = 0
@@ -563,9 +563,12 @@ cdef int layers_train_epoch(
     if batch_size < 1:
         with gil:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if n_samples == 0:
+    if n_rows < 0 or (order == NULL and n_rows > X.n_samples):
+        with gil:
+            raise ValueError(f"{n_rows} rows to visit in X of {X.n_samples}")
+    if n_rows == 0:
         return 0
-    batch_size = min(batch_size, n_samples)
+    batch_size = min(batch_size, n_rows)
     cdef intp_t *index_scratch = <intp_t *> malloc(
         max(batch_size, shape.units[0]) * sizeof(intp_t))
     # Whether to skip zeros, decided once, from the first batch (network.pyx note g).
@@ -574,8 +577,8 @@ cdef int layers_train_epoch(
     cdef int blas_had = blas_threads_hold(_layer_threads(shape, batch_size))
     try:
         start = 0
-        while start < n_samples:
-            m = min(batch_size, n_samples - start)
+        while start < n_rows:
+            m = min(batch_size, n_rows - start)
             batch = _batch(shape, order + start if order != NULL else NULL,
                            start if order == NULL else 0, m, index_scratch)
             batch.skip = skip
@@ -747,8 +750,9 @@ cdef class Network:
 
     def train_epoch(self, X, y, sample_weight, order, intp_t batch_size, dict options,
                     state, work, double[::1] stats_out not None):
-        """One epoch, without the GIL; see layers_train_epoch. stats_out (5,): as
-        network._train_epoch's (loss_sum, rows, batches, diverged, n_updates)."""
+        """One epoch, without the GIL; see layers_train_epoch. order: the rows of X to
+        visit (a subset may leave rows out), or None: all, in order. stats_out (5,):
+        as network._train_epoch's (loss_sum, rows, batches, diverged, n_updates)."""
         cdef Rows rows
         cdef Targets targets
         cdef TrainOptions train_options = _options_from_dict(options)
@@ -757,7 +761,7 @@ cdef class Network:
         cdef const intp_t *order_pointer = NULL
         cdef void *state_pointer = NULL
         cdef void *work_pointer
-        cdef intp_t n_updates, needed
+        cdef intp_t n_updates, needed, n_rows
         if stats_out.shape[0] < 5:
             raise ValueError(f"stats_out must hold 5 values, got {stats_out.shape[0]}")
         if not all(array.flags.writeable for array in self.arrays):
@@ -766,13 +770,14 @@ cdef class Network:
         self._rows(&rows, X)
         self._targets(&targets, y, rows.n_samples)
         weights = self._vector(sample_weight, rows.n_samples, "sample_weight")
+        n_rows = rows.n_samples
         if order is not None:
             order = np.asarray(order)
-            if order.dtype != np.intp or order.shape != (rows.n_samples,) \
+            if order.dtype != np.intp or order.ndim != 1 \
                     or not order.flags.c_contiguous:
-                raise ValueError(f"order must be a contiguous intp array of "
-                                 f"{rows.n_samples} entries")
-            if rows.n_samples and (order.min() < 0 or order.max() >= rows.n_samples):
+                raise ValueError("order must be a contiguous 1-D intp array")
+            n_rows = order.shape[0]
+            if n_rows and (order.min() < 0 or order.max() >= rows.n_samples):
                 raise ValueError("order has entries that are not rows of X")
             order_pointer = <const intp_t *> _address(order)
         needed = layers_state_size(&self.shape, &train_options)
@@ -787,14 +792,14 @@ cdef class Network:
             with nogil:
                 if self.single:
                     layers_train_epoch(&self.shape, &rows, &targets, <const float *> weights,
-                                       order_pointer, batch_size,
+                                       order_pointer, n_rows, batch_size,
                                        <float **> self.coef_pointers,
                                        <float **> self.intercept_pointers, &train_options,
                                        <float *> state_pointer, &n_updates,
                                        <float *> work_pointer, &stats)
                 else:
                     layers_train_epoch(&self.shape, &rows, &targets, <const double *> weights,
-                                       order_pointer, batch_size,
+                                       order_pointer, n_rows, batch_size,
                                        <double **> self.coef_pointers,
                                        <double **> self.intercept_pointers, &train_options,
                                        <double *> state_pointer, &n_updates,

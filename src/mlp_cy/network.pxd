@@ -89,7 +89,9 @@ cdef int train_epoch(
     const input_t[:, ::1] X,           # IN  (n_samples, n_features)
     const label_t[::1] y,              # IN  (n_samples,)
     const floating[::1] sample_weight, # IN  (n_samples,), or None
-    const intp_t[::1] order,           # IN  (n_samples,) row visiting order, or None: 0 .. n-1
+    const intp_t[::1] order,           # IN  (n_rows,) the rows of X to visit, in this order
+                                       #     (n_rows <= n_samples: a training subset may
+                                       #     leave rows out), or None: 0 .. n_samples-1
     intp_t batch_size,                 # the last batch takes the rows left over
     floating[:, ::1] W1, floating[::1] b1,   # IN/OUT
     floating[:, ::1] W2, floating[::1] b2,   # IN/OUT

@@ -670,6 +670,8 @@ cdef int train_epoch(
     EpochStats *stats_out,
 ) except -1 nogil:
     cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    # the rows visited: order's, or all of X's
+    cdef intp_t n_rows = order.shape[0] if order is not None else n_samples
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
     cdef intp_t i
     cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
@@ -685,21 +687,21 @@ cdef int train_epoch(
     if batch_size < 1:
         with gil:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    batch_size = min(batch_size, max(n_samples, 1))
+    batch_size = min(batch_size, max(n_rows, 1))
     _check_training(options, n_features, n_hidden, n_classes, batch_size,
                     optimizer_state, work)
     if ldx == 0:
         with gil:
             raise ValueError("X needs rows that do not overlap")
     if order is not None:
-        if order.shape[0] != n_samples:
+        if order.shape[0] > n_samples:
             with gil:
-                raise ValueError(f"order needs {n_samples} entries, got {order.shape[0]}")
-        for i in range(n_samples):
+                raise ValueError(f"order has {order.shape[0]} entries for {n_samples} rows")
+        for i in range(n_rows):
             if order[i] < 0 or order[i] >= n_samples:
                 with gil:
                     raise ValueError(f"order[{i}] = {order[i]} is not a row of X")
-    if n_samples == 0:
+    if n_rows == 0:
         return 0
 
     if batch_size == 1 and _plain_sgd(options) and options.alpha == 0:
@@ -760,6 +762,7 @@ cdef int _epoch_in_batches(
 ) except -1 nogil:
     """train_epoch's loop over batches of batch_size rows (checked arguments)."""
     cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    cdef intp_t n_rows = order.shape[0] if order is not None else n_samples
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
     cdef intp_t start, m, i, work_since_check = 0
     cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
@@ -779,7 +782,7 @@ cdef int _epoch_in_batches(
     # Whether to skip zeros, decided once, from the first batch: reading every batch
     # to count its zeros costs about as much as the gather (design note g).
     cdef int skip = 0
-    m = min(batch_size, n_samples)
+    m = min(batch_size, n_rows)
     if index_scratch != NULL:
         for i in range(m):
             row_scratch[i] = <const floating *> (
@@ -788,8 +791,8 @@ cdef int _epoch_in_batches(
         skip = skipzero_products(<const floating *> NULL, 0, m, n_features, n_hidden,
                                  row_scratch)
     start = 0
-    while start < n_samples:
-        m = min(batch_size, n_samples - start)
+    while start < n_rows:
+        m = min(batch_size, n_rows - start)
         if order is None:
             labels = &y[start]
             if sample_weight is not None:
@@ -837,7 +840,8 @@ cdef int _epoch_parallel(
 ) except -1 nogil:
     """train_epoch's loop over batches on pw's threads (design note h), as many of
     them as pw's pacer finds pay (design note i)."""
-    cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    cdef intp_t n_features = X.shape[1]
+    cdef intp_t n_rows = order.shape[0] if order is not None else X.shape[0]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
     cdef intp_t start, m, work_since_check = 0
     cdef BatchSource source = _batch_source(X)
@@ -845,8 +849,8 @@ cdef int _epoch_parallel(
     cdef const label_t *labels
     cdef double loss, began
     start = 0
-    while start < n_samples:
-        m = min(batch_size, n_samples - start)
+    while start < n_rows:
+        m = min(batch_size, n_rows - start)
         source.start = start
         if order is None:
             labels = &y[start]
@@ -877,7 +881,8 @@ cdef int _epoch_sample_by_sample(
     EpochStats *stats_out,
 ) except -1 nogil:
     """train_epoch for batch_size 1 and plain SGD without L2 (design note f)."""
-    cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
+    cdef intp_t n_features = X.shape[1]
+    cdef intp_t n_rows = order.shape[0] if order is not None else X.shape[0]
     cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
     cdef intp_t t, r, work_since_check = 0
     cdef floating *pre = &work[0]                              # (n_hidden,)
@@ -892,11 +897,11 @@ cdef int _epoch_sample_by_sample(
     r = order[0] if order is not None else 0
     x_next = _as_floating(&X[r, 0], row_buffers[0], n_features)
     _accumulate_rows(x_next, &W1[0, 0], n_features, n_hidden, pre)
-    for t in range(n_samples):
+    for t in range(n_rows):
         r = order[t] if order is not None else t
         x = x_next
         x_next = NULL
-        if t + 1 < n_samples:
+        if t + 1 < n_rows:
             x_next = _as_floating(&X[order[t + 1] if order is not None else t + 1, 0],
                                   row_buffers[(t + 1) % 2], n_features)
         if sample_weight is not None and sample_weight[r] <= 0:
