@@ -181,14 +181,16 @@ def test_stalled_helpers_make_the_epoch_fall_back_to_one_thread(forced_threads, 
     forced_threads(2)
     expected, expected_stats = _train(X, y, np.float32, **options)
     _parallel._pacer_reset()
-    old = _parallel._set_helper_stall(5000)     # 5 ms before each part a helper runs
+    # 20 ms before each part a helper runs: far more than a busy machine's preemption
+    # of the one-thread windows, so that the choice never flips back to 2 by chance.
+    old = _parallel._set_helper_stall(20000)
     try:
         got, stats = _train(X, y, np.float32, **options)
     finally:
         _parallel._set_helper_stall(old)
     on_one, on_many = _parallel._pacer_steps()
     assert on_one + on_many == 188
-    # Steps on 2 threads now take over 5 ms a region, on one well under: after the
+    # Steps on 2 threads now take over 20 ms a region, on one well under: after the
     # first window, one thread, but for the probes of 2 (ever rarer).
     assert on_one > 2 * on_many
     # The next epoch of this shape starts from that choice instead of probing afresh.
