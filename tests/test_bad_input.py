@@ -370,8 +370,9 @@ CASES = {
     "engine epoch: sample_weight too long": (
         lambda: _train_epoch(sample_weight=np.ones(11)), "ValueError",
         r"y and sample_weight need 10 entries"),
-    "engine epoch: order too short": (lambda: _train_epoch(order=np.arange(9)),
-                                      "ValueError", r"order needs 10 entries, got 9"),
+    "engine epoch: order longer than X": (
+        lambda: _train_epoch(order=np.r_[np.arange(10), 0]), "ValueError",
+        r"order has 11 entries for 10 rows"),
     "engine epoch: order index == n_samples": (
         lambda: _train_epoch(order=np.r_[np.arange(9), 10]), "ValueError",
         r"order\[9\] = 10 is not a row of X"),

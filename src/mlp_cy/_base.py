@@ -366,14 +366,17 @@ class BaseMLP(BaseEstimator):
         sample_idx = np.arange(n_samples, dtype=np.intp) if train is None else train
         self.n_iter_ = 0
         diverged = False
+        # The last finite state, should an epoch diverge: copied into the same memory
+        # every epoch (fresh arrays would cost their pages' zeroing each time).
+        snapshot = [np.empty_like(p) for p in params + [self._optimizer_state]]
         for _ in range(self.max_iter):
             if self.shuffle:
                 # sklearn.utils.shuffle(sample_idx, random_state=...), draw for draw
                 permutation = np.arange(n_samples)
                 self._random_state.shuffle(permutation)
                 sample_idx = sample_idx[permutation]
-            # The last finite state, should this epoch diverge.
-            snapshot = [p.copy() for p in params + [self._optimizer_state]]
+            for saved, current in zip(snapshot, params + [self._optimizer_state]):
+                np.copyto(saved, current)
             options["learning_rate"] = self._learning_rate
             stats[4] = self._n_updates
             order = sample_idx if self.shuffle or train is not None else None

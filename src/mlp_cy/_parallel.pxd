@@ -47,6 +47,7 @@ cdef void apply_update(
     double l2,                    # alpha / S for weights, 0 for biases
     const UpdateRule *rule,
     double step_size,             # eta, or Adam's bias-corrected rate
+    double *squares_out=*,        # OUT, if not NULL: += sum of the updated param^2
 ) noexcept nogil
 # The solver's update of a run of parameters, as scikit-learn's SGDOptimizer and
 # AdamOptimizer: the same function for the serial and the parallel step.

@@ -189,6 +189,7 @@ cdef void apply_update(
     double l2,                    # alpha / S for weights, 0 for biases
     const UpdateRule *rule,
     double step_size,             # eta, or Adam's bias-corrected rate
+    double *squares_out=NULL,     # OUT, if not NULL: += sum of the updated param^2
 ) noexcept nogil:
     cdef intp_t i
     cdef floating g, v
@@ -196,24 +197,37 @@ cdef void apply_update(
     cdef floating beta_1 = <floating> rule.beta_1, beta_2 = <floating> rule.beta_2
     cdef floating eps = <floating> rule.epsilon, decay = <floating> l2
     cdef floating *second = state + state_stride
+    # The L2 penalty of the next step needs sum param^2: summed here, while each
+    # value is in a register, it costs no pass of its own over the weights. (The
+    # test is loop-invariant: the compiler makes two loops of each.)
+    cdef bint track = squares_out != NULL
+    cdef double squares = 0
     if rule.adam:
         for i in range(n):
             g = grad[i] + decay * param[i]
             state[i] = beta_1 * state[i] + (1 - beta_1) * g
             second[i] = beta_2 * second[i] + (1 - beta_2) * (g * g)
             param[i] -= eta * state[i] / (sqrt(second[i]) + eps)
+            if track:
+                squares += param[i] * param[i]
     elif rule.nesterov:
         for i in range(n):
             g = grad[i] + decay * param[i]
             v = mu * state[i] - eta * g
             state[i] = v
             param[i] += mu * v - eta * g
+            if track:
+                squares += param[i] * param[i]
     else:
         for i in range(n):
             g = grad[i] + decay * param[i]
             v = mu * state[i] - eta * g
             state[i] = v
             param[i] += v
+            if track:
+                squares += param[i] * param[i]
+    if track:
+        squares_out[0] += squares
 
 
 cdef struct StepContext:          # one region's arguments, shared by its parts

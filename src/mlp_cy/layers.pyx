@@ -16,6 +16,17 @@
 # d) scikit-learn's formulas: the output delta is act(z) - y times the row's weight
 #    for all four pairs of output and loss (canonical links); the losses are its
 #    LOSS_FUNCTIONS, with its clipping of probabilities for the logistic output.
+# e) CSR X and an optimiser with state (momentum, Adam): W_0 is the widest matrix
+#    (50,000 x 256 for a TF-IDF input) and its update is bound by memory. The batch's
+#    entries are sorted by column once (_columns_of), and each row of W_0 gets its
+#    gradient formed in a small buffer and applied at once
+#    (_csr_first_layer_update): no (units[0], units[1]) gradient is zeroed, written
+#    or read, which was 4 of the step's 11 passes over W_0. The update also sums
+#    the new W^2 (apply_update's squares_out), the next step's L2 penalty, which
+#    then needs no pass of its own.
+# f) The BLAS gets the threads its largest gemm pays for (_blas.pyx, "Threads"); a
+#    first layer that is no gemm (CSR X, or both products skipping zeros) does not
+#    count, or a 50,000-row W_0 would wake the BLAS's threads for a 256 x 20 gemm.
 
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.math cimport exp, isfinite, log, pow, sqrt
@@ -187,6 +198,72 @@ cdef void _csr_transpose_product(const Rows *X, const Batch *batch, floating alp
                 c_row[j] += v * g[j]
 
 
+cdef struct Columns:              # a CSR batch's entries, column by column (CSC)
+    intp_t *start                 # (units[0] + 1,) column j's entries: start[j] .. [j + 1]
+    intp_t *row                   # (capacity,) the entry's row in the batch, ascending
+    intp_t *source                # (capacity,) the entry's index in X's CSR data
+    intp_t capacity
+
+
+cdef int _columns_of(const Rows *X, const Batch *batch, intp_t n_features,
+                     Columns *out) noexcept nogil:
+    """The batch's CSR entries sorted by column, stable in the batch's row order (a
+    counting sort); -1 if they are more than capacity."""
+    cdef intp_t i, p, r, j, nnz = 0
+    for i in range(batch.m):
+        r = batch.rows[i] if batch.rows != NULL else batch.start + i
+        nnz += X.csr_indptr[r + 1] - X.csr_indptr[r]
+    if nnz > out.capacity:
+        return -1
+    memset(out.start, 0, (n_features + 1) * sizeof(intp_t))
+    for i in range(batch.m):
+        r = batch.rows[i] if batch.rows != NULL else batch.start + i
+        for p in range(X.csr_indptr[r], X.csr_indptr[r + 1]):
+            out.start[X.csr_indices[p] + 1] += 1
+    for j in range(n_features):
+        out.start[j + 1] += out.start[j]
+    for i in range(batch.m):
+        r = batch.rows[i] if batch.rows != NULL else batch.start + i
+        for p in range(X.csr_indptr[r], X.csr_indptr[r + 1]):
+            j = X.csr_indices[p]
+            out.row[out.start[j]] = i
+            out.source[out.start[j]] = p
+            out.start[j] += 1
+    for j in range(n_features, 0, -1):     # the sort moved each start to the next's
+        out.start[j] = out.start[j - 1]
+    out.start[0] = 0
+    return 0
+
+
+cdef void _csr_first_layer_update(
+    const Shape *shape, const Rows *X, const Columns *columns,
+    const floating *delta,        # IN (m, units[1]) delta_0
+    floating *W,                  # IN/OUT (units[0], units[1]) W_0
+    floating *state,              # IN/OUT W_0's optimiser state (stride P to Adam's v)
+    intp_t P, double l2, const UpdateRule *rule, double step_size,
+    floating *row_gradient,       # scratch (units[1],)
+    double *squares_out,          # as apply_update's
+) noexcept nogil:
+    """W_0's optimiser update from CSR X, row by row of W_0: each row's gradient
+    (sum over the batch's entries in that column of value * delta row, in the batch's
+    row order: the bits of the scatter into a zeroed gradient) is formed in `row_gradient`
+    and applied at once, so no (units[0], units[1]) gradient is written or read."""
+    cdef intp_t j, q, k, n = shape.units[1]
+    cdef const floating *data = <const floating *> X.csr_data
+    cdef const floating *d
+    cdef floating v
+    for j in range(shape.units[0]):
+        for k in range(n):
+            row_gradient[k] = 0
+        for q in range(columns.start[j], columns.start[j + 1]):
+            v = data[columns.source[q]]
+            d = delta + columns.row[q] * n
+            for k in range(n):
+                row_gradient[k] += v * d[k]
+        apply_update(W + j * n, row_gradient, state + j * n, n, P, l2, rule, step_size,
+                     squares_out)
+
+
 # The step's three parts #######################################################
 
 cdef inline floating *_activation_buffer(const Shape *shape, floating *work, intp_t m,
@@ -351,6 +428,8 @@ cdef void _backward(
     floating *gradient,         # OUT (P,) the gradient, flat; or NULL: plain SGD, fused
     bint accumulate,            # add to `gradient` instead of overwriting it
     floating eta, floating decay,   # plain SGD: W := decay W - eta grad
+    floating **first_delta=NULL,    # OUT, if not NULL: delta_0 (m, units[1]), whose
+                                    #     product with X (W_0's gradient) is left out
 ) noexcept nogil:
     """From the output delta (in the output buffer), every layer's gradient, or plain
     SGD's update, from the last layer to the first."""
@@ -385,7 +464,9 @@ cdef void _backward(
         else:
             W_grad = gradient + _coef_offset(shape, i)
             b_grad = W_grad + fan_in * fan_out
-            if i == 0:
+            if i == 0 and first_delta != NULL:
+                first_delta[0] = delta
+            elif i == 0:
                 _first_update(shape, X, batch, x, <floating> 1, delta, beta, W_grad)
             else:
                 _gemm(RowMajor, Trans, NoTrans, <blas_int> fan_in, <blas_int> fan_out,
@@ -442,8 +523,11 @@ cdef double _batch_step(
     const floating *sample_weight, Batch *batch,
     floating **coefs, floating **intercepts, const TrainOptions *options,
     floating *optimizer_state, intp_t *n_updates, floating *work,
+    double *squares,              # IN/OUT sum of every W_i^2, or < 0: not known
+    Columns *columns=NULL,        # scratch for CSR X: W_0 updated row by row, or NULL
 ) noexcept nogil:
-    """layers_step on a Batch whose skip decision is made."""
+    """layers_step on a Batch whose skip decision is made. `squares` carries the L2
+    penalty's sum from one step to the next: the update sums it as it goes."""
     cdef intp_t i, L = shape.n_layers, m = batch.m
     cdef intp_t P = layers_parameter_count(shape)
     cdef floating *output = _activation_buffer(shape, work, m, L)
@@ -464,18 +548,25 @@ cdef double _batch_step(
                          bias_scratch)
     loss = loss / weight_sum
     if options.alpha > 0:
-        loss += 0.5 * options.alpha * _penalty(shape, coefs) / weight_sum
+        if squares[0] < 0:
+            squares[0] = _penalty(shape, coefs)
+        loss += 0.5 * options.alpha * squares[0] / weight_sum
     if not isfinite(loss):
         return loss
     l2 = options.alpha / weight_sum
+    squares[0] = -1              # the weights change
     if fused:
         _backward(shape, X, batch, x, coefs, intercepts, work, bias_scratch, NULL, False,
                   <floating> options.learning_rate,
                   <floating> (1 - options.learning_rate * l2))
         n_updates[0] += 1
         return loss
+    # CSR X: W_0's gradient is formed row by row inside its update (no pass of its own)
+    cdef floating *first_delta = NULL
+    cdef bint by_columns = (columns != NULL and X.dense == NULL
+                            and _columns_of(X, batch, shape.units[0], columns) == 0)
     _backward(shape, X, batch, x, coefs, intercepts, work, bias_scratch, gradient, False,
-              0, 1)
+              0, 1, &first_delta if by_columns else NULL)
     n_updates[0] += 1
     step_size = options.learning_rate
     if options.solver == ADAM:
@@ -484,14 +575,25 @@ cdef double _batch_step(
                      / (1 - pow(options.beta_1, <double> n_updates[0])))
     rule = _update_rule(options)
     cdef intp_t offset = 0, n_weights
+    cdef double new_squares = 0
     for i in range(L):
         n_weights = shape.units[i] * shape.units[i + 1]
-        apply_update(coefs[i], gradient + offset, optimizer_state + offset, n_weights, P,
-                     l2, &rule, step_size)
+        if i == 0 and first_delta != NULL:
+            # bias_scratch is free now (the bias gradients are in `gradient`)
+            _csr_first_layer_update(shape, X, columns, first_delta, coefs[0],
+                                    optimizer_state, P, l2, &rule, step_size,
+                                    bias_scratch,
+                                    &new_squares if options.alpha > 0 else NULL)
+        else:
+            apply_update(coefs[i], gradient + offset, optimizer_state + offset, n_weights,
+                         P, l2, &rule, step_size,
+                         &new_squares if options.alpha > 0 else NULL)
         offset += n_weights
         apply_update(intercepts[i], gradient + offset, optimizer_state + offset,
                      shape.units[i + 1], P, 0, &rule, step_size)
         offset += shape.units[i + 1]
+    if options.alpha > 0:
+        squares[0] = new_squares
     return loss
 
 
@@ -525,17 +627,24 @@ cdef double layers_step(
     intp_t *index_scratch,
 ) noexcept nogil:
     cdef Batch batch = _batch(shape, rows, start, m, index_scratch)
+    cdef double loss, squares = -1
     if m == 0:
         return 0
     batch.skip = _decide_skip(shape, X, &batch, work)
-    return _batch_step(shape, X, targets, sample_weight, &batch, coefs, intercepts,
-                       options, optimizer_state, n_updates, work)
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, m, batch.skip))
+    loss = _batch_step(shape, X, targets, sample_weight, &batch, coefs, intercepts,
+                       options, optimizer_state, n_updates, work, &squares)
+    blas_threads_release(blas_had)
+    return loss
 
 
-cdef inline int _layer_threads(const Shape *shape, intp_t m) noexcept nogil:
-    """The BLAS's threads for a batch of m rows: as its largest product pays for."""
+cdef inline int _layer_threads(const Shape *shape, const Rows *X, intp_t m,
+                               int skip) noexcept nogil:
+    """The BLAS's threads for batches of m rows: as the largest gemm pays for. The first
+    layer's products are no gemm on CSR X, nor when both skip X's zeros."""
     cdef intp_t i, best = 0, k = 1, n = 1
-    for i in range(shape.n_layers):
+    cdef bint first_is_gemm = X.dense != NULL and skip != SKIP_FORWARD | SKIP_UPDATE
+    for i in range(0 if first_is_gemm else 1, shape.n_layers):
         if shape.units[i] * shape.units[i + 1] > best:
             best = shape.units[i] * shape.units[i + 1]
             k = shape.units[i]
@@ -554,7 +663,7 @@ cdef int layers_train_epoch(
     cdef intp_t per_row = layers_parameter_count(shape) - shape.units[shape.n_layers]
     cdef Batch batch
     cdef int skip = 0
-    cdef double loss
+    cdef double loss, squares = -1    # the L2 penalty's sum, carried between steps
     stats_out.loss_sum = 0
     stats_out.n_rows_done = 0
     stats_out.n_batches_done = 0
@@ -571,10 +680,22 @@ cdef int layers_train_epoch(
     batch_size = min(batch_size, n_rows)
     cdef intp_t *index_scratch = <intp_t *> malloc(
         max(batch_size, shape.units[0]) * sizeof(intp_t))
+    # CSR X with an optimiser other than plain SGD: the batches' entries by column,
+    # for W_0's update row by row; without the memory, the scatter into a gradient.
+    cdef Columns columns
+    cdef Columns *by_columns = NULL
+    memset(&columns, 0, sizeof(Columns))
+    if X.dense == NULL and not _plain_sgd(options):
+        columns.capacity = _largest_batch_nnz(X, order, n_rows, batch_size)
+        columns.start = <intp_t *> malloc((shape.units[0] + 1) * sizeof(intp_t))
+        columns.row = <intp_t *> malloc(max(columns.capacity, 1) * sizeof(intp_t))
+        columns.source = <intp_t *> malloc(max(columns.capacity, 1) * sizeof(intp_t))
+        if columns.start != NULL and columns.row != NULL and columns.source != NULL:
+            by_columns = &columns
     # Whether to skip zeros, decided once, from the first batch (network.pyx note g).
     batch = _batch(shape, order, 0, batch_size, index_scratch)
     skip = _decide_skip(shape, X, &batch, work)
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, batch_size))
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, batch_size, skip))
     try:
         start = 0
         while start < n_rows:
@@ -583,7 +704,8 @@ cdef int layers_train_epoch(
                            start if order == NULL else 0, m, index_scratch)
             batch.skip = skip
             loss = _batch_step(shape, X, targets, sample_weight, &batch, coefs,
-                               intercepts, options, optimizer_state, n_updates, work)
+                               intercepts, options, optimizer_state, n_updates, work,
+                               &squares, by_columns)
             if not isfinite(loss):
                 stats_out.diverged = True
                 return 0
@@ -599,7 +721,23 @@ cdef int layers_train_epoch(
     finally:
         blas_threads_release(blas_had)
         free(index_scratch)
+        free(columns.start)
+        free(columns.row)
+        free(columns.source)
     return 0
+
+
+cdef intp_t _largest_batch_nnz(const Rows *X, const intp_t *order, intp_t n_rows,
+                               intp_t batch_size) noexcept nogil:
+    """The most CSR entries in any batch of the epoch."""
+    cdef intp_t i, r, batch_nnz = 0, largest = 0
+    for i in range(n_rows):
+        if i % batch_size == 0:
+            batch_nnz = 0
+        r = order[i] if order != NULL else i
+        batch_nnz += X.csr_indptr[r + 1] - X.csr_indptr[r]
+        largest = max(largest, batch_nnz)
+    return largest
 
 
 cdef double layers_loss_gradient(
@@ -619,6 +757,8 @@ cdef double layers_loss_gradient(
         return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
     cdef floating *bias_scratch
+    # The BLAS on as many threads as its products pay for (_blas.pyx, "Threads").
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows, 0))
     start = 0
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
@@ -634,6 +774,7 @@ cdef double layers_loss_gradient(
         _backward(shape, X, &batch, x, coefs, intercepts, work, bias_scratch, gradient,
                   start > 0, 0, 1)
         start += m
+    blas_threads_release(blas_had)
     # scikit-learn's L2: loss + alpha/(2S) sum ||W||^2, gradient + alpha/S W
     loss = loss / weight_sum + 0.5 * alpha * _penalty(shape, coefs) / weight_sum
     offset = 0
@@ -656,7 +797,7 @@ cdef int layers_predict(
     cdef floating *output
     cdef Batch batch
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, chunk_rows))
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows, 0))
     start = 0
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
