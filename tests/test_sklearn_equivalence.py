@@ -13,7 +13,7 @@ from mlp_cy import MLPClassifier, MLPRegressor
 
 sklearn_nn = importorskip("sklearn.neural_network")
 
-DEPTHS = [(7,), (6, 5), (6, 5, 4)]
+DEPTHS = [(), (7,), (6, 5), (6, 5, 4)]      # () : no hidden layer, as scikit-learn allows
 
 
 def _data(kind, n=90, n_features=6, seed=0):
