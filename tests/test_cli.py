@@ -203,6 +203,33 @@ def test_activation_reaches_the_model(data_home, tmp_path, activation):
     assert status == 0 and f"784-8-10, {activation}, float32" in out
 
 
+def test_two_hidden_layers_train_evaluate_and_predict(data_home, tmp_path):
+    status, out, err = run("train", "--data-home", data_home, "--epochs", "1",
+                           "--hidden", "16,8", "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    assert "network 784-16-8-10, logistic" in out.splitlines()[0]
+    clf = mlp_cy.load(tmp_path / "m.npz")
+    assert [c.shape for c in clf.coefs_] == [(784, 16), (16, 8), (8, 10)]
+    status, out, err = run("evaluate", tmp_path / "m.npz", "--data-home", data_home)
+    assert status == 0 and "network 784-16-8-10, logistic, float32" in out, err
+
+
+def test_a_regressor_file_is_refused_by_evaluate(data_home, tmp_path):
+    from mlp_cy import MLPRegressor
+
+    X = np.random.RandomState(0).rand(20, 784)
+    MLPRegressor(hidden_layer_sizes=3, max_iter=2).fit(X, X[:, 0]).save(tmp_path / "r.npz")
+    status, out, err = run("evaluate", tmp_path / "r.npz", "--data-home", data_home)
+    assert status != 0 and "is a MLPRegressor, not a classifier" in err
+
+
+@pytest.mark.parametrize("bad", ["0", "16,", "16,-2", "a,b"])
+def test_bad_hidden_sizes_are_refused(data_home, tmp_path, bad):
+    status, out, err = run("train", "--data-home", data_home, "--hidden", bad,
+                           "--out", tmp_path / "m.npz")
+    assert status == 2 and "--hidden" in err and "positive integer" in err
+
+
 def test_the_installed_mlp_cy_script_runs(tmp_path):
     # The console script of pyproject.toml, as pip installs it beside this Python.
     import sysconfig

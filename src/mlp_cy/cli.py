@@ -64,6 +64,22 @@ def _positive_int(text):
     return value
 
 
+def _hidden_sizes(text):
+    """--hidden: "256", or "256,128" for two hidden layers, first to last."""
+    sizes = tuple(_positive_int(part.strip()) for part in text.split(","))
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def _network_name(clf):
+    """784-256-10: the units of each layer, input to output."""
+    units = [clf.coefs_[0].shape[0]] + [coef.shape[1] for coef in clf.coefs_]
+    return "-".join(str(n) for n in units)
+
+
+def _hidden_name(hidden):
+    return str(hidden) if isinstance(hidden, int) else "-".join(map(str, hidden))
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -163,8 +179,9 @@ def build_parser():
                     "model.",
     )
     _add_data_arguments(train)
-    train.add_argument("--hidden", type=_positive_int, default=256, metavar="N",
-                       help="hidden units (default: %(default)s)")
+    train.add_argument("--hidden", type=_hidden_sizes, default=256, metavar="N[,N...]",
+                       help="hidden units, one number per hidden layer: 256, or "
+                            "512,256 for two (default: %(default)s)")
     train.add_argument("--activation", choices=("logistic", "tanh", "relu", "identity"),
                        default="logistic", help="hidden activation (default: %(default)s)")
     train.add_argument("--solver", choices=("sgd", "adam"), default="sgd",
@@ -338,7 +355,8 @@ def _train(args):
                                if args.solver == "sgd" and args.momentum else "")
     alpha = f", alpha {args.alpha}" if args.alpha else ""
     print(f"{args.dataset}: training on {len(y_train)} images{held_out}, "
-          f"testing on {len(y_test)}; network {X.shape[1]}-{args.hidden}-{len(classes)}, "
+          f"testing on {len(y_test)}; network {X.shape[1]}-{_hidden_name(args.hidden)}-"
+          f"{len(classes) if len(classes) > 2 else 1}, "
           f"{args.activation}, {args.dtype}, {optimizer}, batch {args.batch_size}, "
           f"lr {lr}{alpha}, seed {args.seed}", flush=True)
 
@@ -385,7 +403,7 @@ def _train(args):
             args.plot, clf.loss_curve_, clf.validation_scores_ or [],
             confusion_matrix(y_test, y_pred, labels), _label_names(labels, args.dataset),
             val_loss=clf.validation_loss_curve_ or [],
-            title=f"mlp_cy on {args.dataset}: {args.hidden} hidden units, "
+            title=f"mlp_cy on {args.dataset}: {_hidden_name(args.hidden)} hidden units, "
                   f"test accuracy {accuracy:.4f}",
         )
         print(f"plot saved to {args.plot}")
@@ -434,8 +452,9 @@ class _Run:
         --early-stopping, with the best epoch's weights."""
         epoch = self.epochs_done if epoch is None else epoch
         if self.best_weights is not None and self.best_epoch < epoch:
-            W1, W2, b1, b2 = (w.copy() for w in self.best_weights)
-            clf.coefs_, clf.intercepts_ = [W1, W2], [b1, b2]
+            weights = [w.copy() for w in self.best_weights]
+            half = len(weights) // 2        # coefs_, then intercepts_
+            clf.coefs_, clf.intercepts_ = weights[:half], weights[half:]
         return clf
 
 
@@ -607,16 +626,15 @@ def _plot_model(args):
         raise CLIError(f"the plot would replace the model {args.model}; name it with --out")
     _check_output(out, "--out", probe=True)
     clf = load(args.model)
-    W1, W2 = clf.coefs_
-    if not clf.loss_curve_:
+    if not getattr(clf, "loss_curve_", None):
         raise CLIError(f"{args.model} has no training history to plot (no epoch)")
     held_out = (f", held-out accuracy {clf.validation_scores_[-1]:.4f}"
                 if clf.validation_scores_ else "")
     _plot.plot_training(
         out, clf.loss_curve_, clf.validation_scores_ or [],
         val_loss=clf.validation_loss_curve_ or [],
-        title=f"{os.path.basename(args.model)}: network {W1.shape[0]}-{W1.shape[1]}-"
-              f"{W2.shape[1]}, {clf.activation}, {clf.solver}, "
+        title=f"{os.path.basename(args.model)}: network {_network_name(clf)}, "
+              f"{clf.activation}, {clf.solver}, "
               f"{len(clf.loss_curve_)} epochs{held_out}",
     )
     print(f"plot saved to {out}")
@@ -624,8 +642,15 @@ def _plot_model(args):
 
 # evaluate ---------------------------------------------------------------------------
 
+def _check_classifier(clf, path):
+    if not hasattr(clf, "classes_"):
+        raise CLIError(f"{path} is a {type(clf).__name__}, not a classifier: "
+                       "load it in Python with mlp_cy.load")
+
+
 def _evaluate(args):
     clf = load(args.model)
+    _check_classifier(clf, args.model)
     if clf.classes_.dtype.kind not in "biu":
         raise CLIError(
             f"{args.model} predicts labels {clf.classes_[:3].tolist()}..., not the "
@@ -635,9 +660,8 @@ def _evaluate(args):
     _, _, X_test, y_test = _load_data(args, dtype)
     _check_n_features(clf, X_test.shape[1], f"the {args.dataset} images")
     y_pred = clf.predict(X_test)
-    W1, W2 = clf.coefs_
-    print(f"model {args.model}: network {W1.shape[0]}-{W1.shape[1]}-{W2.shape[1]}, "
-          f"{clf.activation}, {W1.dtype}")
+    print(f"model {args.model}: network {_network_name(clf)}, "
+          f"{clf.activation}, {clf.coefs_[0].dtype}")
     print(f"test accuracy: {_accuracy(y_test, y_pred):.4f} ({len(y_test)} images)")
     labels = np.union1d(clf.classes_, y_test)
     confusion = confusion_matrix(y_test, y_pred, labels)
