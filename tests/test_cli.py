@@ -462,10 +462,13 @@ def test_the_model_file_keeps_the_training_history(trained):
     lines = [line.split() for line in out.splitlines() if line.startswith("epoch ")]
     clf = mlp_cy.load(model)
     assert clf.loss_curve_ == [pytest.approx(float(f[3]), abs=1e-4) for f in lines]
+    # "training accuracy 0.9612"
+    assert clf.training_scores_ == [pytest.approx(float(f[6]), abs=1e-4) for f in lines]
+    assert all(0 <= score <= 1 for score in clf.training_scores_)
     # "held-out accuracy 0.9750, loss 0.1234"
-    assert clf.validation_scores_ == [pytest.approx(float(f[6].rstrip(",")), abs=1e-4)
+    assert clf.validation_scores_ == [pytest.approx(float(f[9].rstrip(",")), abs=1e-4)
                                       for f in lines]
-    assert clf.validation_loss_curve_ == [pytest.approx(float(f[8]), abs=1e-4)
+    assert clf.validation_loss_curve_ == [pytest.approx(float(f[11]), abs=1e-4)
                                           for f in lines]
     assert clf.best_validation_score_ == max(clf.validation_scores_)
 

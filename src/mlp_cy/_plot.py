@@ -33,8 +33,8 @@ def check_available():
 
 
 def plot_training(path, loss_curve, val_accuracy, confusion=None, labels=(), *,
-                  val_loss=(), title=""):
-    """Write a PNG with the loss curves, the held-out accuracy and a confusion matrix.
+                  val_loss=(), train_accuracy=(), title=""):
+    """Write a PNG with the loss curves, the accuracy curves and a confusion matrix.
 
     Parameters
     ----------
@@ -51,6 +51,8 @@ def plot_training(path, loss_curve, val_accuracy, confusion=None, labels=(), *,
         Names of the labels, in the order of the rows of ``confusion``.
     val_loss : sequence of float, default=()
         Mean cross-entropy on the held-out rows after each epoch; may be empty.
+    train_accuracy : sequence of float, default=()
+        Accuracy on (a sample of) the training rows after each epoch; may be empty.
     title : str, default=""
         Title of the figure.
     """
@@ -73,13 +75,19 @@ def plot_training(path, loss_curve, val_accuracy, confusion=None, labels=(), *,
     ax_loss.set(xlabel="epoch", ylabel="mean cross-entropy", title="Loss")
     ax_loss.grid(alpha=0.3)
 
+    if len(train_accuracy):
+        ax_acc.plot(np.arange(1, len(train_accuracy) + 1), train_accuracy,
+                    marker="o", color="tab:blue", label="training")
     if len(val_accuracy):
         ax_acc.plot(np.arange(1, len(val_accuracy) + 1), val_accuracy,
-                    marker="o", color="tab:green")
-    else:
+                    marker="o", color="tab:green", label="held-out")
+    elif not len(train_accuracy):
         ax_acc.text(0.5, 0.5, "no held-out split\n(--val-fraction 0)",
                     ha="center", va="center", transform=ax_acc.transAxes)
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Held-out accuracy")
+    if len(train_accuracy) and len(val_accuracy):
+        ax_acc.legend()
+    ax_acc.set(xlabel="epoch", ylabel="accuracy",
+               title="Accuracy" if len(train_accuracy) else "Held-out accuracy")
     ax_acc.grid(alpha=0.3)
     for ax in (ax_loss, ax_acc):
         # Integer epochs only: a 1-epoch run should not show ticks at 0.5.

@@ -28,7 +28,8 @@ _ALWAYS = ("coefs_", "intercepts_", "n_outputs_", "out_activation_", "n_features
            "n_iter_", "t_", "_no_improvement_count")
 _NONE_IF_ABSENT = ("best_loss_", "best_validation_score_", "validation_scores_",
                    "validation_loss_curve_")
-_UNSET_IF_ABSENT = ("classes_", "loss_", "loss_curve_", "feature_names_in_")
+_UNSET_IF_ABSENT = ("classes_", "loss_", "loss_curve_", "feature_names_in_",
+                    "training_scores_")
 _OPTIMIZER = ("_optimizer_state", "_n_updates", "_learning_rate")
 
 

@@ -403,6 +403,7 @@ def _train(args):
             args.plot, clf.loss_curve_, clf.validation_scores_ or [],
             confusion_matrix(y_test, y_pred, labels), _label_names(labels, args.dataset),
             val_loss=clf.validation_loss_curve_ or [],
+            train_accuracy=getattr(clf, "training_scores_", None) or [],
             title=f"mlp_cy on {args.dataset}: {_hidden_name(args.hidden)} hidden units, "
                   f"test accuracy {accuracy:.4f}",
         )
@@ -421,14 +422,17 @@ class _Run:
 
     def __init__(self, args):
         self.early_stopping, self.patience = args.early_stopping, args.patience
-        self.val_accuracy, self.val_loss = [], []
+        self.val_accuracy, self.val_loss, self.train_accuracy = [], [], []
         self.epochs_done = 0
         self.last = None
         self.best_score, self.best_epoch, self.best_weights = -np.inf, 0, None
 
-    def epoch_done(self, clf, epoch, accuracy=None, loss=None):
+    def epoch_done(self, clf, epoch, accuracy=None, loss=None, train_accuracy=None):
         """Record a completed epoch; False when early stopping says stop."""
         self.epochs_done = epoch
+        if train_accuracy is not None:
+            self.train_accuracy.append(train_accuracy)
+            clf.training_scores_ = list(self.train_accuracy)
         if accuracy is not None:
             self.val_accuracy.append(accuracy)
             self.val_loss.append(loss)
@@ -458,9 +462,17 @@ class _Run:
         return clf
 
 
+# Training accuracy is measured after each epoch on at most this many training rows,
+# drawn once: about 2% of a Fashion-MNIST epoch's time, for a curve within about
+# 0.005 of the accuracy on all of them.
+TRAINING_SAMPLE = 10_000
+
+
 def _train_epochs(args, clf, run, X_train, y_train, X_val, y_val, classes):
     width = len(str(args.epochs))
     seconds = None
+    sample = np.random.RandomState(args.seed).permutation(len(y_train))[:TRAINING_SAMPLE]
+    X_sample, y_sample = X_train[np.sort(sample)], y_train[np.sort(sample)]
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught, \
@@ -475,14 +487,16 @@ def _train_epochs(args, clf, run, X_train, y_train, X_val, y_val, classes):
             print(f"{PROG}: warning: stopping after epoch {epoch}; try a smaller --lr",
                   file=sys.stderr)
             break
-        line = (f"epoch {epoch:{width}d}/{args.epochs}  loss {clf.loss_:.4f}")
+        train_accuracy = _accuracy(y_sample, clf.predict(X_sample))
+        line = (f"epoch {epoch:{width}d}/{args.epochs}  loss {clf.loss_:.4f}  "
+                f"training accuracy {train_accuracy:.4f}")
         accuracy = loss = None
         if len(y_val):
             accuracy, loss = _held_out_scores(clf, X_val, y_val)
             line += f"  held-out accuracy {accuracy:.4f}, loss {loss:.4f}"
         line += f"  {seconds:6.2f} s  {len(y_train) / max(seconds, 1e-9):8.0f} samples/s"
         print(line, flush=True)
-        if not run.epoch_done(clf, epoch, accuracy, loss):
+        if not run.epoch_done(clf, epoch, accuracy, loss, train_accuracy):
             print(f"early stopping: the held-out accuracy has not improved for "
                   f"{args.patience} epochs; keeping the weights of epoch "
                   f"{run.best_epoch} (held-out accuracy {run.best_score:.4f})", flush=True)
@@ -633,6 +647,7 @@ def _plot_model(args):
     _plot.plot_training(
         out, clf.loss_curve_, clf.validation_scores_ or [],
         val_loss=clf.validation_loss_curve_ or [],
+        train_accuracy=getattr(clf, "training_scores_", None) or [],
         title=f"{os.path.basename(args.model)}: network {_network_name(clf)}, "
               f"{clf.activation}, {clf.solver}, "
               f"{len(clf.loss_curve_)} epochs{held_out}",

@@ -44,6 +44,8 @@ loss_curve_                float64, (n_epochs,)     stochastic solvers only
 best_validation_score_     float64, ()              early stopping only
 validation_scores_         float64, (n_epochs,)     early stopping only
 validation_loss_curve_     float64, (n_epochs,)     early stopping only
+training_scores_           float64, (n_epochs,)     accuracy on training rows per
+                                                    epoch (``mlp-cy train`` only)
 feature_names_in_          str, (units[0],)         fitted on a DataFrame
 optimizer_state            dtype of coef_0,         momentum or Adam state, so that
                            (0,), (P,) or (2 P,)     partial_fit after loading
@@ -127,7 +129,8 @@ _COUNTS = ("n_outputs_", "n_features_in_", "n_iter_", "t_", "no_improvement_coun
 _REQUIRED = frozenset(("format", "format_version", *_STRINGS, *_COUNTS))
 # Absent when the attribute is None or unset.
 _FLOAT_SCALARS = ("loss_", "best_loss_", "best_validation_score_")
-_FLOAT_CURVES = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
+_FLOAT_CURVES = ("loss_curve_", "validation_scores_", "validation_loss_curve_",
+                 "training_scores_")
 _OPTIMIZER = ("optimizer_state", "n_updates", "current_learning_rate")
 _OPTIONAL = frozenset(("classes_", *_FLOAT_SCALARS, *_FLOAT_CURVES, "feature_names_in_",
                        *_OPTIMIZER))
@@ -959,6 +962,8 @@ def _to_state(arrays):
         state[key] = float(arrays[key]) if key in arrays else None
     for key in ("validation_scores_", "validation_loss_curve_"):
         state[key] = [float(v) for v in arrays[key]] if key in arrays else None
+    if "training_scores_" in arrays:
+        state["training_scores_"] = [float(v) for v in arrays["training_scores_"]]
     if "loss_curve_" in arrays:
         state["loss_curve_"] = [float(v) for v in arrays["loss_curve_"]]
     if "feature_names_in_" in arrays:
