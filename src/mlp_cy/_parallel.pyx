@@ -31,10 +31,20 @@ from libc.math cimport isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc
 
 from ._typedefs cimport intp_t, label_t
-from ._blas cimport (_dot_rows, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
-                    _gemm_t_skipzero_rows)
+from ._blas cimport (active_level, _dot_rows, _gemm_skipzero, _gemm_skipzero_rows,
+                    _gemm_t_skipzero, _gemm_t_skipzero_rows)
 from .kernels cimport (Activation, activation_backward, bias_activation, bias_softmax,
                        softmax_cross_entropy, sum_of_squares)
+
+cdef extern from "_update.h" nogil:
+    ctypedef double (*update_f32_fn)(float *, const float *, float *, float *, intp_t,
+                                     float, float, float, float, float, int,
+                                     int) noexcept nogil
+    ctypedef double (*update_f64_fn)(double *, const double *, double *, double *,
+                                     intp_t, double, double, double, double, double, int,
+                                     int) noexcept nogil
+    update_f32_fn mlp_cy_update_f32_at(int level)
+    update_f64_fn mlp_cy_update_f64_at(int level)
 
 cdef extern from "_workers.h" nogil:
     ctypedef void (*mlp_cy_part_fn)(void *ctx, int part, int n_parts) noexcept nogil
@@ -119,6 +129,12 @@ cdef void pacer_remember(const Pacer *p, intp_t n_features, intp_t n_hidden,
                          intp_t n_classes, intp_t itemsize) noexcept nogil:
     global pacer_memory
     pacer_memory = p[0]
+    if p.probing:
+        # A loop that ended inside a probe: the next one starts from the choice that
+        # the probe was measuring against, not from the probe (a busy machine's
+        # slow window can start one at any step).
+        pacer_memory.current = p.n_threads if p.current == 1 else 1
+        pacer_memory.probing = False
     pacer_memory_key[0] = p.n_threads
     pacer_memory_key[1] = n_features
     pacer_memory_key[2] = n_hidden
@@ -191,42 +207,23 @@ cdef void apply_update(
     double step_size,             # eta, or Adam's bias-corrected rate
     double *squares_out=NULL,     # OUT, if not NULL: += sum of the updated param^2
 ) noexcept nogil:
-    cdef intp_t i
-    cdef floating g, v
-    cdef floating mu = <floating> rule.momentum, eta = <floating> step_size
-    cdef floating beta_1 = <floating> rule.beta_1, beta_2 = <floating> rule.beta_2
-    cdef floating eps = <floating> rule.epsilon, decay = <floating> l2
-    cdef floating *second = state + state_stride
-    # The L2 penalty of the next step needs sum param^2: summed here, while each
-    # value is in a register, it costs no pass of its own over the weights. (The
-    # test is loop-invariant: the compiler makes two loops of each.)
-    cdef bint track = squares_out != NULL
-    cdef double squares = 0
-    if rule.adam:
-        for i in range(n):
-            g = grad[i] + decay * param[i]
-            state[i] = beta_1 * state[i] + (1 - beta_1) * g
-            second[i] = beta_2 * second[i] + (1 - beta_2) * (g * g)
-            param[i] -= eta * state[i] / (sqrt(second[i]) + eps)
-            if track:
-                squares += param[i] * param[i]
-    elif rule.nesterov:
-        for i in range(n):
-            g = grad[i] + decay * param[i]
-            v = mu * state[i] - eta * g
-            state[i] = v
-            param[i] += mu * v - eta * g
-            if track:
-                squares += param[i] * param[i]
+    # The loops are _update.h's, built for each instruction-set level (a square root
+    # and a division per parameter for Adam: the widest vectors pay). The L2 penalty
+    # of the next step needs sum param^2: summed there, while each value is in a
+    # register, it costs no pass of its own over the weights.
+    cdef int code = 2 if rule.adam else (1 if rule.nesterov else 0)
+    cdef double a = rule.beta_1 if rule.adam else rule.momentum
+    cdef double squares
+    if floating is float:
+        squares = mlp_cy_update_f32_at(active_level())(
+            param, grad, state, state + state_stride, n, <float> l2, <float> a,
+            <float> rule.beta_2, <float> step_size, <float> rule.epsilon, code,
+            squares_out != NULL)
     else:
-        for i in range(n):
-            g = grad[i] + decay * param[i]
-            v = mu * state[i] - eta * g
-            state[i] = v
-            param[i] += v
-            if track:
-                squares += param[i] * param[i]
-    if track:
+        squares = mlp_cy_update_f64_at(active_level())(
+            param, grad, state, state + state_stride, n, l2, a, rule.beta_2, step_size,
+            rule.epsilon, code, squares_out != NULL)
+    if squares_out != NULL:
         squares_out[0] += squares
 
 
