@@ -9,7 +9,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ["_blas", "kernels", "_parallel", "network"]
+MODULES = ["_blas", "kernels", "_parallel", "network", "layers"]
 
 debug = os.environ.get("MLP_CY_DEBUG_CYTHON", "0") != "0"
 directives = {
