@@ -380,6 +380,9 @@ def child(spec):
         import mlp_cy
         res["mlp_cy_version"] = getattr(mlp_cy, "__version__", "?")
         res["mlp_cy_from"] = ("baseline build" if spec.get("pythonpath") else "installed")
+        if spec.get("pythonpath") and not os.path.abspath(mlp_cy.__file__).startswith(
+                os.path.abspath(spec["pythonpath"])):
+            raise RuntimeError("the baseline child imported the installed mlp_cy")
     t0 = time.perf_counter()
 
     if kind in ("depth", "seed"):
