@@ -1,13 +1,14 @@
-"""mlp_cy: a two-layer neural-network classifier whose hot loops are Cython over BLAS."""
+"""mlp_cy: neural-network classifiers and regressors whose hot loops are Cython over BLAS."""
 
 import os
 
 from .classifier import MLPClassifier
+from .regressor import MLPRegressor
 from .persistence import load
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPClassifier", "get_include", "load", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "get_include", "load", "__version__"]
 
 
 def get_include():

@@ -86,7 +86,32 @@ class ClassifierMixin:
 
     def score(self, X, y, sample_weight=None):
         y_pred = self.predict(X)
-        return float(np.average(y_pred == np.asarray(y), weights=sample_weight))
+        correct = y_pred == np.asarray(y)
+        if correct.ndim == 2:            # multilabel: every label of the row right
+            correct = correct.all(axis=1)
+        return float(np.average(correct, weights=sample_weight))
+
+
+class RegressorMixin:
+    """score() as the coefficient of determination R^2 (uniform over outputs)."""
+
+    _estimator_type = "regressor"
+
+    def score(self, X, y, sample_weight=None):
+        y = np.asarray(y, dtype=np.float64)
+        y_pred = np.asarray(self.predict(X), dtype=np.float64).reshape(y.shape)
+        if y.ndim == 1:
+            y, y_pred = y[:, None], y_pred[:, None]
+        weights = None if sample_weight is None else np.asarray(sample_weight)[:, None]
+        residual = (weights if weights is not None else 1) * (y - y_pred) ** 2
+        mean = np.average(y, axis=0, weights=sample_weight)
+        total = (weights if weights is not None else 1) * (y - mean) ** 2
+        residual, total = residual.sum(axis=0), total.sum(axis=0)
+        # scikit-learn's r2_score: a constant target scores 1 if predicted exactly, else 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(total != 0, 1 - residual / total,
+                          np.where(residual == 0, 1.0, 0.0))
+        return float(np.mean(r2))
 
 
 def _same(a, b):
@@ -295,7 +320,8 @@ def _sklearn_modules():
 
 
 def _rebase(cls, base, exceptions):
-    swap = {BaseEstimator: base.BaseEstimator, ClassifierMixin: base.ClassifierMixin}
+    swap = {BaseEstimator: base.BaseEstimator, ClassifierMixin: base.ClassifierMixin,
+            RegressorMixin: base.RegressorMixin}
     cls.__bases__ = tuple(swap.get(b, b) for b in cls.__bases__)
     # What class creation would have run: scikit-learn's hook that adds the
     # set_{method}_request methods of metadata routing.
@@ -381,6 +407,7 @@ __all__ = [
     "Options",
     "StrOptions",
     "ClassifierMixin",
+    "RegressorMixin",
     "ConvergenceWarning",
     "DataConversionWarning",
     "NotFittedError",

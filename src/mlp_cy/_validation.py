@@ -17,8 +17,10 @@ def _is_sparse(X):
     return hasattr(X, "tocsr") and hasattr(X, "nnz")
 
 
-def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=None):
-    """Return X as a validated, C-contiguous 2-D numeric array.
+def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=None,
+            accept_sparse=False):
+    """Return X as a validated, C-contiguous 2-D numeric array (or, with
+    accept_sparse, a scipy.sparse X as a validated CSR matrix).
 
     Arrays of a dtype in ``keep`` keep it, and are not copied when already
     C-contiguous; anything else numeric becomes float64, as scikit-learn does.
@@ -26,10 +28,12 @@ def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=
     if X is None:
         raise ValueError(f"{estimator_name} needs an array X, got None.")
     if _is_sparse(X):
-        raise TypeError(
-            f"{estimator_name} does not accept sparse input (got {type(X).__name__}); "
-            "convert it with X.toarray() first: the MNIST-style data it is made for is dense."
-        )
+        if not accept_sparse:
+            raise TypeError(
+                f"{estimator_name} does not accept sparse input here (got "
+                f"{type(X).__name__}); convert it with X.toarray() first."
+            )
+        return _check_sparse_X(X, estimator_name, n_features)
     if hasattr(X, "__dataframe__") or hasattr(X, "iloc"):
         X = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
     array = np.asarray(X)
@@ -86,6 +90,34 @@ def check_X(X, *, keep=FLOAT_DTYPES, estimator_name="MLPClassifier", n_features=
             "impute them (e.g. sklearn.impute.SimpleImputer) before fitting or predicting."
         )
     return array
+
+
+def _check_sparse_X(X, estimator_name, n_features):
+    """A scipy.sparse X as CSR of float32 or float64, checked as a dense X is."""
+    X = X.tocsr()
+    if X.ndim != 2:
+        raise ValueError(f"Expected a 2D sparse matrix, got shape {X.shape}.")
+    n_samples, n_cols = X.shape
+    if n_samples < 1 or n_cols < 1:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) and {n_cols} feature(s) "
+            f"(shape={X.shape}) while a minimum of 1 of each is required."
+        )
+    if n_features is not None and n_cols != n_features:
+        raise ValueError(
+            f"X has {n_cols} features, but {estimator_name} is expecting {n_features} "
+            "features as input."
+        )
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{estimator_name} needs numeric X, got {X.dtype}.")
+    if X.dtype not in FLOAT_DTYPES:
+        X = X.astype(np.float64)
+    if not np.isfinite(X.data).all():
+        raise ValueError(
+            f"Input X contains NaN or infinity; {estimator_name} needs finite values."
+        )
+    # Duplicate (row, column) entries need no merging: both products are linear in X.
+    return X
 
 
 def _all_finite(array, chunk_bytes=4 << 20):

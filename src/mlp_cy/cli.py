@@ -31,7 +31,8 @@ import warnings
 import numpy as np
 
 from . import __version__, _atomic, _plot
-from .classifier import MLPClassifier, _chance_loss, _learning_problem, _still_improving
+from ._base import _still_improving
+from .classifier import MLPClassifier, _chance_loss, _learning_problem
 from .datasets import DatasetNotFoundError, load_mnist, read_idx
 from .persistence import load
 
