@@ -773,7 +773,7 @@ def report(raw, threads, peers, only, rounds, emit):
                 me = row["mlp_cy"]["per60k_s"] if ok(row["mlp_cy"]) else None
                 sk = row.get("sklearn")["per60k_s"] if ok(row.get("sklearn")) else None
                 others = [(row[p]["per60k_s"], p) for p in peers
-                          if p not in ("mlp_cy", "sklearn") and ok(row[p])]
+                          if p != "mlp_cy" and ok(row[p])]
                 fastest = min(others) if others else None
                 cells = [fmt_s(row[p]) for p in peers]
                 if row["mlp_cy"] and "unavailable" in row["mlp_cy"]:
