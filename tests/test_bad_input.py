@@ -188,19 +188,16 @@ CASES = {
                       r"needs an array X, got None"),
     "predict X is None": (lambda: _fitted().predict(None), "ValueError",
                           r"needs an array X, got None"),
-    # X: sparse
-    "fit scipy.sparse csr_matrix": (lambda: _fit(_sparse(_data()[0])), "TypeError",
-                                    r"does not accept sparse input \(got csr_matrix\); convert it with "
-                                    r"X\.toarray\(\) first"),
-    "fit scipy.sparse csr_array": (lambda: _fit(_sparse(_data()[0], "csr_array")),
-                                   "TypeError", SPARSE),
-    "fit scipy.sparse coo_matrix": (lambda: _fit(_sparse(_data()[0], "coo_matrix")),
-                                    "TypeError", SPARSE),
-    "predict scipy.sparse csc_matrix": (
-        lambda: _fitted().predict(_sparse(_data()[0], "csc_matrix")), "TypeError", SPARSE),
-    "predict_proba scipy.sparse csr_array": (
-        lambda: _fitted().predict_proba(_sparse(_data()[0], "csr_array")), "TypeError",
-        SPARSE),
+    # X: sparse (accepted as CSR; checked as dense X is)
+    "fit sparse X with NaN": (
+        lambda: _fit(_sparse(np.where(_data()[0] > 0, np.nan, 0.0))), "ValueError",
+        r"Input X contains NaN or infinity; MLPClassifier needs finite values"),
+    "predict sparse X of wrong width": (
+        lambda: _fitted().predict(_sparse(np.zeros((5, N_FEATURES + 2)), "csc_matrix")),
+        "ValueError", r"X has 5 features, but MLPClassifier is expecting 3"),
+    "fit complex sparse X": (
+        lambda: _fit(_sparse(np.full((N_SAMPLES, N_FEATURES), 1j), "coo_matrix")),
+        "ValueError", r"needs numeric X, got complex128"),
     # y
     "fit len(y) != len(X)": (lambda: _fit(y=_data()[1][:-1]), "ValueError",
                              r"inconsistent numbers of samples: X has 40 rows, y has 39"),
@@ -212,8 +209,9 @@ CASES = {
                        "ValueError", r"y contains NaN or infinity; labels must be finite"),
     "fit continuous y": (lambda: _fit(y=np.linspace(0, 1, N_SAMPLES)), "ValueError",
                          r"continuous.*needs discrete class labels.*use a regressor"),
-    "fit 2-D y": (lambda: _fit(y=np.c_[_data()[1], _data()[1]]), "ValueError",
-                  r"y should be a 1d array.*does not do multi-label"),
+    "fit 2-D y that is not 0/1": (lambda: _fit(y=np.c_[_data()[1], 2 * _data()[1]]),
+                                  "ValueError",
+                                  r"2-D y must be a multilabel indicator matrix of 0s and 1s"),
     # sample_weight
     "fit sample_weight of wrong length": (
         lambda: _fit(sample_weight=np.ones(3)), "ValueError",
@@ -249,10 +247,9 @@ CASES = {
     "partial_fit without classes": (lambda: _clf().partial_fit(*_data()), "ValueError",
                                     r"classes must be passed on the first call"),
     # hyperparameters (those not already in test_estimator.py)
-    "two hidden layers as a list": (lambda: _fit(hidden_layer_sizes=[8, 8]), "ValueError",
-                                    r"got \[8, 8\]: mlp_cy has exactly one hidden layer"),
-    "empty hidden_layer_sizes": (lambda: _fit(hidden_layer_sizes=()), "ValueError",
-                                 r"an int or a tuple of one int, got \(\)"),
+    "a zero among hidden_layer_sizes": (lambda: _fit(hidden_layer_sizes=[8, 0]),
+                                        "ValueError",
+                                        r"positive ints, got \[8, 0\]"),
     "negative hidden_layer_sizes": (lambda: _fit(hidden_layer_sizes=-3), "ValueError",
                                     r"The 'hidden_layer_sizes' parameter of MLPClassifier must be an "
                                     r"array-like or an int in the range \[1, inf\)\. Got -3"),
@@ -693,11 +690,23 @@ def test_logits_that_overflow_give_probabilities_not_nan(dtype):
     clf = MLPClassifier(hidden_layer_sizes=2, activation="identity")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        clf.fit(np.array([[1, 0], [0, 1], [1, 1]], dtype), [0, 1, 2])
+    clf.coefs_ = [np.eye(2, dtype=dtype),
+                  np.array([[big, -big, -big], [big, -big, -big]], dtype)]
+    clf.intercepts_ = [np.zeros(2, dtype), np.zeros(3, dtype)]
+    proba = clf.predict_proba(np.array([[4, 4]], dtype))   # logits (+inf, -inf, -inf)
+    np.testing.assert_array_equal(proba, [[1, 0, 0]])
+    # Two classes, one logistic unit: sigmoid(+inf) is 1, sigmoid(-inf) 0 (to the
+    # clamp of its argument at -88 or -708, which keeps exp finite).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         clf.fit(np.eye(2, dtype=dtype), [0, 1])
-    clf.coefs_ = [np.eye(2, dtype=dtype), np.array([[big, -big], [big, -big]], dtype)]
-    clf.intercepts_ = [np.zeros(2, dtype), np.zeros(2, dtype)]
-    proba = clf.predict_proba(np.array([[4, 4]], dtype))       # logits (+inf, -inf)
-    np.testing.assert_array_equal(proba, [[1, 0]])
+    clf.coefs_ = [np.eye(2, dtype=dtype), np.array([[big], [big]], dtype)]
+    clf.intercepts_ = [np.zeros(2, dtype), np.zeros(1, dtype)]
+    for sign, expected in ((1, [0, 1]), (-1, [1, 0])):
+        proba = clf.predict_proba(np.array([[4 * sign, 4 * sign]], dtype))
+        assert np.isfinite(proba).all()
+        np.testing.assert_allclose(proba, [expected], rtol=0, atol=1e-30)
 
 
 def test_predictions_after_divergence_are_finite():

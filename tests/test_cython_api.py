@@ -10,7 +10,7 @@ a) Downstream builds go to a temporary directory and compile against the *instal
 b) The downstream results are compared with MLPClassifier, which runs the same engine
    through mlp_cy.network's Python wrappers, for float32 and float64.
 c) tests/capi_signatures.json pins every name and C signature string that
-   mlp_cy.network and mlp_cy.kernels export in __pyx_capi__ (scipy's
+   mlp_cy.network, mlp_cy.kernels and mlp_cy.layers export in __pyx_capi__ (scipy's
    linalg/tests/test_cython_abi.py): a removed or changed entry is an ABI break and
    fails; added names pass. Regenerate after an intended change with
        python tests/test_cython_api.py --regenerate
@@ -46,8 +46,8 @@ HERE = Path(__file__).resolve().parent
 SIGNATURES = HERE / "capi_signatures.json"
 CONSUMER = HERE / "cimport_example" / "consumer.pyx"
 DOC = HERE.parent / "docs" / "cython-api.md"
-PUBLIC_MODULES = ("mlp_cy.network", "mlp_cy.kernels")
-PUBLIC_PXD = ("network.pxd", "kernels.pxd", "_typedefs.pxd")
+PUBLIC_MODULES = ("mlp_cy.network", "mlp_cy.kernels", "mlp_cy.layers")
+PUBLIC_PXD = ("network.pxd", "kernels.pxd", "layers.pxd", "_typedefs.pxd", "_parallel.pxd")
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 ATOL = {np.float32: 1e-6, np.float64: 1e-14}
@@ -381,6 +381,36 @@ def test_softmax_kernels_from_cython_match_numpy(consumer, dtype, weighted):
     assert_allclose(grad, expected_grad, rtol=RTOL[dtype], atol=ATOL[dtype])
     assert_allclose(bias_grad, expected_grad.sum(axis=0), rtol=RTOL[dtype],
                     atol=10 * ATOL[dtype])
+
+
+@pytest.mark.parametrize("output", ["logistic", "identity", "exp"])
+def test_layers_from_cython_match_the_estimators_engine(consumer, output):
+    # A three-hidden-layer network through layers.pxd's pointer-array API, against
+    # the engine the estimators call (layers.Network) on the same arrays.
+    from mlp_cy._base import ACTIVATIONS, OUTPUTS
+    from mlp_cy.layers import Network
+
+    rng = np.random.RandomState(3)
+    units = [N_FEATURES, 8, 5, 4, 3]
+    coefs = [rng.uniform(-0.5, 0.5, (a, b)) for a, b in zip(units[:-1], units[1:])]
+    intercepts = [rng.uniform(-0.2, 0.2, b) for b in units[1:]]
+    X = rng.randn(40, N_FEATURES)
+    Y = rng.randint(0, 3, (40, units[-1])).astype(np.float64)
+    if output == "logistic":
+        Y = (Y > 1).astype(np.float64)
+    activation, code = ACTIVATIONS["tanh"], OUTPUTS[output]
+    out = np.empty((40, units[-1]))
+    consumer.deep_predict(X, coefs, intercepts, activation, code, out)
+    net = Network(coefs, intercepts, activation, code)
+    assert_allclose(out, net.predict(X), rtol=1e-13, atol=1e-15)
+    gradient = np.empty(net.n_parameters)
+    expected = np.empty(net.n_parameters)
+    loss = consumer.deep_loss_gradient(X, Y, coefs, intercepts, activation, code, 0.1,
+                                       gradient)
+    assert loss == pytest.approx(net.loss_gradient(X, Y, None, 0.1, expected), rel=1e-13)
+    assert_allclose(gradient, expected, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="unknown output"):
+        consumer.deep_predict(X, coefs, intercepts, activation, 7, out)
 
 
 def test_errors_raised_without_the_gil_reach_python(consumer):

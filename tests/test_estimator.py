@@ -212,11 +212,12 @@ def test_pickle_round_trip_gives_identical_predictions():
 def test_bad_hyperparameters_are_named():
     X, y = _blobs()
     cases = [
-        (dict(hidden_layer_sizes=(10, 10)), "exactly one hidden layer"),
+        (dict(hidden_layer_sizes=(10, -1)), r"tuple of positive ints, got \(10, -1\)"),
         (dict(hidden_layer_sizes=0),
          r"'hidden_layer_sizes' parameter of MLPClassifier must be .*Got 0 instead"),
         (dict(activation="softplus"), r"'activation' parameter .*Got 'softplus'"),
-        (dict(solver="lbfgs"), r"'solver' parameter .*Got 'lbfgs'"),
+        (dict(solver="newton"), r"'solver' parameter .*Got 'newton'"),
+        (dict(solver="lbfgs", max_fun=0), r"'max_fun' .*range \[1, inf\)"),
         (dict(learning_rate_init=0), r"'learning_rate_init' .*range \(0\.0, inf\)"),
         (dict(alpha=-1), r"'alpha' parameter .*Got -1 instead"),
         (dict(batch_size=0), r"'batch_size' .*\{'auto'\} or an int in the range \[1, inf\)"),

@@ -119,7 +119,8 @@ def test_scikit_learn_integration_whichever_is_imported_first():
     before = json.loads(_python(SKLEARN_VIEW.format(first="import sklearn.base")))
     after = json.loads(_python(SKLEARN_VIEW.format(first="import mlp_cy")))
     assert after == before
-    assert after["mro"][1:3] == ["sklearn.base.ClassifierMixin", "sklearn.base.BaseEstimator"]
+    assert after["mro"][1:4] == ["sklearn.base.ClassifierMixin", "mlp_cy._base.BaseMLP",
+                                 "sklearn.base.BaseEstimator"]
     assert after["isinstance"] and after["is_classifier"] and after["not_fitted"]
     assert after["estimator_type"] == "classifier" and after["caught"] and after["pickle"]
     assert after["clone"] == "MLPClassifier(hidden_layer_sizes=3, max_iter=2)"

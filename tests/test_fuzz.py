@@ -623,9 +623,9 @@ def test_npy_header_that_does_not_tokenize_is_refused_with_model_file_error(tmp_
     path = _model_file(tmp_path)
     text = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3"
     text += b" " * (117 - len(text)) + b"\n"
-    _replace_member(path, "W1.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text))
+    _replace_member(path, "coef_0.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text))
                     + text + bytes(48))
-    with pytest.raises(ModelFileError, match="'W1'"):
+    with pytest.raises(ModelFileError, match="'coef_0'"):
         mlp_cy.load(path)
 
 
@@ -639,7 +639,7 @@ def test_npy_header_claiming_terabytes_is_refused_without_allocating(tmp_path):
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": "<f8", "fortran_order": False, "shape": (999999999999, 3)})
-    _replace_member(path, "W1.npy", header.getvalue() + bytes(48))
+    _replace_member(path, "coef_0.npy", header.getvalue() + bytes(48))
     code = ("import resource, sys\n"
             "resource.setrlimit(resource.RLIMIT_AS, (2**31, 2**31))\n"
             "import mlp_cy\n"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlp_cy import network
-from mlp_cy.classifier import ACTIVATIONS
+from mlp_cy._base import ACTIVATIONS
 from reference import gradients as reference_gradients
 from reference import loss as reference_loss
 from reference import one_hot

@@ -221,13 +221,15 @@ def _attack_files(directory, members):
     attacks = {}
     load = "mlp_cy.load(path)"
 
-    # A 2.6 MB model file whose W1.npy honestly declares 2.5 GiB of deflated zeros,
-    # behind a .npy header that agrees: it was inflated whole before the shape check.
+    # A 2.6 MB model file whose coef_0.npy (W1.npy in format 1) honestly declares
+    # 2.5 GiB of deflated zeros, behind a .npy header that agrees: it was inflated whole
+    # before the shape check.
     n_mib = 2560
     header = _npy_header("<f4", (n_mib * MiB // 4 // 3, 3))
     path = directory / "bomb.npz"
-    path.write_bytes(_zip(_replaced(members, "W1.npy", "W1.npy", _deflated(header, n_mib),
-                                    zipfile.ZIP_DEFLATED, len(header) + n_mib * MiB)))
+    path.write_bytes(_zip(_replaced(members, "coef_0.npy", "coef_0.npy",
+                                    _deflated(header, n_mib), zipfile.ZIP_DEFLATED,
+                                    len(header) + n_mib * MiB)))
     attacks["model zip bomb"] = (load, path)
 
     # A non-.npy member "W1" next to W1.npy was read whole: 1.5 GiB of inflated zeros.
@@ -294,7 +296,7 @@ def attacks(tmp_path_factory, model_members):
 def test_model_zip_bomb_is_refused_before_inflating(attacks):
     result = _report(attacks["model zip bomb"])
     assert result["error"] == "ModelFileError"
-    assert "'W1.npy' is compressed" in result["message"]
+    assert "'coef_0.npy' is compressed" in result["message"]
     assert result["seconds"] < 0.5 and result["peak"] < 4 * MiB
 
 
@@ -311,7 +313,7 @@ def test_plain_member_cannot_shadow_the_npy_member(tmp_path, model_members):
 def test_plain_member_bomb_is_never_read(attacks):
     result = _report(attacks["plain member bomb"])
     assert result["error"] == "ModelFileError"
-    assert "members ['W1'] that format version 1 does not define" in result["message"]
+    assert "members ['W1'] that format version 2 does not define" in result["message"]
     assert result["seconds"] < 0.5 and result["peak"] < 4 * MiB
 
 
@@ -376,12 +378,12 @@ def test_model_memory_error_is_a_model_file_error(model_members, tmp_path,
     real_empty = np.empty
 
     def empty(shape, *args, **kwargs):
-        if shape == (4, 3):   # W1
+        if shape == (4, 3):   # coef_0
             raise MemoryError
         return real_empty(shape, *args, **kwargs)
 
     monkeypatch.setattr(persistence.np, "empty", empty)
-    with pytest.raises(ModelFileError, match="'W1' does not fit in the memory"):
+    with pytest.raises(ModelFileError, match="'coef_0' does not fit in the memory"):
         mlp_cy.load(path)
 
 

@@ -58,7 +58,7 @@ def test_from_sklearn_predicts_as_sklearn(n_classes):
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-12,
                                atol=1e-12)
     np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
-    assert ours.coefs_[1].shape == (5, n_classes)
+    assert ours.coefs_[1].shape == (5, 1 if n_classes == 2 else n_classes)
     assert ours.n_iter_ == theirs.n_iter_ and ours.loss_ == theirs.loss_
     # And it trains on, and goes back.
     ours.partial_fit(X, y)
@@ -79,25 +79,58 @@ def test_round_trip_keeps_the_weights_and_feature_names():
         warnings.simplefilter("error", UserWarning)
         theirs.predict(X)
     again = MLPClassifier.from_sklearn(theirs)
-    # W2 back as [0, W2[:, 1] - W2[:, 0]]: the same logits up to a shift per row.
-    np.testing.assert_array_equal(again.coefs_[0], ours.coefs_[0])
-    np.testing.assert_allclose(again.coefs_[1][:, 1],
-                               ours.coefs_[1][:, 1] - ours.coefs_[1][:, 0])
-    np.testing.assert_allclose(again.predict_proba(X), ours.predict_proba(X), atol=1e-12)
+    # The same layout both ways: the weights come back as they were.
+    for a, b in zip(again.coefs_ + again.intercepts_, ours.coefs_ + ours.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(again.predict_proba(X), ours.predict_proba(X))
     np.testing.assert_array_equal(again.feature_names_in_, ours.feature_names_in_)
 
 
-@pytest.mark.parametrize("params, y_kind, match", [
-    (dict(hidden_layer_sizes=(4, 3)), "multiclass", r"2 hidden layers \(mlp_cy has exactly one\)"),
-    (dict(hidden_layer_sizes=4), "multilabel", r"multilabel"),
-    (dict(hidden_layer_sizes=4, solver="lbfgs"), "multiclass", r"solver='lbfgs'"),
+@pytest.mark.parametrize("params, y_kind", [
+    (dict(hidden_layer_sizes=(4, 3)), "multiclass"),
+    (dict(hidden_layer_sizes=(4, 3, 2)), "binary"),
+    (dict(hidden_layer_sizes=4), "multilabel"),
+    (dict(hidden_layer_sizes=(4, 3), solver="lbfgs"), "multiclass"),
+    (dict(hidden_layer_sizes=(4, 3)), "regression"),
+    (dict(hidden_layer_sizes=(4, 3), loss="poisson"), "poisson"),
 ])
-def test_from_sklearn_names_what_it_cannot_convert(params, y_kind, match):
+def test_every_depth_output_and_solver_converts_both_ways(params, y_kind):
+    from mlp_cy import MLPRegressor
+
     X, y = _data(3)
+    regression = y_kind in ("regression", "poisson")
     if y_kind == "multilabel":
-        y = np.c_[X[:, 0] > 0, X[:, 1] > 0].astype(int)
-    theirs = _fit(sklearn_nn.MLPClassifier(max_iter=5, random_state=0, **params), X, y)
-    with pytest.raises(ValueError, match=r"does not convert to mlp_cy: .*" + match):
+        y = np.c_[X[:, 0] > 0, X[:, 1] > 0, X[:, 2] > 0].astype(int)
+    elif y_kind == "binary":
+        y = X[:, 0] > 0
+    elif regression:
+        y = np.exp(X[:, :2] / 2) if y_kind == "poisson" else X[:, :2] @ [[1, 2], [3, 4]]
+    sk_class = sklearn_nn.MLPRegressor if regression else sklearn_nn.MLPClassifier
+    ours_class = MLPRegressor if regression else MLPClassifier
+    theirs = _fit(sk_class(max_iter=20, random_state=0, **params), X, y)
+    ours = ours_class.from_sklearn(theirs)
+    assert ours.out_activation_ == theirs.out_activation_
+    predict = "predict" if regression else "predict_proba"
+    np.testing.assert_allclose(getattr(ours, predict)(X), getattr(theirs, predict)(X),
+                               rtol=1e-12, atol=1e-12)
+    if regression:
+        np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-12)
+    else:
+        np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    back = ours.to_sklearn()
+    assert type(back) is sk_class
+    np.testing.assert_allclose(getattr(back, predict)(X), getattr(theirs, predict)(X),
+                               rtol=1e-12, atol=1e-12)
+    # Both train on from there.
+    if params.get("solver") != "lbfgs":
+        ours.partial_fit(X, y)
+        back.partial_fit(X, y)
+
+
+def test_a_regressor_does_not_convert_to_a_classifier():
+    X, _ = _data(2)
+    theirs = _fit(sklearn_nn.MLPRegressor(hidden_layer_sizes=3, max_iter=2), X, X[:, 0])
+    with pytest.raises(ValueError, match="use the MLPRegressor of mlp_cy"):
         MLPClassifier.from_sklearn(theirs)
 
 

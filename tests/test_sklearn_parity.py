@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import importorskip
 
-from mlp_cy import MLPClassifier, load
+from mlp_cy import MLPClassifier, MLPRegressor, load
 from mlp_cy._compat import InvalidParameterError
 
 
@@ -93,8 +93,8 @@ def test_user_weights_with_n_features_in_train(method):
     rng = np.random.RandomState(1)
     clf = MLPClassifier(hidden_layer_sizes=2, solver="sgd", learning_rate_init=0.1,
                         max_iter=1, warm_start=method != "partial_fit")
-    clf.coefs_ = [rng.randn(3, 2), rng.randn(2, 2)]
-    clf.intercepts_ = [rng.randn(2), rng.randn(2)]
+    clf.coefs_ = [rng.randn(3, 2), rng.randn(2, 1)]     # two classes: one logistic unit
+    clf.intercepts_ = [rng.randn(2), rng.randn(1)]
     clf.n_features_in_ = 3
     before = [c.copy() for c in clf.coefs_]
     if method == "partial_fit":
@@ -117,13 +117,13 @@ def test_user_weights_with_n_features_in_check_x():
         clf.partial_fit(X, y, classes=[0, 1])
 
 
-def test_user_weights_in_sklearns_binary_layout_point_to_from_sklearn():
+def test_user_weights_in_the_old_two_unit_binary_layout_are_refused_clearly():
     X, y = _data(n_features=3)
     clf = MLPClassifier(hidden_layer_sizes=2)
-    clf.coefs_ = [np.zeros((3, 2)), np.zeros((2, 1))]
-    clf.intercepts_ = [np.zeros(2), np.zeros(1)]
+    clf.coefs_ = [np.zeros((3, 2)), np.zeros((2, 2))]
+    clf.intercepts_ = [np.zeros(2), np.zeros(2)]
     clf.n_features_in_ = 3
-    with pytest.raises(ValueError, match=r"scikit-learn's binary layout.*from_sklearn"):
+    with pytest.raises(ValueError, match=r"coefs_\[1\] has shape \(2, 2\).*expected \(2, 1\)"):
         clf.partial_fit(X, y, classes=[0, 1])
 
 
@@ -162,7 +162,8 @@ def test_momentum_one_keeps_every_velocity():
     (dict(momentum=1.01), r"'momentum' .*\[0\.0, 1\.0\]\. Got 1\.01 instead"),
     (dict(n_iter_no_change=2.5), r"'n_iter_no_change' .*or a float among \{inf\}"),
     (dict(random_state=-1), r"'random_state' .*Got -1 instead"),
-    (dict(solver="lbfgs"), r"'solver' .*Got 'lbfgs' instead"),
+    (dict(solver="newton"), r"'solver' .*Got 'newton' instead"),
+    (dict(solver="lbfgs", max_fun=0), r"'max_fun' .*\[1, inf\)\. Got 0 instead"),
     (dict(early_stopping=True, validation_fraction=0.0),
      r"validation_fraction must be a finite number > 0\.0 and < 1\.0 with "
      r"early_stopping=True, got 0\.0"),
@@ -213,8 +214,8 @@ def test_constraints_mirror_sklearns():
     sklearn_nn = importorskip("sklearn.neural_network", reason="install scikit-learn")
     ours = MLPClassifier._parameter_constraints
     theirs = sklearn_nn.MLPClassifier._parameter_constraints
-    differ = {"solver", "max_fun", "class_weight", "loss"}
-    assert set(ours) - differ == set(theirs) - differ
+    differ = {"class_weight"}               # mlp_cy's own
+    assert set(ours) - differ == set(theirs)
     def described(constraint):       # sets print in their own order: compare them
         options = getattr(constraint, "options", None)
         return (type(constraint).__name__, set(options)) if options else str(constraint)
@@ -222,8 +223,12 @@ def test_constraints_mirror_sklearns():
     for name in set(ours) - differ:
         assert [described(c) for c in ours[name]] == [described(c) for c in theirs[name]], \
             name
-    assert str(ours["solver"][0]).startswith("a str among {")
-    assert "lbfgs" not in ours["solver"][0].options
+    regressor_ours = MLPRegressor._parameter_constraints
+    regressor_theirs = sklearn_nn.MLPRegressor._parameter_constraints
+    assert set(regressor_ours) == set(regressor_theirs)
+    for name in regressor_ours:
+        assert [described(c) for c in regressor_ours[name]] == \
+            [described(c) for c in regressor_theirs[name]], name
 
 
 def test_sklearns_param_validation_check_passes():
@@ -231,6 +236,8 @@ def test_sklearns_param_validation_check_passes():
                                     reason="install scikit-learn")
     estimator_checks.check_param_validation("MLPClassifier",
                                             MLPClassifier(hidden_layer_sizes=3, max_iter=2))
+    estimator_checks.check_param_validation("MLPRegressor",
+                                            MLPRegressor(hidden_layer_sizes=3, max_iter=2))
 
 
 def test_import_does_not_import_sklearn():

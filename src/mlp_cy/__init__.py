@@ -3,8 +3,8 @@
 import os
 
 from .classifier import MLPClassifier
+from ._estimator_files import load
 from .regressor import MLPRegressor
-from .persistence import load
 
 __version__ = "0.1.0"
 

@@ -52,6 +52,11 @@ ENGINE_INPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.flo
 # Features beyond +-this are called unscaled in the advice of a run that did not learn.
 UNSCALED_INPUT = 10.0
 
+# scikit-learn's error when training ends with non-finite weights (L-BFGS), or when the
+# first epoch diverges because X overflows at the starting weights (SGD, Adam).
+NON_FINITE_WEIGHTS = ("Solver produced non-finite parameter weights. The input data may "
+                      "contain large values and need to be preprocessed.")
+
 # scikit-learn's _parameter_constraints of BaseMultilayerPerceptron; scikit-learn's own
 # objects once it is imported (_compat).
 COMMON_CONSTRAINTS = {
@@ -90,9 +95,8 @@ class BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, *, incremental, classes=None):
         hidden = self._validate_hyperparameters()
-        if incremental and self.solver == "lbfgs":
-            raise AttributeError("partial_fit is only available for stochastic "
-                                 "optimizers. 'lbfgs' is not stochastic.")
+        if incremental:
+            self._check_solver()
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
@@ -139,10 +143,18 @@ class BaseMLP(BaseEstimator):
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, targets, sample_weight)
             return self
-        diverged = self._fit_stochastic(X, targets, sample_weight, incremental)
+        diverged = self._fit_stochastic(X, targets, sample_weight, incremental,
+                                        initialized=first_pass)
         if not incremental and not diverged:
             self._check_learning(X, targets, sample_weight)
         return self
+
+    def _check_solver(self):
+        """partial_fit's precondition, as scikit-learn's: a stochastic solver."""
+        if self.solver == "lbfgs":
+            raise AttributeError("partial_fit is only available for stochastic "
+                                 "optimizers. 'lbfgs' is not stochastic.")
+        return True
 
     def _row_weights(self, targets, sample_weight, incremental, dtype):
         """The weight of each row (class_weight in the classifier)."""
@@ -307,7 +319,7 @@ class BaseMLP(BaseEstimator):
         return layers.Network(list(coefs), list(intercepts), ACTIVATIONS[self.activation],
                               OUTPUTS[self.out_activation_])
 
-    def _fit_stochastic(self, X, targets, sample_weight, incremental):
+    def _fit_stochastic(self, X, targets, sample_weight, incremental, initialized=False):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True; use fit.")
         options = self._train_options()
@@ -379,6 +391,10 @@ class BaseMLP(BaseEstimator):
             if stats[3] or not all(np.isfinite(p).all() for p in params):
                 for current, saved in zip(params + [self._optimizer_state], snapshot):
                     current[...] = saved
+                if initialized and self.n_iter_ == 0 and not self._loss_is_finite(
+                        X_engine, targets, sample_weight):
+                    # Not the step size: X overflows at freshly initialised weights.
+                    raise ValueError(NON_FINITE_WEIGHTS)
                 diverged = True
                 if not hasattr(self, "loss_"):  # loss_ is always set after fit
                     self.loss_ = float("inf")
@@ -489,15 +505,20 @@ class BaseMLP(BaseEstimator):
         self.loss_ = float(result.fun)
         packed[sklearn_order] = result.x
         if not np.isfinite(packed).all():
-            raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may contain "
-                "large values and need to be preprocessed."
-            )
+            raise ValueError(NON_FINITE_WEIGHTS)
         self.coefs_ = [c.copy() for c in coefs]
         self.intercepts_ = [b.copy() for b in intercepts]
         if self.verbose:
             print(f"L-BFGS: {result.nfev} evaluations, {result.nit} iterations, "
                   f"loss = {self.loss_:.8f}")
+
+    def _loss_is_finite(self, X_engine, targets, sample_weight):
+        """Whether the full-batch loss at the current weights is finite."""
+        params = self._parameters()
+        gradient = np.empty(sum(p.size for p in params), dtype=params[0].dtype)
+        loss = self._network().loss_gradient(X_engine, targets, sample_weight,
+                                             float(self.alpha), gradient, LBFGS_CHUNK_ROWS)
+        return bool(np.isfinite(loss))
 
     def _update_loss_improvement(self):
         """scikit-learn's stopping rule on the training loss."""
@@ -547,8 +568,10 @@ class BaseMLP(BaseEstimator):
         coefs, intercepts = self.coefs_, self.intercepts_
         dtype = np.asarray(coefs[0]).dtype
         dtype = dtype if dtype in FLOAT_DTYPES else np.dtype(np.float64)
-        coefs = [np.require(c, dtype, "C") for c in coefs]
-        intercepts = [np.require(b, dtype, "C") for b in intercepts]
+        # Writable, as the engines take them (a copy when they are read-only, e.g. a
+        # model unpickled from a read-only memory map).
+        coefs = [np.require(c, dtype, ["C", "W"]) for c in coefs]
+        intercepts = [np.require(b, dtype, ["C", "W"]) for b in intercepts]
         if self._seed_engine(X):
             (W1, W2), (b1, b2) = coefs, intercepts
             out = np.empty((X.shape[0], W2.shape[1]), dtype=dtype)
@@ -574,6 +597,30 @@ class BaseMLP(BaseEstimator):
         from .persistence import save_model
 
         save_model(self, path)
+
+    # scikit-learn interop -------------------------------------------------------
+
+    def to_sklearn(self):
+        """This fitted model as the fitted scikit-learn estimator of the same kind
+        (``sklearn.neural_network.MLPClassifier`` or ``MLPRegressor``).
+
+        Same weights, so the same predictions to rounding: both libraries lay out
+        every depth and output layer alike. Needs scikit-learn; ``class_weight`` and
+        the optimiser's state are not carried over. A model of one class does not
+        convert.
+        """
+        from ._interop import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, estimator):
+        """A fitted mlp_cy model with the weights of a fitted scikit-learn
+        ``MLPClassifier`` (for MLPClassifier) or ``MLPRegressor`` (for MLPRegressor);
+        the reverse of :meth:`to_sklearn`."""
+        from ._interop import from_sklearn
+
+        return from_sklearn(cls, estimator)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "coefs_") and hasattr(self, "out_activation_")

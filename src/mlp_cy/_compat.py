@@ -20,11 +20,13 @@ scikit-learn's classes all work. No code can tell the difference before then,
 since it would have to import scikit-learn to ask.
 """
 
+import functools
 import importlib
 import importlib.util
 import inspect
 import numbers
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -290,6 +292,31 @@ def _to_sklearn_constraints(constraints, module):
         return c
     return {name: [convert(c) for c in cs] for name, cs in constraints.items()}
 
+
+
+class available_if:
+    """Method decorator, as scikit-learn's: the method exists on an instance only when
+    ``check(instance)`` is true (it may raise AttributeError with its own message), so
+    ``hasattr(est, name)`` says whether it can be called."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __call__(self, fn):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+        return self
+
+    def __set_name__(self, owner, name):
+        self.attribute_name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self.fn
+        if not self.check(obj):
+            raise AttributeError(f"This {type(obj).__name__!r} has no attribute "
+                                 f"{self.attribute_name!r}")
+        return types.MethodType(self.fn, obj)
 
 
 def check_is_fitted(estimator):

@@ -3,14 +3,8 @@
 # network.pyx. See _parallel.pyx.
 
 from cython cimport floating
-from ._typedefs cimport intp_t, label_t
+from ._typedefs cimport InputKind, INPUT_FLOAT32, INPUT_FLOAT64, INPUT_UINT8, intp_t, label_t
 from .kernels cimport Activation
-
-
-cdef enum InputKind:
-    INPUT_UINT8 = 0
-    INPUT_FLOAT32 = 1
-    INPUT_FLOAT64 = 2
 
 
 cdef struct BatchSource:          # where a batch's rows are in X

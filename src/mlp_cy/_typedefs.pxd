@@ -18,3 +18,9 @@ ctypedef fused input_t:
     unsigned char
     float
     double
+
+# How a dense X's rows are stored (layers.pxd Rows, _parallel.pxd BatchSource).
+cdef enum InputKind:
+    INPUT_UINT8 = 0
+    INPUT_FLOAT32 = 1
+    INPUT_FLOAT64 = 2

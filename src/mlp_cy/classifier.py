@@ -15,6 +15,7 @@ from ._compat import (
     ClassifierMixin,
     ConvergenceWarning,
     StrOptions,
+    available_if,
     check_is_fitted,
     follows_sklearn,
 )
@@ -251,6 +252,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    # As scikit-learn's: hasattr(clf, "partial_fit") is False for solver="lbfgs".
+    @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train for one epoch over (X, y), continuing from the current weights.
 
@@ -396,6 +399,16 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         n_samples = len(y_codes)
         n_val = int(np.ceil(self.validation_fraction * n_samples))
         counts = np.bincount(y_codes, minlength=len(self.classes_))
+        if len(counts) == 2 and (counts == 1).any():
+            # scikit-learn's error (train_test_split, stratified by its binary target,
+            # False/True); the class is named in mlp_cy's terms too.
+            alone = np.flatnonzero(counts == 1)
+            raise ValueError(
+                "The least populated classes in y have only 1 member, which is too few. "
+                "The minimum number of groups for any class cannot be less than 2. "
+                f"Classes with too few members are: {[str(bool(k)) for k in alone]} "
+                f"(class {', '.join(repr(self.classes_[k]) for k in alone)})."
+            )
         share = counts * (n_val / n_samples)
         per_class = np.floor(share).astype(np.intp)
         remainder = share - per_class
@@ -493,44 +506,6 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         if self._multilabel():
             return (proba > 0.5).astype(int)
         return self.classes_[np.argmax(proba, axis=1)]
-
-    # scikit-learn interop -------------------------------------------------------
-
-    def to_sklearn(self):
-        """This fitted model as a fitted ``sklearn.neural_network.MLPClassifier``.
-
-        Same weights, so the same predictions to rounding; binary models become
-        scikit-learn's one logistic unit (exactly: sigmoid(z1 - z0) is the softmax's
-        second column). Needs scikit-learn; ``class_weight`` and the optimiser's
-        state are not carried over. A model of one class does not convert.
-
-        Returns
-        -------
-        estimator : sklearn.neural_network.MLPClassifier
-        """
-        from ._interop import to_sklearn
-
-        return to_sklearn(self)
-
-    @classmethod
-    def from_sklearn(cls, estimator):
-        """A fitted mlp_cy model with the weights of a fitted scikit-learn MLPClassifier.
-
-        The reverse of :meth:`to_sklearn`. Only what mlp_cy supports converts: one
-        hidden layer, one label per row (no multilabel), two or more classes, solver
-        "sgd" or "adam"; anything else raises a ValueError that names it.
-
-        Parameters
-        ----------
-        estimator : sklearn.neural_network.MLPClassifier, fitted
-
-        Returns
-        -------
-        model : MLPClassifier
-        """
-        from ._interop import from_sklearn
-
-        return from_sklearn(cls, estimator)
 
     # scikit-learn protocol ----------------------------------------------------
 

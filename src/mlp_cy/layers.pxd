@@ -17,8 +17,7 @@
 # (OUT_SOFTMAX) or a (n_samples, units[L]) matrix of the parameters' type.
 
 from cython cimport floating
-from ._typedefs cimport intp_t, label_t
-from ._parallel cimport InputKind
+from ._typedefs cimport InputKind, INPUT_FLOAT32, INPUT_FLOAT64, INPUT_UINT8, intp_t, label_t
 from .kernels cimport Activation
 from .network cimport EpochStats, TrainOptions
 

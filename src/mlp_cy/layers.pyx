@@ -27,8 +27,7 @@ from ._typedefs cimport blas_int, intp_t, label_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_t_skipzero, blas_threads_for,
                     blas_threads_hold, blas_threads_release, skipzero_products,
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
-from ._parallel cimport (InputKind, UpdateRule, INPUT_UINT8, INPUT_FLOAT32,
-                         INPUT_FLOAT64, apply_update)
+from ._parallel cimport UpdateRule, apply_update
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
@@ -761,6 +760,9 @@ cdef class Network:
         cdef intp_t n_updates, needed
         if stats_out.shape[0] < 5:
             raise ValueError(f"stats_out must hold 5 values, got {stats_out.shape[0]}")
+        if not all(array.flags.writeable for array in self.arrays):
+            raise ValueError("training updates the parameters in place: they must be "
+                             "writable")
         self._rows(&rows, X)
         self._targets(&targets, y, rows.n_samples)
         weights = self._vector(sample_weight, rows.n_samples, "sample_weight")
@@ -946,8 +948,8 @@ cdef intp_t[::1] _units(list coefs):
 
 cdef void *_pointer(object array, object dtype, tuple shape) except NULL:
     if (not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape
-            or not array.flags.c_contiguous or not array.flags.writeable):
-        raise ValueError(f"parameters must be writable C-ordered {dtype} arrays of shape "
+            or not array.flags.c_contiguous):
+        raise ValueError(f"parameters must be C-ordered {dtype} arrays of shape "
                          f"{shape}, got {getattr(array, 'dtype', type(array))} "
                          f"{getattr(array, 'shape', '')}")
     return <void *> _address(array)

@@ -14,6 +14,8 @@
 
 from cython cimport floating
 from libc.stdint cimport int32_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 from mlp_cy.kernels cimport (
     Activation,
@@ -32,6 +34,19 @@ from mlp_cy.network cimport (
     train_epoch,
     train_step,
     train_workspace_size,
+)
+
+from mlp_cy.layers cimport (
+    INPUT_FLOAT64,
+    Output,
+    Rows,
+    Shape,
+    Targets,
+    layers_check,
+    layers_loss_gradient,
+    layers_parameter_count,
+    layers_predict,
+    layers_workspace_size,
 )
 
 ctypedef fused rows_t:
@@ -136,3 +151,92 @@ def cross_entropy(floating[:, ::1] Z, const floating[::1] bias, const int32_t[::
                                       Z.shape[0], Z.shape[1], <floating> scale,
                                       &bias_grad[0])
     return total
+
+
+# Any depth: mlp_cy.layers, on float64 (the float specialisations are the same code).
+
+cdef class _Layers:
+    """A network of L layers as layers.pxd takes it: sizes and pointer arrays."""
+    cdef Shape shape
+    cdef Py_ssize_t *units
+    cdef double **coefs
+    cdef double **intercepts
+    cdef list keep
+
+    def __cinit__(self, list coefs, list intercepts, int activation, int output):
+        cdef Py_ssize_t i, L = len(coefs)
+        cdef double[:, ::1] coef
+        cdef double[::1] intercept
+        self.units = <Py_ssize_t *> malloc((L + 1) * sizeof(Py_ssize_t))
+        self.coefs = <double **> malloc(L * sizeof(double *))
+        self.intercepts = <double **> malloc(L * sizeof(double *))
+        if self.units == NULL or self.coefs == NULL or self.intercepts == NULL:
+            raise MemoryError()
+        self.keep = coefs + intercepts
+        for i in range(L):
+            coef = coefs[i]
+            intercept = intercepts[i]
+            self.units[i] = coef.shape[0]
+            self.units[i + 1] = coef.shape[1]
+            self.coefs[i] = &coef[0, 0]
+            self.intercepts[i] = &intercept[0]
+        self.shape.n_layers = L
+        self.shape.units = self.units
+        self.shape.activation = <Activation> activation
+        self.shape.output = <Output> output
+        layers_check(&self.shape)
+
+    def __dealloc__(self):
+        free(self.units)
+        free(self.coefs)
+        free(self.intercepts)
+
+
+cdef Rows _dense_rows(const double[:, ::1] X):
+    cdef Rows rows
+    memset(&rows, 0, sizeof(Rows))
+    rows.n_samples = X.shape[0]
+    rows.dense = <const char *> &X[0, 0]
+    rows.row_bytes = X.strides[0]
+    rows.kind = INPUT_FLOAT64
+    return rows
+
+
+def deep_predict(const double[:, ::1] X, list coefs, list intercepts, int activation,
+                 int output, double[:, ::1] out):
+    """out (n_samples, n_outputs) := the output layer of an L-layer network."""
+    cdef _Layers net = _Layers(coefs, intercepts, activation, output)
+    cdef Rows rows = _dense_rows(X)
+    cdef Py_ssize_t chunk = 64
+    cdef double *work = <double *> malloc(layers_workspace_size(&net.shape, chunk)
+                                          * sizeof(double))
+    if work == NULL:
+        raise MemoryError()
+    with nogil:
+        layers_predict(&net.shape, &rows, net.coefs, net.intercepts, &out[0, 0],
+                       out.shape[1], work, chunk)
+    free(work)
+
+
+def deep_loss_gradient(const double[:, ::1] X, const double[:, ::1] Y, list coefs,
+                       list intercepts, int activation, int output, double alpha,
+                       double[::1] gradient):
+    """The loss of all rows and its gradient (W_0 | b_0 | W_1 | ...) into gradient;
+    Y (n_samples, n_outputs) targets (not OUT_SOFTMAX, which takes class codes)."""
+    cdef _Layers net = _Layers(coefs, intercepts, activation, output)
+    cdef Rows rows = _dense_rows(X)
+    cdef Targets targets
+    cdef double loss
+    targets.codes = NULL
+    targets.values = &Y[0, 0]
+    assert gradient.shape[0] == layers_parameter_count(&net.shape)
+    cdef double *work = <double *> malloc(layers_workspace_size(&net.shape, X.shape[0])
+                                          * sizeof(double))
+    if work == NULL:
+        raise MemoryError()
+    with nogil:
+        loss = layers_loss_gradient(&net.shape, &rows, &targets, NULL, net.coefs,
+                                    net.intercepts, alpha, &gradient[0], work,
+                                    X.shape[0])
+    free(work)
+    return loss

@@ -1,0 +1,139 @@
+"""The engine for any depth (layers.pyx): its gradient against central differences,
+its CSR first layer against the dense one, its input checks."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mlp_cy import MLPClassifier, MLPRegressor
+from mlp_cy._base import ACTIVATIONS, OUTPUTS
+from mlp_cy.layers import Network
+
+
+def _network(units, activation, output, seed=0, dtype=np.float64):
+    rng = np.random.RandomState(seed)
+    coefs = [rng.uniform(-0.8, 0.8, (a, b)).astype(dtype) for a, b in zip(units[:-1], units[1:])]
+    intercepts = [rng.uniform(-0.3, 0.3, b).astype(dtype) for b in units[1:]]
+    return coefs, intercepts
+
+
+def _targets(output, n, K, rng, dtype=np.float64):
+    if output == "softmax":
+        return rng.randint(0, K, n).astype(np.int32)
+    if output == "logistic":
+        return rng.randint(0, 2, (n, K)).astype(dtype)
+    if output == "exp":
+        return rng.poisson(1.5, (n, K)).astype(dtype)
+    return rng.randn(n, K).astype(dtype)
+
+
+@pytest.mark.parametrize("output", ["softmax", "logistic", "identity", "exp"])
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+def test_gradient_matches_central_differences_at_depth_3(output, activation):
+    units = [5, 6, 4, 3, 3]                     # three hidden layers
+    rng = np.random.RandomState(1)
+    X = rng.randn(12, units[0])
+    y = _targets(output, 12, units[-1], rng)
+    weights = rng.uniform(0.2, 2.0, 12)
+    coefs, intercepts = _network(units, activation, output)
+    net = Network(coefs, intercepts, ACTIVATIONS[activation], OUTPUTS[output])
+    gradient = np.empty(net.n_parameters)
+    alpha = 0.05
+    net.loss_gradient(X, y, weights, alpha, gradient)
+    # The flat layout: W_0 | b_0 | W_1 | b_1 | ...
+    parameters = [p for pair in zip(coefs, intercepts) for p in pair]
+    numeric = []
+    h = 1e-6
+    for p in parameters:
+        flat = p.reshape(-1)
+        for i in range(flat.size):
+            saved = flat[i]
+            flat[i] = saved + h
+            up = net.loss_gradient(X, y, weights, alpha, np.empty_like(gradient))
+            flat[i] = saved - h
+            down = net.loss_gradient(X, y, weights, alpha, np.empty_like(gradient))
+            flat[i] = saved
+            numeric.append((up - down) / (2 * h))
+    numeric = np.array(numeric)
+    if output == "identity":
+        # scikit-learn's squared_error averages the loss over the K outputs but not
+        # its gradient (its _backprop: delta = y_pred - y); mlp_cy follows it, to
+        # train to the same weights, so its data term is K times the loss's.
+        l2 = np.concatenate([np.r_[alpha / weights.sum() * c.reshape(-1), np.zeros(b.size)]
+                             for c, b in zip(coefs, intercepts)])
+        numeric = units[-1] * (numeric - l2) + l2
+    # relu's kink: a point within h of it would differ; none is at this seed.
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("estimator", [
+    MLPClassifier(hidden_layer_sizes=(16,), random_state=0, max_iter=4),
+    MLPClassifier(hidden_layer_sizes=(12, 8), solver="sgd", random_state=0, max_iter=4),
+    MLPRegressor(hidden_layer_sizes=(10, 6), random_state=0, max_iter=4, alpha=0.1),
+    MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", random_state=0, max_iter=20),
+])
+def test_sparse_input_trains_as_dense(estimator, dtype):
+    rng = np.random.RandomState(0)
+    X = rng.rand(120, 40) * (rng.rand(120, 40) < 0.1)
+    X = X.astype(dtype)
+    y = rng.randint(0, 3, 120) if isinstance(estimator, MLPClassifier) else X @ rng.randn(40)
+    from sklearn.base import clone  # noqa: F401  (scikit-learn not needed: copy params)
+    dense = type(estimator)(**estimator.get_params())
+    sparse = type(estimator)(**estimator.get_params())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense.fit(X, y)
+        sparse.fit(sp.csr_matrix(X), y)
+    rtol = 2e-4 if dtype == np.float32 else 1e-10
+    for a, b in zip(dense.coefs_ + dense.intercepts_, sparse.coefs_ + sparse.intercepts_):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+    for X_form in (sp.csr_matrix(X), sp.csc_matrix(X), sp.coo_matrix(X)):
+        np.testing.assert_allclose(sparse.predict(X_form) if not hasattr(sparse, "predict_proba")
+                                   else sparse.predict_proba(X_form),
+                                   dense.predict(X) if not hasattr(dense, "predict_proba")
+                                   else dense.predict_proba(X), rtol=rtol, atol=rtol)
+
+
+def test_sparse_partial_fit_and_unsorted_duplicate_indices():
+    rng = np.random.RandomState(2)
+    X = rng.rand(50, 30) * (rng.rand(50, 30) < 0.2)
+    y = rng.randint(0, 4, 50)
+    # Duplicated, unsorted entries that sum to X: the products are linear in X.
+    coo = sp.coo_matrix(X)
+    doubled = sp.csr_matrix((np.r_[coo.data / 2, coo.data / 2][::-1],
+                             (np.r_[coo.row, coo.row][::-1], np.r_[coo.col, coo.col][::-1])),
+                            shape=X.shape)
+    doubled.has_canonical_format = False
+    a = MLPClassifier(hidden_layer_sizes=(8, 8), random_state=0)
+    b = MLPClassifier(hidden_layer_sizes=(8, 8), random_state=0)
+    for _ in range(3):
+        a.partial_fit(X, y, classes=np.arange(4))
+        b.partial_fit(doubled, y, classes=np.arange(4))
+    for p, q in zip(a.coefs_, b.coefs_):
+        np.testing.assert_allclose(p, q, rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_x_with_nan_is_refused():
+    X = sp.csr_matrix(np.array([[0.0, np.nan], [1.0, 0.0]]))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        MLPClassifier().fit(X, [0, 1])
+
+
+def test_network_checks_its_inputs():
+    coefs, intercepts = _network([3, 4, 2], "relu", "softmax")
+    net = Network(coefs, intercepts, ACTIVATIONS["relu"], OUTPUTS["softmax"])
+    with pytest.raises(ValueError, match="features"):
+        net.predict(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="class codes"):
+        net.loss_gradient(np.zeros((2, 3)), np.array([0, 2], np.int32), None, 0.0,
+                          np.empty(net.n_parameters))
+    with pytest.raises(ValueError, match="column indices"):
+        net.predict((np.ones(1), np.array([7], np.intp), np.array([0, 1], np.intp)))
+    with pytest.raises(ValueError, match="does not follow"):
+        Network([np.zeros((3, 4)), np.zeros((5, 2))], [np.zeros(4), np.zeros(2)], 0, 0)
+    with pytest.raises(ValueError, match="unknown output"):
+        Network(coefs, intercepts, 0, 9)
