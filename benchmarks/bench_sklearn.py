@@ -8,7 +8,7 @@ Nothing here is a test: there is no pass/fail exit status for timings.
 
     python benchmarks/bench_sklearn.py --baseline-ref 9748dae       # everything, 2 threads
     python benchmarks/bench_sklearn.py --only depth --threads 1,2   # one table, 1 and 2 threads
-    python benchmarks/bench_sklearn.py --quick                      # smoke run, ~3 min
+    python benchmarks/bench_sklearn.py --quick                      # smoke run, ~3-5 min
 
 Tables:
 
