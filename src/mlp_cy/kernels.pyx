@@ -58,17 +58,6 @@ cdef inline floating _activate(floating z, Activation activation) noexcept nogil
     return z
 
 
-cdef inline floating _derivative(floating a, Activation activation) noexcept nogil:
-    # a is the activation's output.
-    if activation == LOGISTIC:
-        return a * (1 - a)
-    elif activation == TANH:
-        return 1 - a * a
-    elif activation == RELU:
-        return 1 if a > 0 else 0
-    return 1
-
-
 cdef void bias_activation(
     floating *Z, const floating *bias,
     intp_t n_rows, intp_t n_cols, Activation activation,
@@ -79,11 +68,21 @@ cdef void bias_activation(
         if activation == LOGISTIC:      # the hot case: SIMD builds (_fastexp.h)
             mlp_cy_bias_sigmoid_f32_at(active_level())(Z, bias, n_rows, n_cols)
             return
+    cdef floating z
+    # One loop per activation, so that each vectorises (a test of `activation` in
+    # the loop kept relu's scalar, and it cost more than the gemm before it).
     for i in range(n_rows):
         row = Z + i * n_cols
-        if activation == LOGISTIC:      # the hot case gets its own loop
+        if activation == LOGISTIC:
             for j in range(n_cols):
                 row[j] = _sigmoid(row[j] + bias[j])
+        elif activation == RELU:
+            for j in range(n_cols):
+                z = row[j] + bias[j]
+                row[j] = z if z > 0 else 0
+        elif activation == IDENTITY:
+            for j in range(n_cols):
+                row[j] = row[j] + bias[j]
         else:
             for j in range(n_cols):
                 row[j] = _activate(row[j] + bias[j], activation)
@@ -106,9 +105,16 @@ cdef void activation_backward(
             for j in range(n_cols):
                 d_row[j] = d_row[j] * a_row[j] * (1 - a_row[j])
                 bias_grad_out[j] += d_row[j]
+        elif activation == RELU:
+            for j in range(n_cols):
+                d_row[j] = d_row[j] if a_row[j] > 0 else 0
+                bias_grad_out[j] += d_row[j]
+        elif activation == TANH:
+            for j in range(n_cols):
+                d_row[j] = d_row[j] * (1 - a_row[j] * a_row[j])
+                bias_grad_out[j] += d_row[j]
         else:
             for j in range(n_cols):
-                d_row[j] = d_row[j] * _derivative(a_row[j], activation)
                 bias_grad_out[j] += d_row[j]
 
 
