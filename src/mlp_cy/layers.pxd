@@ -72,7 +72,6 @@ cdef double layers_step(
     floating *optimizer_state,          # IN/OUT (layers_state_size,), NULL for plain SGD
     intp_t *n_updates,                  # IN/OUT
     floating *work,                     # (layers_workspace_size(shape, m),)
-    intp_t *index_scratch,              # (max(m, units[0]),) or NULL: no zero skipping
 ) noexcept nogil
 # One optimiser step on one batch; returns its loss (weighted mean + the L2 term), as
 # scikit-learn's batch loss. A loss that is not finite leaves the parameters untouched.

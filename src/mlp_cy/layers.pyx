@@ -6,9 +6,12 @@
 #    SGD, applied inside its gemm). layers_step, layers_loss_gradient (L-BFGS)
 #    and layers_predict are these three in different orders.
 # b) The first layer is the only one that reads X: dense rows are gathered and
-#    converted per batch (or read in place), and their two products skip X's zeros
-#    where that beats gemm (network.pyx note g, the same kernels and rule); CSR rows
-#    are read through their index lists, exactly. Every later layer is a gemm.
+#    converted per batch (or read in place) for gemm; CSR rows are read through
+#    their index lists, exactly. Every later layer is a gemm. The products that skip
+#    X's zeros (network.pyx note g) are not used here: at scikit-learn's batch of
+#    200 they were 1.1-1.2x slower than gemm on Fashion-MNIST (50% non-zeros) at
+#    (512, 256, 128), (256, 128) and (100,), and even at 27% non-zeros (one thread,
+#    relu, Adam; benchmarks/RESULTS.md).
 # c) As network.pyx: the 1/S of the batch's weight sum is folded into the output
 #    delta; plain SGD updates W := (1 - eta alpha / S) W - eta A^T dZ in the gemm,
 #    after dA = dZ W^T has been taken from W as it was; other optimisers get the
@@ -25,7 +28,7 @@
 #    the new W^2 (apply_update's squares_out), the next step's L2 penalty, which
 #    then needs no pass of its own.
 # f) The BLAS gets the threads its largest gemm pays for (_blas.pyx, "Threads"); a
-#    first layer that is no gemm (CSR X, or both products skipping zeros) does not
+#    first layer that is no gemm (CSR X) does not
 #    count, or a 50,000-row W_0 would wake the BLAS's threads for a 256 x 20 gemm.
 
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
@@ -35,9 +38,8 @@ from libc.string cimport memcpy, memset
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, intp_t, label_t
-from ._blas cimport (_gemm, _gemm_skipzero, _gemm_t_skipzero, blas_threads_for,
-                    blas_threads_hold, blas_threads_release, skipzero_products,
-                    SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
+from ._blas cimport (_gemm, blas_threads_for, blas_threads_hold, blas_threads_release,
+                    RowMajor, NoTrans, Trans)
 from ._parallel cimport UpdateRule, apply_update
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
@@ -112,8 +114,6 @@ cdef struct Batch:                # the first layer's input for one batch
     const intp_t *rows            # (m,) rows of X, or NULL: start .. start + m
     intp_t start, m
     intp_t ldx                    # dense: row stride of x (the batch, gathered or in place)
-    int skip                      # SKIP_FORWARD | SKIP_UPDATE for dense x, else 0
-    intp_t *index_scratch         # (max(m, units[0]),) for the zero-skipping products
 
 
 cdef inline floating _value(const char *row, InputKind kind, intp_t j,
@@ -292,8 +292,6 @@ cdef void _first_product(const Shape *shape, const Rows *X, const Batch *batch,
     cdef intp_t n = shape.units[1], d = shape.units[0]
     if X.dense == NULL:
         _csr_forward(X, batch, W, n, out)
-    elif batch.skip & SKIP_FORWARD:
-        _gemm_skipzero(batch.m, n, d, x, batch.ldx, W, n, out, n, batch.index_scratch)
     else:
         _gemm(RowMajor, NoTrans, NoTrans, <blas_int> batch.m, <blas_int> n, <blas_int> d,
               <floating> 1, x, <blas_int> batch.ldx, W, <blas_int> n, <floating> 0, out,
@@ -307,9 +305,6 @@ cdef void _first_update(const Shape *shape, const Rows *X, const Batch *batch,
     cdef intp_t n = shape.units[1], d = shape.units[0]
     if X.dense == NULL:
         _csr_transpose_product(X, batch, alpha, G, n, beta, C, d)
-    elif batch.skip & SKIP_UPDATE:
-        _gemm_t_skipzero(batch.m, n, d, alpha, x, batch.ldx, G, n, beta, C, n,
-                         batch.index_scratch)
     else:
         _gemm(RowMajor, Trans, NoTrans, <blas_int> d, <blas_int> n, <blas_int> batch.m,
               alpha, x, <blas_int> batch.ldx, G, <blas_int> n, beta, C, <blas_int> n)
@@ -526,7 +521,7 @@ cdef double _batch_step(
     double *squares,              # IN/OUT sum of every W_i^2, or < 0: not known
     Columns *columns=NULL,        # scratch for CSR X: W_0 updated row by row, or NULL
 ) noexcept nogil:
-    """layers_step on a Batch whose skip decision is made. `squares` carries the L2
+    """layers_step on a Batch. `squares` carries the L2
     penalty's sum from one step to the next: the update sums it as it goes."""
     cdef intp_t i, L = shape.n_layers, m = batch.m
     cdef intp_t P = layers_parameter_count(shape)
@@ -597,25 +592,13 @@ cdef double _batch_step(
     return loss
 
 
-cdef int _decide_skip(const Shape *shape, const Rows *X, Batch *batch,
-                      floating *work) noexcept nogil:
-    """Whether the first layer's products skip X's zeros, from this batch (dense X)."""
-    cdef const floating *x
-    if X.dense == NULL or batch.index_scratch == NULL:
-        return 0
-    x = _dense_batch(X, batch, shape.units[0], work)
-    return skipzero_products(x, batch.ldx, batch.m, shape.units[0], shape.units[1])
-
-
-cdef inline Batch _batch(const Shape *shape, const intp_t *rows, intp_t start, intp_t m,
-                         intp_t *index_scratch) noexcept nogil:
+cdef inline Batch _batch(const Shape *shape, const intp_t *rows, intp_t start,
+                         intp_t m) noexcept nogil:
     cdef Batch batch
     batch.rows = rows
     batch.start = start
     batch.m = m
     batch.ldx = shape.units[0]
-    batch.skip = 0
-    batch.index_scratch = index_scratch
     return batch
 
 
@@ -624,27 +607,24 @@ cdef double layers_step(
     const floating *sample_weight, const intp_t *rows, intp_t start, intp_t m,
     floating **coefs, floating **intercepts, const TrainOptions *options,
     floating *optimizer_state, intp_t *n_updates, floating *work,
-    intp_t *index_scratch,
 ) noexcept nogil:
-    cdef Batch batch = _batch(shape, rows, start, m, index_scratch)
+    cdef Batch batch = _batch(shape, rows, start, m)
     cdef double loss, squares = -1
     if m == 0:
         return 0
-    batch.skip = _decide_skip(shape, X, &batch, work)
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, m, batch.skip))
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, m))
     loss = _batch_step(shape, X, targets, sample_weight, &batch, coefs, intercepts,
                        options, optimizer_state, n_updates, work, &squares)
     blas_threads_release(blas_had)
     return loss
 
 
-cdef inline int _layer_threads(const Shape *shape, const Rows *X, intp_t m,
-                               int skip) noexcept nogil:
+cdef inline int _layer_threads(const Shape *shape, const Rows *X,
+                               intp_t m) noexcept nogil:
     """The BLAS's threads for batches of m rows: as the largest gemm pays for. The first
-    layer's products are no gemm on CSR X, nor when both skip X's zeros."""
+    layer's products are no gemm on CSR X."""
     cdef intp_t i, best = 0, k = 1, n = 1
-    cdef bint first_is_gemm = X.dense != NULL and skip != SKIP_FORWARD | SKIP_UPDATE
-    for i in range(0 if first_is_gemm else 1, shape.n_layers):
+    for i in range(0 if X.dense != NULL else 1, shape.n_layers):
         if shape.units[i] * shape.units[i + 1] > best:
             best = shape.units[i] * shape.units[i + 1]
             k = shape.units[i]
@@ -662,7 +642,6 @@ cdef int layers_train_epoch(
     cdef intp_t start, m, work_since_check = 0
     cdef intp_t per_row = layers_parameter_count(shape) - shape.units[shape.n_layers]
     cdef Batch batch
-    cdef int skip = 0
     cdef double loss, squares = -1    # the L2 penalty's sum, carried between steps
     stats_out.loss_sum = 0
     stats_out.n_rows_done = 0
@@ -678,8 +657,6 @@ cdef int layers_train_epoch(
     if n_rows == 0:
         return 0
     batch_size = min(batch_size, n_rows)
-    cdef intp_t *index_scratch = <intp_t *> malloc(
-        max(batch_size, shape.units[0]) * sizeof(intp_t))
     # CSR X with an optimiser other than plain SGD: the batches' entries by column,
     # for W_0's update row by row; without the memory, the scatter into a gradient.
     cdef Columns columns
@@ -692,17 +669,13 @@ cdef int layers_train_epoch(
         columns.source = <intp_t *> malloc(max(columns.capacity, 1) * sizeof(intp_t))
         if columns.start != NULL and columns.row != NULL and columns.source != NULL:
             by_columns = &columns
-    # Whether to skip zeros, decided once, from the first batch (network.pyx note g).
-    batch = _batch(shape, order, 0, batch_size, index_scratch)
-    skip = _decide_skip(shape, X, &batch, work)
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, batch_size, skip))
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, batch_size))
     try:
         start = 0
         while start < n_rows:
             m = min(batch_size, n_rows - start)
             batch = _batch(shape, order + start if order != NULL else NULL,
-                           start if order == NULL else 0, m, index_scratch)
-            batch.skip = skip
+                           start if order == NULL else 0, m)
             loss = _batch_step(shape, X, targets, sample_weight, &batch, coefs,
                                intercepts, options, optimizer_state, n_updates, work,
                                &squares, by_columns)
@@ -720,7 +693,6 @@ cdef int layers_train_epoch(
             start += m
     finally:
         blas_threads_release(blas_had)
-        free(index_scratch)
         free(columns.start)
         free(columns.row)
         free(columns.source)
@@ -758,11 +730,11 @@ cdef double layers_loss_gradient(
     chunk_rows = max(1, min(chunk_rows, n_samples))
     cdef floating *bias_scratch
     # The BLAS on as many threads as its products pay for (_blas.pyx, "Threads").
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows, 0))
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows))
     start = 0
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
-        batch = _batch(shape, NULL, start, m, NULL)
+        batch = _batch(shape, NULL, start, m)
         x = NULL
         if X.dense != NULL:
             x = _dense_batch(X, &batch, shape.units[0], work)
@@ -797,11 +769,11 @@ cdef int layers_predict(
     cdef floating *output
     cdef Batch batch
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows, 0))
+    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows))
     start = 0
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
-        batch = _batch(shape, NULL, start, m, NULL)
+        batch = _batch(shape, NULL, start, m)
         x = NULL
         if X.dense != NULL:
             x = _dense_batch(X, &batch, shape.units[0], work)
