@@ -39,6 +39,13 @@ cdef struct UpdateRule:           # the optimiser, other than plain SGD
     bint nesterov                 # SGD: step momentum v - eta grad instead of v
     double beta_1, beta_2, epsilon   # Adam
 
+cdef UpdateRule make_rule(bint adam, double momentum, bint nesterov, double beta_1,
+                          double beta_2, double epsilon) noexcept nogil
+cdef double step_size_at(const UpdateRule *rule, double learning_rate,
+                         intp_t n_updates) noexcept nogil
+# eta; for Adam, scikit-learn's bias-corrected eta sqrt(1 - beta_2^t) / (1 - beta_1^t)
+# at update t = n_updates (counting this one).
+
 cdef void apply_update(
     floating *param,              # IN/OUT (n,)
     const floating *grad,         # IN     (n,) gradient without the L2 term

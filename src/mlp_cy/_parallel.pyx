@@ -197,6 +197,26 @@ cdef void pacer_record(Pacer *p, double seconds, double units) noexcept nogil:
 
 # The optimisers' update #######################################################
 
+cdef UpdateRule make_rule(bint adam, double momentum, bint nesterov, double beta_1,
+                          double beta_2, double epsilon) noexcept nogil:
+    cdef UpdateRule rule
+    rule.adam = adam
+    rule.momentum = momentum
+    rule.nesterov = nesterov
+    rule.beta_1 = beta_1
+    rule.beta_2 = beta_2
+    rule.epsilon = epsilon
+    return rule
+
+
+cdef double step_size_at(const UpdateRule *rule, double learning_rate,
+                         intp_t n_updates) noexcept nogil:
+    if not rule.adam:
+        return learning_rate
+    return (learning_rate * sqrt(1 - pow(rule.beta_2, <double> n_updates))
+            / (1 - pow(rule.beta_1, <double> n_updates)))
+
+
 cdef void apply_update(
     floating *param,              # IN/OUT (n,)
     const floating *grad,         # IN     (n,) gradient without the L2 term
@@ -609,9 +629,8 @@ cdef double parallel_sgd_step(
         for j in range(h + K):
             grad_sum[j] += partial[j]
     n_updates[0] += 1
-    if rule != NULL and rule.adam:       # as network._step, from the updated count
-        c.step_size = (learning_rate * sqrt(1 - pow(rule.beta_2, <double> n_updates[0]))
-                       / (1 - pow(rule.beta_1, <double> n_updates[0])))
+    if rule != NULL:                     # as network._step, from the updated count
+        c.step_size = step_size_at(rule, learning_rate, n_updates[0])
     c.next_chunk = 0
     c.n_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK + (h + columns - 1) // columns
     mlp_cy_workers_run(n_parts, _update_part, &c)

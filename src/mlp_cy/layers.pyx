@@ -40,7 +40,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from ._typedefs cimport blas_int, intp_t, label_t
 from ._blas cimport (_gemm, blas_threads_for, blas_threads_hold, blas_threads_release,
                     RowMajor, NoTrans, Trans)
-from ._parallel cimport UpdateRule, apply_update
+from ._parallel cimport UpdateRule, apply_update, make_rule, step_size_at
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
@@ -503,14 +503,8 @@ cdef double _penalty(const Shape *shape, floating **coefs) noexcept nogil:
 
 
 cdef inline UpdateRule _update_rule(const TrainOptions *options) noexcept nogil:
-    cdef UpdateRule rule
-    rule.adam = options.solver == ADAM
-    rule.momentum = options.momentum
-    rule.nesterov = options.nesterov
-    rule.beta_1 = options.beta_1
-    rule.beta_2 = options.beta_2
-    rule.epsilon = options.epsilon
-    return rule
+    return make_rule(options.solver == ADAM, options.momentum, options.nesterov,
+                     options.beta_1, options.beta_2, options.epsilon)
 
 
 cdef double _batch_step(
@@ -563,12 +557,8 @@ cdef double _batch_step(
     _backward(shape, X, batch, x, coefs, intercepts, work, bias_scratch, gradient, False,
               0, 1, &first_delta if by_columns else NULL)
     n_updates[0] += 1
-    step_size = options.learning_rate
-    if options.solver == ADAM:
-        step_size = (options.learning_rate
-                     * sqrt(1 - pow(options.beta_2, <double> n_updates[0]))
-                     / (1 - pow(options.beta_1, <double> n_updates[0])))
     rule = _update_rule(options)
+    step_size = step_size_at(&rule, options.learning_rate, n_updates[0])
     cdef intp_t offset = 0, n_weights
     cdef double new_squares = 0
     for i in range(L):

@@ -55,6 +55,7 @@ from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzer
                     SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
 from ._parallel cimport (BatchSource, InputKind, ParallelWork, UpdateRule,
                          INPUT_UINT8, INPUT_FLOAT32, INPUT_FLOAT64, apply_update,
+                         make_rule, step_size_at,
                          pacer_clock, pacer_record, parallel_gather,
                          parallel_predict_proba, parallel_sgd_step, parallel_work_free,
                          parallel_work_init)
@@ -234,14 +235,8 @@ cdef double _parallel_batch(
 
 
 cdef inline UpdateRule _update_rule(const TrainOptions *options) noexcept nogil:
-    cdef UpdateRule rule
-    rule.adam = options.solver == ADAM
-    rule.momentum = options.momentum
-    rule.nesterov = options.nesterov
-    rule.beta_1 = options.beta_1
-    rule.beta_2 = options.beta_2
-    rule.epsilon = options.epsilon
-    return rule
+    return make_rule(options.solver == ADAM, options.momentum, options.nesterov,
+                     options.beta_1, options.beta_2, options.epsilon)
 
 
 cdef double _step(
@@ -352,13 +347,9 @@ cdef double _step(
         _gemm(RowMajor, Trans, NoTrans, d, h, mb, <floating> 1, X_batch, ldx,
               hidden_grad, h, <floating> 0, W1_grad, h)
     n_updates[0] += 1
-    step_size = options.learning_rate
-    if options.solver == ADAM:
-        step_size = (options.learning_rate
-                     * sqrt(1 - pow(options.beta_2, <double> n_updates[0]))
-                     / (1 - pow(options.beta_1, <double> n_updates[0])))
     n_params = _n_parameters(n_features, n_hidden, n_classes)
     cdef UpdateRule rule = _update_rule(options)
+    step_size = step_size_at(&rule, options.learning_rate, n_updates[0])
     offset = 0
     apply_update(W1, W1_grad, optimizer_state, n_features * n_hidden, n_params,
                  l2, &rule, step_size)
