@@ -310,13 +310,18 @@ cdef void _first_update(const Shape *shape, const Rows *X, const Batch *batch,
               alpha, x, <blas_int> batch.ldx, G, <blas_int> n, beta, C, <blas_int> n)
 
 
-cdef void _forward(const Shape *shape, const Rows *X, const Batch *batch,
-                   const floating *x, floating **coefs, floating **intercepts,
-                   floating *work) noexcept nogil:
-    """Every hidden layer's activations, and the output layer's A W (no bias yet)."""
+cdef const floating *_forward(const Shape *shape, const Rows *X, Batch *batch,
+                              floating **coefs, floating **intercepts,
+                              floating *work) noexcept nogil:
+    """Every hidden layer's activations, and the output layer's A W (no bias yet).
+    Returns the batch's dense rows (gathered or in place; NULL for CSR X), which the
+    backward pass reads again."""
     cdef intp_t i, m = batch.m
     cdef floating *out
     cdef floating *previous
+    cdef const floating *x = NULL
+    if X.dense != NULL:
+        x = _dense_batch(X, batch, shape.units[0], work)
     out = _activation_buffer(shape, work, m, 1)
     _first_product(shape, X, batch, x, coefs[0], out)
     for i in range(1, shape.n_layers):
@@ -327,14 +332,22 @@ cdef void _forward(const Shape *shape, const Rows *X, const Batch *batch,
               <blas_int> shape.units[i], <floating> 1, previous, <blas_int> shape.units[i],
               coefs[i], <blas_int> shape.units[i + 1], <floating> 0, out,
               <blas_int> shape.units[i + 1])
+    return x
 
 
-cdef inline floating _sigmoid(floating z) noexcept nogil:
-    # exp(88) and exp(708) are the largest powers of e that fit float and double.
-    cdef floating limit = 88.0 if floating is float else 708.0
-    if z < -limit:
-        z = -limit
-    return 1 / (1 + exp(-z))
+cdef void _output_activation(const Shape *shape, floating *Z, const floating *bias,
+                             intp_t m) noexcept nogil:
+    """Z (m, K) := out(Z + bias)."""
+    cdef intp_t i, K = shape.units[shape.n_layers]
+    if shape.output == OUT_SOFTMAX:
+        bias_softmax(Z, bias, m, K)
+    elif shape.output == OUT_LOGISTIC:
+        bias_activation(Z, bias, m, K, LOGISTIC)
+    elif shape.output == OUT_IDENTITY:
+        bias_activation(Z, bias, m, K, IDENTITY)
+    else:
+        for i in range(m * K):
+            Z[i] = exp(Z[i] + bias[i % K])
 
 
 cdef inline double _xlogy(double x, double y) noexcept nogil:
@@ -352,7 +365,7 @@ cdef double _output_delta(
     cdef const floating *values = <const floating *> targets.values
     cdef const floating *y
     cdef floating *z
-    cdef double a, p, t, clipped, w, row_loss, total = 0
+    cdef double p, t, clipped, w, row_loss, total = 0
     cdef double eps = FLT_EPSILON if floating is float else DBL_EPSILON
     cdef floating g
     if shape.output == OUT_SOFTMAX:
@@ -363,6 +376,8 @@ cdef double _output_delta(
                 scale, bias_grad)
         return softmax_cross_entropy(Z, bias, targets.codes, sample_weight, rows, m, K,
                                      scale, bias_grad)
+    # The outputs as predict gives them, then loss and delta from them.
+    _output_activation(shape, Z, bias, m)
     for k in range(K):
         bias_grad[k] = 0
     for i in range(m):
@@ -372,38 +387,20 @@ cdef double _output_delta(
         z = Z + i * K
         row_loss = 0
         for k in range(K):
-            a = z[k] + bias[k]
+            p = z[k]
             t = y[k]
             if shape.output == OUT_LOGISTIC:
-                p = _sigmoid(<floating> a)
                 clipped = min(max(p, eps), 1 - eps)
                 row_loss -= _xlogy(t, clipped) + _xlogy(1 - t, 1 - clipped)
             elif shape.output == OUT_IDENTITY:
-                p = a
                 row_loss += (t - p) * (t - p) / (2 * K)
             else:
-                p = exp(a)
                 row_loss += _xlogy(t, t / p) - t + p
             g = <floating> ((p - t) * w) * scale
             z[k] = g
             bias_grad[k] += g
         total += w * row_loss
     return total
-
-
-cdef void _output_activation(const Shape *shape, floating *Z, const floating *bias,
-                             intp_t m) noexcept nogil:
-    """Z (m, K) := out(Z + bias)."""
-    cdef intp_t i, K = shape.units[shape.n_layers]
-    if shape.output == OUT_SOFTMAX:
-        bias_softmax(Z, bias, m, K)
-    elif shape.output == OUT_LOGISTIC:
-        bias_activation(Z, bias, m, K, LOGISTIC)
-    elif shape.output == OUT_IDENTITY:
-        bias_activation(Z, bias, m, K, IDENTITY)
-    else:
-        for i in range(m * K):
-            Z[i] = exp(Z[i] + bias[i % K])
 
 
 cdef inline intp_t _coef_offset(const Shape *shape, intp_t layer) noexcept nogil:
@@ -529,9 +526,7 @@ cdef double _batch_step(
     cdef UpdateRule rule
     if weight_sum <= 0:          # a batch with no weight carries no gradient
         return 0
-    if X.dense != NULL:
-        x = _dense_batch(X, batch, shape.units[0], work)
-    _forward(shape, X, batch, x, coefs, intercepts, work)
+    x = _forward(shape, X, batch, coefs, intercepts, work)
     loss = _output_delta(shape, output, intercepts[L - 1], targets, sample_weight,
                          batch.rows, batch.start, m, <floating> (1 / weight_sum),
                          bias_scratch)
@@ -725,10 +720,7 @@ cdef double layers_loss_gradient(
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
         batch = _batch(shape, NULL, start, m)
-        x = NULL
-        if X.dense != NULL:
-            x = _dense_batch(X, &batch, shape.units[0], work)
-        _forward(shape, X, &batch, x, coefs, intercepts, work)
+        x = _forward(shape, X, &batch, coefs, intercepts, work)
         bias_scratch = _gradient_buffer(shape, work, m) + P
         loss += _output_delta(shape, _activation_buffer(shape, work, m, L),
                               intercepts[L - 1], targets, sample_weight, NULL, start, m,
@@ -764,10 +756,7 @@ cdef int layers_predict(
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
         batch = _batch(shape, NULL, start, m)
-        x = NULL
-        if X.dense != NULL:
-            x = _dense_batch(X, &batch, shape.units[0], work)
-        _forward(shape, X, &batch, x, coefs, intercepts, work)
+        x = _forward(shape, X, &batch, coefs, intercepts, work)
         output = _activation_buffer(shape, work, m, L)
         _output_activation(shape, output, intercepts[L - 1], m)
         for i in range(m):
