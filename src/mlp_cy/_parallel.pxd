@@ -28,9 +28,23 @@ cdef struct Pacer:                # threads for a loop of steps, measured (_para
     intp_t steps_run[2]           # steps on [0] one thread, [1] n_threads
 
 cdef void pacer_init(Pacer *p, int n_threads) noexcept nogil
+cdef void pacer_resume(Pacer *p, int n_threads, intp_t n_features, intp_t n_hidden,
+                       intp_t n_classes, intp_t itemsize) noexcept nogil
+# pacer_init, or the choice the last loop of this shape ended with (pacer_remember).
+cdef void pacer_remember(const Pacer *p, intp_t n_features, intp_t n_hidden,
+                         intp_t n_classes, intp_t itemsize) noexcept nogil
 cdef void pacer_record(Pacer *p, double seconds, double units) noexcept nogil
 # A step of `units` of work (rows) took `seconds` on p.current threads.
 cdef double pacer_clock() noexcept nogil
+
+
+# The process's helper threads (_workers.h), for the engines' parallel regions: one
+# pool, whichever engine runs.
+ctypedef void (*part_fn)(void *ctx, int part, int n_parts) noexcept nogil
+cdef void workers_run(int n_parts, part_fn fn, void *ctx) noexcept nogil
+# fn(ctx, 0 .. n_parts - 1, n_parts), part 0 on the caller; returns when all are done.
+cdef intp_t workers_claim(intp_t *next_chunk) noexcept nogil
+# Inside a part: the next chunk of the region's work no part has taken.
 
 
 cdef struct UpdateRule:           # the optimiser, other than plain SGD

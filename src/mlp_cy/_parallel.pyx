@@ -195,6 +195,16 @@ cdef void pacer_record(Pacer *p, double seconds, double units) noexcept nogil:
         p.chosen_rate = min(p.chosen_rate, rate)
 
 
+# The helper threads, for layers.pyx ##########################################
+
+cdef void workers_run(int n_parts, part_fn fn, void *ctx) noexcept nogil:
+    mlp_cy_workers_run(min(n_parts, MLP_CY_MAX_WORKERS + 1), <mlp_cy_part_fn> fn, ctx)
+
+
+cdef intp_t workers_claim(intp_t *next_chunk) noexcept nogil:
+    return mlp_cy_claim(next_chunk)
+
+
 # The optimisers' update #######################################################
 
 cdef UpdateRule make_rule(bint adam, double momentum, bint nesterov, double beta_1,

@@ -1,12 +1,14 @@
 # The engine for any number of layers; see layers.pxd for the contract.
 # Design:
-# a) One step, written once: _forward (every layer's activations), _output_delta
-#    (the loss and dL/dZ of the output layer, for each of the four output layers),
-#    _backward (dL/dZ down the layers, each layer's gradient written or, for plain
-#    SGD, applied inside its gemm). layers_step, layers_loss_gradient (L-BFGS)
-#    and layers_predict are these three in different orders.
-# b) The first layer is the only one that reads X: dense rows are gathered and
-#    converted per batch (or read in place) for gemm; CSR rows are read through
+# a) One step, written once (see "The plan"): a rows region (every layer forward,
+#    the output delta, every delta back down, by chunks of rows) and a params region
+#    (each weight chunk's gradient over the batch, written or applied, by chunks of
+#    rows of the W_i), on as many of mlp_cy's threads as the plan gives, one
+#    included. layers_step and layers_train_epoch run both with the optimiser's
+#    update; layers_loss_gradient (L-BFGS) both with the gradient written;
+#    layers_predict the rows region's forward pass alone.
+# b) The first layer is the only one that reads X: dense rows are read in place or
+#    gathered (converted) by each row chunk for gemm; CSR rows are read through
 #    their index lists, exactly. Every later layer is a gemm. The products that skip
 #    X's zeros (network.pyx note g) are not used here: at scikit-learn's batch of
 #    200 they were 1.1-1.2x slower than gemm on Fashion-MNIST (50% non-zeros) at
@@ -14,33 +16,31 @@
 #    relu, Adam; benchmarks/RESULTS.md).
 # c) As network.pyx: the 1/S of the batch's weight sum is folded into the output
 #    delta; plain SGD updates W := (1 - eta alpha / S) W - eta A^T dZ in the gemm,
-#    after dA = dZ W^T has been taken from W as it was; other optimisers get the
-#    gradient in one flat buffer and apply_update (shared with network's step).
+#    after the rows region has taken every dA = dZ W^T from W as it was; other
+#    optimisers get the chunk's gradient in one flat buffer and apply_update (shared
+#    with network's step) to the chunk.
 # d) scikit-learn's formulas: the output delta is act(z) - y times the row's weight
 #    for all four pairs of output and loss (canonical links); the losses are its
 #    LOSS_FUNCTIONS, with its clipping of probabilities for the logistic output.
-# e) CSR X and an optimiser with state (momentum, Adam): W_0 is the widest matrix
-#    (50,000 x 256 for a TF-IDF input) and its update is bound by memory. The batch's
-#    entries are sorted by column once (_columns_of), and each row of W_0 gets its
-#    gradient formed in a small buffer and applied at once
-#    (_csr_first_layer_update): no (units[0], units[1]) gradient is zeroed, written
-#    or read, which was 4 of the step's 11 passes over W_0. The update also sums
+# e) CSR X: the batch's entries are sorted by column once (_columns_of), and each
+#    row of W_0 gets its gradient from its column's entries, in the batch's row
+#    order: W_0 (50,000 x 256 for a TF-IDF input) splits into chunks of rows like
+#    any W_i, and no scatter into a zeroed gradient is needed. The update also sums
 #    the new W^2 (apply_update's squares_out), the next step's L2 penalty, which
 #    then needs no pass of its own.
-# f) The BLAS gets the threads its largest gemm pays for (_blas.pyx, "Threads"); a
-#    first layer that is no gemm (CSR X) does not
-#    count, or a 50,000-row W_0 would wake the BLAS's threads for a 256 x 20 gemm.
 
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
-from libc.math cimport exp, isfinite, log, pow, sqrt
+from libc.math cimport NAN, exp, isfinite, log
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, intp_t, label_t
-from ._blas cimport (_gemm, blas_threads_for, blas_threads_hold, blas_threads_release,
-                    RowMajor, NoTrans, Trans)
-from ._parallel cimport UpdateRule, apply_update, make_rule, step_size_at
+from ._blas cimport (_gemm, blas_num_threads, blas_threads_hold, blas_threads_release,
+                    engine_threads, RowMajor, NoTrans, Trans)
+from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock,
+                        pacer_record, pacer_remember, pacer_resume, part_fn,
+                        step_size_at, workers_claim, workers_run)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
@@ -67,24 +67,6 @@ cdef intp_t layers_state_size(const Shape *shape, const TrainOptions *options) n
     if _plain_sgd(options):
         return 0
     return (2 if options.solver == ADAM else 1) * layers_parameter_count(shape)
-
-
-cdef inline intp_t _widest_hidden(const Shape *shape) noexcept nogil:
-    cdef intp_t i, widest = 0
-    for i in range(1, shape.n_layers):
-        widest = max(widest, shape.units[i])
-    return widest
-
-
-cdef intp_t layers_workspace_size(const Shape *shape, intp_t batch_rows) noexcept nogil:
-    # X_batch (m, units[0]) | A_1 .. A_{L-1} (m, units[i]) | output (m, units[L])
-    # | 2 x dA (m, widest hidden) | gradient (P,) | bias scratch (widest layer,)
-    cdef intp_t i, m = batch_rows, total = m * shape.units[0]
-    cdef intp_t widest = 0
-    for i in range(1, shape.n_layers + 1):
-        total += m * shape.units[i]
-        widest = max(widest, shape.units[i])
-    return total + 2 * m * _widest_hidden(shape) + layers_parameter_count(shape) + widest
 
 
 cdef int layers_check(const Shape *shape) except -1 nogil:
@@ -132,28 +114,6 @@ cdef inline bint _same_kind(InputKind kind, const floating *like) noexcept nogil
         return kind == INPUT_FLOAT64
 
 
-cdef const floating *_dense_batch(const Rows *X, Batch *batch, intp_t n_features,
-                                  floating *buffer) noexcept nogil:
-    """The batch's rows of dense X as floating (m, n_features), row stride batch.ldx:
-    X's own memory when X is of the parameters' type and the rows are consecutive,
-    else gathered (and converted) into buffer."""
-    cdef intp_t i, j, r
-    cdef const char *row
-    if _same_kind(X.kind, buffer) and batch.rows == NULL:
-        batch.ldx = max(X.row_bytes // <intp_t> sizeof(floating), n_features)
-        return <const floating *> (X.dense + batch.start * X.row_bytes)
-    batch.ldx = n_features
-    for i in range(batch.m):
-        r = batch.rows[i] if batch.rows != NULL else batch.start + i
-        row = X.dense + r * X.row_bytes
-        if _same_kind(X.kind, buffer):
-            memcpy(buffer + i * n_features, row, n_features * sizeof(floating))
-        else:
-            for j in range(n_features):
-                buffer[i * n_features + j] = _value(row, X.kind, j, buffer[0])
-    return buffer
-
-
 cdef void _csr_forward(const Rows *X, const Batch *batch, const floating *W, intp_t n,
                        floating *out) noexcept nogil:
     """out (m, n) := X's batch rows (CSR) times W (units[0], n)."""
@@ -172,30 +132,6 @@ cdef void _csr_forward(const Rows *X, const Batch *batch, const floating *W, int
             w_row = W + X.csr_indices[p] * n
             for j in range(n):
                 o[j] += v * w_row[j]
-
-
-cdef void _csr_transpose_product(const Rows *X, const Batch *batch, floating alpha,
-                                 const floating *G, intp_t n, floating beta,
-                                 floating *C, intp_t n_features) noexcept nogil:
-    """C (units[0], n) := beta C + alpha X_batch^T G, G (m, n), X's batch rows CSR."""
-    cdef intp_t i, p, j, r
-    cdef const floating *data = <const floating *> X.csr_data
-    cdef const floating *g
-    cdef floating *c_row
-    cdef floating v
-    if beta == 0:
-        memset(C, 0, n_features * n * sizeof(floating))
-    elif beta != 1:
-        for p in range(n_features * n):
-            C[p] *= beta
-    for i in range(batch.m):
-        r = batch.rows[i] if batch.rows != NULL else batch.start + i
-        g = G + i * n
-        for p in range(X.csr_indptr[r], X.csr_indptr[r + 1]):
-            v = alpha * data[p]
-            c_row = C + X.csr_indices[p] * n
-            for j in range(n):
-                c_row[j] += v * g[j]
 
 
 cdef struct Columns:              # a CSR batch's entries, column by column (CSC)
@@ -235,36 +171,107 @@ cdef int _columns_of(const Rows *X, const Batch *batch, intp_t n_features,
     return 0
 
 
-cdef void _csr_first_layer_update(
-    const Shape *shape, const Rows *X, const Columns *columns,
-    const floating *delta,        # IN (m, units[1]) delta_0
-    floating *W,                  # IN/OUT (units[0], units[1]) W_0
-    floating *state,              # IN/OUT W_0's optimiser state (stride P to Adam's v)
-    intp_t P, double l2, const UpdateRule *rule, double step_size,
-    floating *row_gradient,       # scratch (units[1],)
-    double *squares_out,          # as apply_update's
-) noexcept nogil:
-    """W_0's optimiser update from CSR X, row by row of W_0: each row's gradient
-    (sum over the batch's entries in that column of value * delta row, in the batch's
-    row order: the bits of the scatter into a zeroed gradient) is formed in `row_gradient`
-    and applied at once, so no (units[0], units[1]) gradient is written or read."""
-    cdef intp_t j, q, k, n = shape.units[1]
-    cdef const floating *data = <const floating *> X.csr_data
-    cdef const floating *d
-    cdef floating v
-    for j in range(shape.units[0]):
-        for k in range(n):
-            row_gradient[k] = 0
-        for q in range(columns.start[j], columns.start[j + 1]):
-            v = data[columns.source[q]]
-            d = delta + columns.row[q] * n
-            for k in range(n):
-                row_gradient[k] += v * d[k]
-        apply_update(W + j * n, row_gradient, state + j * n, n, P, l2, rule, step_size,
-                     squares_out)
+# The plan ####################################################################
+#
+# Every call below (a step, an epoch, L-BFGS's loss and gradient, predict) runs a
+# batch in two parallel regions on mlp_cy's own threads (_workers.h), with the BLAS
+# on one thread throughout:
+#   rows    the batch's rows cut in one chunk per thread: each chunk's rows through
+#           every layer forward, the output delta and every layer's delta back
+#           down to delta_0, with the chunk's partial loss and bias gradients;
+#   params  the W_i cut in chunks of rows, about two per thread in all: each chunk's
+#           gradient (A_i[:, rows]^T delta_i over all m rows of the batch) written,
+#           or applied by the optimiser (plain SGD fused into the product).
+# Between them the partial sums are added in chunk order. _plan decides it all, once
+# per call, from the shape and the thread count; the pacer (_parallel.pyx e) then
+# runs each step's chunks on that many threads or on one, which never changes the
+# chunks: the bits depend on the plan's thread count only (the same on any machine
+# for the same count), not on which thread ran what or on the load.
+# Why so few chunks: every gemm packs its operands (here, a whole W_i for each row
+# chunk, a whole delta_i for each parameter chunk). At scikit-learn's batch of 200,
+# one thread, (512, 256, 128): chunks of 64 rows made the step 1.22x slower than one
+# chunk, chunks of 16 Ki weights 1.34x and of 64 Ki 1.18x (benchmarks/RESULTS.md,
+# "engine v2 on its own threads").
+cdef intp_t ROW_CHUNKS_PER_THREAD = 1
+cdef intp_t PARAM_CHUNKS_PER_THREAD = 2
+cdef intp_t MIN_PARAM_CHUNK = 4096       # weights: below, a chunk costs more than it saves
+cdef int MAX_THREADS = 64                # _workers.h's helpers + the caller
 
 
-# The step's three parts #######################################################
+cdef struct Plan:                 # how a call cuts its batches
+    int n_threads                 # the most parts a region runs on
+    intp_t param_target           # weights per chunk of the params region, about
+
+
+cdef Plan _plan(const Shape *shape, intp_t m) noexcept nogil:
+    """The plan for batches of up to m rows. Threads: the rule of _blas.pyx's
+    "Threads" (the BLAS's limit, the usable cores, the step's work: m rows by P
+    parameters)."""
+    cdef Plan plan
+    cdef intp_t weights = layers_parameter_count(shape) - _bias_width(shape)
+    plan.n_threads = max(1, min(engine_threads(m, layers_parameter_count(shape), 1),
+                                MAX_THREADS))
+    if plan.n_threads == 1:
+        plan.param_target = weights          # one chunk per layer
+    else:
+        plan.param_target = max(MIN_PARAM_CHUNK,
+                                weights // (PARAM_CHUNKS_PER_THREAD * plan.n_threads))
+    return plan
+
+
+cdef inline intp_t _row_chunks(const Plan *plan, intp_t m) noexcept nogil:
+    """The rows region's chunks for a batch of m rows, at least one row each."""
+    return max(1, min(m, plan.n_threads * ROW_CHUNKS_PER_THREAD))
+
+
+cdef inline intp_t _param_chunk_rows(const Plan *plan, intp_t fan_in,
+                                     intp_t fan_out) noexcept nogil:
+    """Rows of a W_i (fan_in, fan_out) per chunk of the params region."""
+    cdef intp_t count = max(1, min(fan_in, (fan_in * fan_out + plan.param_target - 1)
+                                   // plan.param_target))
+    return (fan_in + count - 1) // count
+
+
+cdef intp_t _param_chunks(const Plan *plan, const Shape *shape) noexcept nogil:
+    cdef intp_t i, rows, total = 0
+    for i in range(shape.n_layers):
+        rows = _param_chunk_rows(plan, shape.units[i], shape.units[i + 1])
+        total += (shape.units[i] + rows - 1) // rows
+    return total
+
+
+cdef int _hold_blas(Plan *plan) noexcept nogil:
+    """The BLAS on one thread for the call (give back with blas_threads_release).
+    Where it cannot be held to one (no setter; another call holds it), the call
+    runs on one thread of its own: never the BLAS's threads under each of ours.
+    The chunks stay the plan's."""
+    cdef int had = blas_threads_hold(1)
+    if had == 0 and blas_num_threads() > 1:
+        plan.n_threads = 1
+    return had
+
+
+# Sizes of the workspace #######################################################
+#
+# work: x (m, units[0]) the batch's rows, gathered or converted (unused when read
+#       in place, or CSR) | A_1 .. A_{L-1} (m, units[i]) | the output (m, units[L]),
+#       then delta_{L-1} | delta_0 .. delta_{L-2} (m, units[i+1]) | the gradient
+#       (P,). The row chunks' partial sums are in the call's Scratch.
+
+cdef inline intp_t _bias_width(const Shape *shape) noexcept nogil:
+    cdef intp_t i, total = 0
+    for i in range(1, shape.n_layers + 1):
+        total += shape.units[i]
+    return total
+
+
+cdef inline intp_t _bias_offset(const Shape *shape, intp_t layer) noexcept nogil:
+    """Where b_layer's gradient starts in a row of the bias partials."""
+    cdef intp_t i, total = 0
+    for i in range(1, layer + 1):
+        total += shape.units[i]
+    return total
+
 
 cdef inline floating *_activation_buffer(const Shape *shape, floating *work, intp_t m,
                                          intp_t layer) noexcept nogil:
@@ -276,63 +283,193 @@ cdef inline floating *_activation_buffer(const Shape *shape, floating *work, int
 
 
 cdef inline floating *_delta_buffer(const Shape *shape, floating *work, intp_t m,
-                                    int which) noexcept nogil:
-    return (_activation_buffer(shape, work, m, shape.n_layers)
-            + m * shape.units[shape.n_layers] + which * m * _widest_hidden(shape))
+                                    intp_t layer) noexcept nogil:
+    """dL/dZ of layer `layer` (m, units[layer + 1]): the output buffer for the last."""
+    cdef intp_t i, L = shape.n_layers
+    cdef floating *output = _activation_buffer(shape, work, m, L)
+    if layer == L - 1:
+        return output
+    output += m * shape.units[L]
+    for i in range(layer):
+        output += m * shape.units[i + 1]
+    return output
 
 
 cdef inline floating *_gradient_buffer(const Shape *shape, floating *work,
                                        intp_t m) noexcept nogil:
-    return _delta_buffer(shape, work, m, 2)
+    cdef intp_t i, L = shape.n_layers
+    cdef floating *after = _activation_buffer(shape, work, m, L) + m * shape.units[L]
+    for i in range(L - 1):
+        after += m * shape.units[i + 1]         # delta_0 .. delta_{L-2}
+    return after
 
 
-cdef void _first_product(const Shape *shape, const Rows *X, const Batch *batch,
-                         const floating *x, const floating *W, floating *out) noexcept nogil:
-    """out (m, units[1]) := X_batch W_0, the one product of the forward pass that reads X."""
-    cdef intp_t n = shape.units[1], d = shape.units[0]
+
+
+cdef intp_t layers_workspace_size(const Shape *shape, intp_t batch_rows) noexcept nogil:
+    cdef intp_t i, m = max(batch_rows, 1), total = m * shape.units[0]
+    for i in range(1, shape.n_layers + 1):
+        total += m * shape.units[i]                  # A_i, and the output
+    for i in range(shape.n_layers - 1):
+        total += m * shape.units[i + 1]              # delta_0 .. delta_{L-2}
+    return total + layers_parameter_count(shape)
+
+
+cdef inline intp_t _coef_offset(const Shape *shape, intp_t layer) noexcept nogil:
+    """Where W_layer starts in the flat layout W_0 | b_0 | W_1 | b_1 | ..."""
+    cdef intp_t i, offset = 0
+    for i in range(layer):
+        offset += (shape.units[i] + 1) * shape.units[i + 1]
+    return offset
+
+
+# One batch: what the regions share ############################################
+
+cdef enum Mode:
+    PREDICT = 0                   # forward, and the output layer's activation
+    GRADIENT = 1                  # the loss, and the gradient into the flat buffer
+    UPDATE = 2                    # the loss, and the optimiser's step
+
+
+cdef struct Scratch:              # a call's small buffers, beside the caller's work
+    double *row_loss              # (plan's row chunks,) a chunk's loss sum
+    void *bias_partials           # (row chunks + 1, B) of the parameters' type: each
+                                  # chunk's bias gradients (B = units[1] + .. + units[L]),
+                                  # then their sum
+    double *squares               # (_param_chunks,) a chunk's sum of the new W^2
+    Columns columns               # CSR X with a gradient: the batch's entries by column
+
+
+cdef struct Region:               # one batch, shared by the parts of its two regions
+    const Shape *shape
+    const Plan *plan
+    const Rows *X
+    const Targets *targets
+    const void *sample_weight
+    Batch batch                   # the whole batch; batch.ldx: x's row stride
+    const void *x                 # dense X: the batch's rows (in X, or work's x)
+    bint gather                   # the row chunks copy (convert) their rows to work's x
+    void **coefs                  # the parameters' type (is_double)
+    void **intercepts
+    void *work
+    bint is_double
+    Mode mode
+    double scale                  # 1 / the weight sum, folded into the output delta
+    intp_t n_row_chunks
+    # the params region
+    bint accumulate               # GRADIENT: add to the flat gradient
+    bint fused                    # UPDATE, plain SGD: W := decay W - eta grad
+    double eta, decay
+    const UpdateRule *rule        # UPDATE, other optimisers
+    void *gradient                # (P,) GRADIENT: the caller's; UPDATE: work's, scratch
+    void *state
+    double l2, step_size
+    const Columns *columns        # CSR X: the batch's entries by column
+    Scratch *scratch
+    bint want_squares             # sum the new W^2 (the next step's L2 term)
+    # the chunk counter of the region that runs
+    intp_t next_chunk, n_chunks
+
+
+cdef int _scratch_init(Scratch *s, const Plan *plan, const Shape *shape, const Rows *X,
+                       const intp_t *order, intp_t start, intp_t n_rows,
+                       intp_t batch_rows, intp_t itemsize) noexcept nogil:
+    """For batches of batch_rows of the n_rows rows order[..] (or start ..): 0, or
+    -1 when out of memory (s then owns nothing)."""
+    cdef intp_t row_chunks = _row_chunks(plan, batch_rows)
+    memset(s, 0, sizeof(Scratch))
+    s.row_loss = <double *> malloc(row_chunks * sizeof(double))
+    s.bias_partials = malloc((row_chunks + 1) * _bias_width(shape) * itemsize)
+    s.squares = <double *> malloc(max(1, _param_chunks(plan, shape)) * sizeof(double))
+    if s.row_loss == NULL or s.bias_partials == NULL or s.squares == NULL:
+        _scratch_free(s)
+        return -1
     if X.dense == NULL:
-        _csr_forward(X, batch, W, n, out)
-    else:
-        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> batch.m, <blas_int> n, <blas_int> d,
-              <floating> 1, x, <blas_int> batch.ldx, W, <blas_int> n, <floating> 0, out,
-              <blas_int> n)
+        s.columns.capacity = _largest_batch_nnz(X, order, start, n_rows, batch_rows)
+        s.columns.start = <intp_t *> malloc((shape.units[0] + 1) * sizeof(intp_t))
+        s.columns.row = <intp_t *> malloc(max(s.columns.capacity, 1) * sizeof(intp_t))
+        s.columns.source = <intp_t *> malloc(max(s.columns.capacity, 1) * sizeof(intp_t))
+        if s.columns.start == NULL or s.columns.row == NULL or s.columns.source == NULL:
+            _scratch_free(s)
+            return -1
+    return 0
 
 
-cdef void _first_update(const Shape *shape, const Rows *X, const Batch *batch,
-                        const floating *x, floating alpha, const floating *G,
-                        floating beta, floating *C) noexcept nogil:
-    """C (units[0], units[1]) := beta C + alpha X_batch^T G: W_0's gradient or update."""
-    cdef intp_t n = shape.units[1], d = shape.units[0]
-    if X.dense == NULL:
-        _csr_transpose_product(X, batch, alpha, G, n, beta, C, d)
-    else:
-        _gemm(RowMajor, Trans, NoTrans, <blas_int> d, <blas_int> n, <blas_int> batch.m,
-              alpha, x, <blas_int> batch.ldx, G, <blas_int> n, beta, C, <blas_int> n)
+cdef void _scratch_free(Scratch *s) noexcept nogil:
+    free(s.row_loss)
+    free(s.bias_partials)
+    free(s.squares)
+    free(s.columns.start)
+    free(s.columns.row)
+    free(s.columns.source)
+    memset(s, 0, sizeof(Scratch))
 
 
-cdef const floating *_forward(const Shape *shape, const Rows *X, Batch *batch,
-                              floating **coefs, floating **intercepts,
-                              floating *work) noexcept nogil:
-    """Every hidden layer's activations, and the output layer's A W (no bias yet).
-    Returns the batch's dense rows (gathered or in place; NULL for CSR X), which the
-    backward pass reads again."""
-    cdef intp_t i, m = batch.m
-    cdef floating *out
-    cdef floating *previous
-    cdef const floating *x = NULL
+cdef void _region_init(Region *c, const Plan *plan, const Shape *shape, const Rows *X,
+                       const Targets *targets, const floating *sample_weight,
+                       const Batch *batch, floating **coefs, floating **intercepts,
+                       floating *work, Mode mode, Scratch *scratch) noexcept nogil:
+    c.shape = shape
+    c.plan = plan
+    c.X = X
+    c.targets = targets
+    c.sample_weight = sample_weight
+    c.batch = batch[0]
+    c.coefs = <void **> coefs
+    c.intercepts = <void **> intercepts
+    c.work = work
+    c.is_double = floating is double
+    c.mode = mode
+    c.scale = 1
+    c.n_row_chunks = _row_chunks(plan, batch.m)
+    c.accumulate = False
+    c.fused = False
+    c.eta = 0
+    c.decay = 1
+    c.rule = NULL
+    c.gradient = _gradient_buffer(shape, work, batch.m)
+    c.state = NULL
+    c.l2 = 0
+    c.step_size = 0
+    c.columns = NULL
+    c.scratch = scratch
+    c.want_squares = False
+    # Dense X: the rows in place when they are of the parameters' type and
+    # consecutive, else each row chunk copies (converts) its rows into work's x.
+    c.x = NULL
+    c.gather = False
     if X.dense != NULL:
-        x = _dense_batch(X, batch, shape.units[0], work)
-    out = _activation_buffer(shape, work, m, 1)
-    _first_product(shape, X, batch, x, coefs[0], out)
-    for i in range(1, shape.n_layers):
-        bias_activation(out, intercepts[i - 1], m, shape.units[i], shape.activation)
-        previous = out
-        out = _activation_buffer(shape, work, m, i + 1)
-        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> shape.units[i + 1],
-              <blas_int> shape.units[i], <floating> 1, previous, <blas_int> shape.units[i],
-              coefs[i], <blas_int> shape.units[i + 1], <floating> 0, out,
-              <blas_int> shape.units[i + 1])
-    return x
+        if _same_kind(X.kind, work) and batch.rows == NULL:
+            c.x = X.dense + batch.start * X.row_bytes
+            c.batch.ldx = max(X.row_bytes // <intp_t> sizeof(floating), shape.units[0])
+        else:
+            c.x = work
+            c.batch.ldx = shape.units[0]
+            c.gather = True
+
+
+cdef void _run(Region *c, int n_threads, part_fn part, intp_t n_chunks) noexcept nogil:
+    """One region: n_chunks chunks claimed by min(n_threads, n_chunks) parts."""
+    c.next_chunk = 0
+    c.n_chunks = n_chunks
+    workers_run(<int> max(1, min(<intp_t> n_threads, n_chunks)), part, c)
+
+
+# The rows region ##############################################################
+
+cdef void _gather_rows(const Rows *X, const Batch *rows, intp_t n_features,
+                       floating *out) noexcept nogil:
+    """out (rows.m, n_features) := the rows' values, converted to floating."""
+    cdef intp_t i, j, r
+    cdef const char *row
+    for i in range(rows.m):
+        r = rows.rows[i] if rows.rows != NULL else rows.start + i
+        row = X.dense + r * X.row_bytes
+        if _same_kind(X.kind, out):
+            memcpy(out + i * n_features, row, n_features * sizeof(floating))
+        else:
+            for j in range(n_features):
+                out[i * n_features + j] = _value(row, X.kind, j, out[0])
 
 
 cdef void _output_activation(const Shape *shape, floating *Z, const floating *bias,
@@ -403,81 +540,201 @@ cdef double _output_delta(
     return total
 
 
-cdef inline intp_t _coef_offset(const Shape *shape, intp_t layer) noexcept nogil:
-    """Where W_layer starts in the flat layout W_0 | b_0 | W_1 | b_1 | ..."""
-    cdef intp_t i, offset = 0
-    for i in range(layer):
-        offset += (shape.units[i] + 1) * shape.units[i + 1]
-    return offset
+cdef void _rows_chunk(Region *c, intp_t chunk, floating **coefs, floating **intercepts,
+                      floating *work) noexcept nogil:
+    """Row chunk `chunk` of the batch: forward through every layer; then (not
+    PREDICT) its loss, the output delta and every layer's delta down to delta_0, with
+    the chunk's bias gradients in its row of the bias partials."""
+    cdef const Shape *shape = c.shape
+    cdef const intp_t *units = shape.units
+    cdef intp_t i, L = shape.n_layers, m = c.batch.m
+    cdef intp_t r0 = m * chunk // c.n_row_chunks, r1 = m * (chunk + 1) // c.n_row_chunks
+    cdef intp_t rows_m = r1 - r0
+    cdef Batch rows = c.batch
+    cdef const floating *x = NULL
+    cdef floating *out
+    cdef floating *previous
+    cdef floating *delta
+    cdef floating *below
+    cdef floating *partial                  # the chunk's bias gradients (B,)
+    if rows_m == 0:
+        return
+    rows.rows = c.batch.rows + r0 if c.batch.rows != NULL else NULL
+    rows.start = c.batch.start + r0
+    rows.m = rows_m
+    if c.X.dense != NULL:
+        x = <const floating *> c.x + r0 * c.batch.ldx
+        if c.gather:
+            _gather_rows(c.X, &rows, units[0], work + r0 * units[0])
+    # A_1 = act(X W_0 + b_0), ..., the output's A W (its bias comes with the loss)
+    out = _activation_buffer(shape, work, m, 1) + r0 * units[1]
+    if c.X.dense == NULL:
+        _csr_forward(c.X, &rows, coefs[0], units[1], out)
+    else:
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> rows_m, <blas_int> units[1],
+              <blas_int> units[0], <floating> 1, x, <blas_int> c.batch.ldx, coefs[0],
+              <blas_int> units[1], <floating> 0, out, <blas_int> units[1])
+    for i in range(1, L):
+        bias_activation(out, intercepts[i - 1], rows_m, units[i], shape.activation)
+        previous = out
+        out = _activation_buffer(shape, work, m, i + 1) + r0 * units[i + 1]
+        _gemm(RowMajor, NoTrans, NoTrans, <blas_int> rows_m, <blas_int> units[i + 1],
+              <blas_int> units[i], <floating> 1, previous, <blas_int> units[i],
+              coefs[i], <blas_int> units[i + 1], <floating> 0, out,
+              <blas_int> units[i + 1])
+    if c.mode == PREDICT:
+        _output_activation(shape, out, intercepts[L - 1], rows_m)
+        return
+    partial = <floating *> c.scratch.bias_partials + chunk * _bias_width(shape)
+    c.scratch.row_loss[chunk] = _output_delta(
+        shape, out, intercepts[L - 1], c.targets, <const floating *> c.sample_weight,
+        rows.rows, rows.start, rows_m, <floating> c.scale,
+        partial + _bias_offset(shape, L - 1))
+    # delta_{i-1} = (delta_i W_i^T) act'(A_i), W_i as it was in the forward pass
+    for i in range(L - 1, 0, -1):
+        delta = _delta_buffer(shape, work, m, i) + r0 * units[i + 1]
+        below = _delta_buffer(shape, work, m, i - 1) + r0 * units[i]
+        _gemm(RowMajor, NoTrans, Trans, <blas_int> rows_m, <blas_int> units[i],
+              <blas_int> units[i + 1], <floating> 1, delta, <blas_int> units[i + 1],
+              coefs[i], <blas_int> units[i + 1], <floating> 0, below,
+              <blas_int> units[i])
+        activation_backward(below, _activation_buffer(shape, work, m, i) + r0 * units[i],
+                            rows_m, units[i], shape.activation,
+                            partial + _bias_offset(shape, i - 1))
 
 
-cdef void _backward(
-    const Shape *shape, const Rows *X, const Batch *batch, const floating *x,
-    floating **coefs, floating **intercepts,
-    floating *work,
-    floating *bias_scratch,     # IN the output layer's bias gradient; then scratch
-                                #    (widest layer,)
-    floating *gradient,         # OUT (P,) the gradient, flat; or NULL: plain SGD, fused
-    bint accumulate,            # add to `gradient` instead of overwriting it
-    floating eta, floating decay,   # plain SGD: W := decay W - eta grad
-    floating **first_delta=NULL,    # OUT, if not NULL: delta_0 (m, units[1]), whose
-                                    #     product with X (W_0's gradient) is left out
-) noexcept nogil:
-    """From the output delta (in the output buffer), every layer's gradient, or plain
-    SGD's update, from the last layer to the first."""
-    cdef intp_t i, j, m = batch.m, L = shape.n_layers
-    cdef intp_t fan_in, fan_out
-    cdef floating *delta = _activation_buffer(shape, work, m, L)
-    cdef floating *spare = _delta_buffer(shape, work, m, 0)
-    cdef floating *other
-    cdef floating *A
-    cdef floating *W_grad
-    cdef floating *b_grad
-    cdef floating beta = 1 if accumulate else 0
-    for i in range(L - 1, -1, -1):
-        fan_in = shape.units[i]
-        fan_out = shape.units[i + 1]
-        # this layer's bias gradient is in bias_scratch (the caller's, or below)
-        if i > 0:
-            # dA_i = delta W_i^T, with W_i as it was at the forward pass
-            _gemm(RowMajor, NoTrans, Trans, <blas_int> m, <blas_int> fan_in,
-                  <blas_int> fan_out, <floating> 1, delta, <blas_int> fan_out, coefs[i],
-                  <blas_int> fan_out, <floating> 0, spare, <blas_int> fan_in)
-        A = _activation_buffer(shape, work, m, i)     # the layer's input (i > 0)
-        if gradient == NULL:
-            if i == 0:
-                _first_update(shape, X, batch, x, -eta, delta, decay, coefs[0])
-            else:
-                _gemm(RowMajor, Trans, NoTrans, <blas_int> fan_in, <blas_int> fan_out,
-                      <blas_int> m, -eta, A, <blas_int> fan_in, delta, <blas_int> fan_out,
-                      decay, coefs[i], <blas_int> fan_out)
-            for j in range(fan_out):
-                intercepts[i][j] -= eta * bias_scratch[j]
+cdef void _rows_part(void *ctx, int part, int n_parts) noexcept nogil:
+    cdef Region *c = <Region *> ctx
+    cdef intp_t chunk
+    while True:
+        chunk = workers_claim(&c.next_chunk)
+        if chunk >= c.n_chunks:
+            return
+        if c.is_double:
+            _rows_chunk(c, chunk, <double **> c.coefs, <double **> c.intercepts,
+                        <double *> c.work)
         else:
-            W_grad = gradient + _coef_offset(shape, i)
-            b_grad = W_grad + fan_in * fan_out
-            if i == 0 and first_delta != NULL:
-                first_delta[0] = delta
-            elif i == 0:
-                _first_update(shape, X, batch, x, <floating> 1, delta, beta, W_grad)
-            else:
-                _gemm(RowMajor, Trans, NoTrans, <blas_int> fan_in, <blas_int> fan_out,
-                      <blas_int> m, <floating> 1, A, <blas_int> fan_in, delta,
-                      <blas_int> fan_out, beta, W_grad, <blas_int> fan_out)
-            for j in range(fan_out):
-                if accumulate:
-                    b_grad[j] += bias_scratch[j]
-                else:
-                    b_grad[j] = bias_scratch[j]
-        if i > 0:
-            # delta_{i-1} = dA_i act'(A_i), the next layer down's bias gradient with it
-            activation_backward(spare, A, m, fan_in, shape.activation, bias_scratch)
-            other = delta if i < L - 1 else _delta_buffer(shape, work, m, 1)
-            delta = spare
-            spare = other
+            _rows_chunk(c, chunk, <float **> c.coefs, <float **> c.intercepts,
+                        <float *> c.work)
 
 
-# Public calls #################################################################
+# The params region ############################################################
+
+cdef void _csr_row_gradient(const Rows *X, const Columns *columns, const floating *delta,
+                            intp_t n, intp_t j, bint accumulate,
+                            floating *out) noexcept nogil:
+    """out (n,) (+)= row j of X_batch^T delta: the batch's entries in column j, in the
+    batch's row order."""
+    cdef intp_t q, k
+    cdef const floating *data = <const floating *> X.csr_data
+    cdef const floating *d
+    cdef floating v
+    if not accumulate:
+        for k in range(n):
+            out[k] = 0
+    for q in range(columns.start[j], columns.start[j + 1]):
+        v = data[columns.source[q]]
+        d = delta + columns.row[q] * n
+        for k in range(n):
+            out[k] += v * d[k]
+
+
+cdef void _params_chunk(Region *c, intp_t chunk, floating **coefs,
+                        floating *work) noexcept nogil:
+    """Parameter chunk `chunk`: rows p0 .. p1 of one W_i, their gradient over the
+    whole batch written (GRADIENT) or applied (UPDATE)."""
+    cdef const Shape *shape = c.shape
+    cdef intp_t i = 0, rows_per, count, p0, p1, j, n, fan_in, fan_out, lda
+    cdef intp_t m = c.batch.m, P = layers_parameter_count(shape), first = 0
+    cdef const floating *A
+    cdef floating *W
+    cdef floating *G
+    cdef floating *delta
+    cdef floating eta = <floating> c.eta, decay = <floating> c.decay
+    while True:                          # which layer, which rows
+        rows_per = _param_chunk_rows(c.plan, shape.units[i], shape.units[i + 1])
+        count = (shape.units[i] + rows_per - 1) // rows_per
+        if chunk < first + count:
+            break
+        first += count
+        i += 1
+    fan_in = shape.units[i]
+    fan_out = shape.units[i + 1]
+    p0 = (chunk - first) * rows_per
+    p1 = min(fan_in, p0 + rows_per)
+    n = (p1 - p0) * fan_out
+    delta = _delta_buffer(shape, work, m, i)
+    W = coefs[i] + p0 * fan_out
+    G = <floating *> c.gradient + _coef_offset(shape, i) + p0 * fan_out
+    if i == 0 and c.X.dense == NULL:
+        for j in range(p0, p1):
+            _csr_row_gradient(c.X, c.columns, delta, fan_out, j,
+                              c.mode == GRADIENT and c.accumulate,
+                              G + (j - p0) * fan_out)
+        if c.fused:
+            for j in range(n):
+                W[j] = decay * W[j] - eta * G[j]
+    else:
+        if i == 0:
+            A = <const floating *> c.x
+            lda = c.batch.ldx
+        else:
+            A = _activation_buffer(shape, work, m, i)
+            lda = fan_in
+        if c.fused:          # W := decay W - eta A^T delta, in the product
+            _gemm(RowMajor, Trans, NoTrans, <blas_int> (p1 - p0), <blas_int> fan_out,
+                  <blas_int> m, -eta, A + p0, <blas_int> lda, delta, <blas_int> fan_out,
+                  decay, W, <blas_int> fan_out)
+        else:
+            _gemm(RowMajor, Trans, NoTrans, <blas_int> (p1 - p0), <blas_int> fan_out,
+                  <blas_int> m, <floating> 1, A + p0, <blas_int> lda, delta,
+                  <blas_int> fan_out,
+                  <floating> (1 if c.mode == GRADIENT and c.accumulate else 0), G,
+                  <blas_int> fan_out)
+    if c.mode != UPDATE:
+        return
+    c.scratch.squares[chunk] = 0
+    if c.fused:
+        if c.want_squares:
+            c.scratch.squares[chunk] = sum_of_squares(W, n)
+        return
+    apply_update(W, G, <floating *> c.state + _coef_offset(shape, i) + p0 * fan_out, n,
+                 P, c.l2, c.rule, c.step_size,
+                 &c.scratch.squares[chunk] if c.want_squares else NULL)
+
+
+cdef void _params_part(void *ctx, int part, int n_parts) noexcept nogil:
+    cdef Region *c = <Region *> ctx
+    cdef intp_t chunk
+    while True:
+        chunk = workers_claim(&c.next_chunk)
+        if chunk >= c.n_chunks:
+            return
+        if c.is_double:
+            _params_chunk(c, chunk, <double **> c.coefs, <double *> c.work)
+        else:
+            _params_chunk(c, chunk, <float **> c.coefs, <float *> c.work)
+
+
+# A batch, start to end ########################################################
+
+cdef double _forward_backward(Region *c, int n_threads, floating *work) noexcept nogil:
+    """The rows region, then its partial sums added in chunk order: returns the
+    batch's loss sum (weighted, unscaled), and every layer's bias gradient in the
+    row after the chunks' in the scratch's bias partials."""
+    cdef intp_t chunk, j, B = _bias_width(c.shape)
+    cdef floating *partial = <floating *> c.scratch.bias_partials
+    cdef floating *sums = partial + c.n_row_chunks * B
+    cdef double loss = 0
+    _run(c, n_threads, _rows_part, c.n_row_chunks)
+    for j in range(B):
+        sums[j] = 0
+    for chunk in range(c.n_row_chunks):
+        loss += c.scratch.row_loss[chunk]
+        for j in range(B):
+            sums[j] += partial[chunk * B + j]
+    return loss
+
 
 cdef double _weight_sum(const floating *sample_weight, const intp_t *rows, intp_t start,
                         intp_t m) noexcept nogil:
@@ -506,73 +763,68 @@ cdef inline UpdateRule _update_rule(const TrainOptions *options) noexcept nogil:
 
 cdef double _batch_step(
     const Shape *shape, const Rows *X, const Targets *targets,
-    const floating *sample_weight, Batch *batch,
+    const floating *sample_weight, const Batch *batch,
     floating **coefs, floating **intercepts, const TrainOptions *options,
     floating *optimizer_state, intp_t *n_updates, floating *work,
     double *squares,              # IN/OUT sum of every W_i^2, or < 0: not known
-    Columns *columns=NULL,        # scratch for CSR X: W_0 updated row by row, or NULL
+    const Plan *plan, Scratch *scratch,
+    int n_threads,                # plan.n_threads, or fewer (the pacer's choice)
 ) noexcept nogil:
-    """layers_step on a Batch. `squares` carries the L2
-    penalty's sum from one step to the next: the update sums it as it goes."""
-    cdef intp_t i, L = shape.n_layers, m = batch.m
-    cdef intp_t P = layers_parameter_count(shape)
-    cdef floating *output = _activation_buffer(shape, work, m, L)
+    """layers_step on a Batch, cut as the plan says, on n_threads threads. `squares`
+    carries the L2 penalty's sum from one step to the next: the update sums it as it
+    goes."""
+    cdef intp_t i, j, k, L = shape.n_layers, m = batch.m
+    cdef intp_t P = layers_parameter_count(shape), offset
+    cdef floating *bias_grad
     cdef floating *gradient = _gradient_buffer(shape, work, m)
-    cdef floating *bias_scratch = gradient + P
-    cdef const floating *x = NULL
-    cdef double loss, l2, step_size
-    cdef double weight_sum = _weight_sum(sample_weight, batch.rows, batch.start, m)
-    cdef bint fused = _plain_sgd(options)
+    cdef double loss, weight_sum = _weight_sum(sample_weight, batch.rows, batch.start, m)
+    cdef double new_squares = 0
     cdef UpdateRule rule
+    cdef Region c
     if weight_sum <= 0:          # a batch with no weight carries no gradient
         return 0
-    x = _forward(shape, X, batch, coefs, intercepts, work)
-    loss = _output_delta(shape, output, intercepts[L - 1], targets, sample_weight,
-                         batch.rows, batch.start, m, <floating> (1 / weight_sum),
-                         bias_scratch)
-    loss = loss / weight_sum
+    _region_init(&c, plan, shape, X, targets, sample_weight, batch, coefs, intercepts,
+                 work, UPDATE, scratch)
+    c.scale = 1 / weight_sum
+    loss = _forward_backward(&c, n_threads, work) / weight_sum
+    bias_grad = <floating *> scratch.bias_partials + c.n_row_chunks * _bias_width(shape)
     if options.alpha > 0:
         if squares[0] < 0:
             squares[0] = _penalty(shape, coefs)
         loss += 0.5 * options.alpha * squares[0] / weight_sum
     if not isfinite(loss):
         return loss
-    l2 = options.alpha / weight_sum
-    squares[0] = -1              # the weights change
-    if fused:
-        _backward(shape, X, batch, x, coefs, intercepts, work, bias_scratch, NULL, False,
-                  <floating> options.learning_rate,
-                  <floating> (1 - options.learning_rate * l2))
-        n_updates[0] += 1
-        return loss
-    # CSR X: W_0's gradient is formed row by row inside its update (no pass of its own)
-    cdef floating *first_delta = NULL
-    cdef bint by_columns = (columns != NULL and X.dense == NULL
-                            and _columns_of(X, batch, shape.units[0], columns) == 0)
-    _backward(shape, X, batch, x, coefs, intercepts, work, bias_scratch, gradient, False,
-              0, 1, &first_delta if by_columns else NULL)
+    c.l2 = options.alpha / weight_sum
+    c.want_squares = options.alpha > 0
     n_updates[0] += 1
-    rule = _update_rule(options)
-    step_size = step_size_at(&rule, options.learning_rate, n_updates[0])
-    cdef intp_t offset = 0, n_weights
-    cdef double new_squares = 0
+    if _plain_sgd(options):
+        c.fused = True
+        c.eta = options.learning_rate
+        c.decay = 1 - options.learning_rate * c.l2
+    else:
+        rule = _update_rule(options)
+        c.rule = &rule
+        c.state = optimizer_state
+        c.step_size = step_size_at(&rule, options.learning_rate, n_updates[0])
+    if X.dense == NULL:
+        _columns_of(X, batch, shape.units[0], &scratch.columns)
+        c.columns = &scratch.columns
+    _run(&c, n_threads, _params_part, _param_chunks(plan, shape))
+    # the biases, and the next step's L2 sum
     for i in range(L):
-        n_weights = shape.units[i] * shape.units[i + 1]
-        if i == 0 and first_delta != NULL:
-            # bias_scratch is free now (the bias gradients are in `gradient`)
-            _csr_first_layer_update(shape, X, columns, first_delta, coefs[0],
-                                    optimizer_state, P, l2, &rule, step_size,
-                                    bias_scratch,
-                                    &new_squares if options.alpha > 0 else NULL)
+        offset = _coef_offset(shape, i) + shape.units[i] * shape.units[i + 1]
+        j = _bias_offset(shape, i)
+        if c.fused:
+            for k in range(shape.units[i + 1]):
+                intercepts[i][k] -= <floating> c.eta * bias_grad[j + k]
         else:
-            apply_update(coefs[i], gradient + offset, optimizer_state + offset, n_weights,
-                         P, l2, &rule, step_size,
-                         &new_squares if options.alpha > 0 else NULL)
-        offset += n_weights
-        apply_update(intercepts[i], gradient + offset, optimizer_state + offset,
-                     shape.units[i + 1], P, 0, &rule, step_size)
-        offset += shape.units[i + 1]
+            memcpy(gradient + offset, bias_grad + j, shape.units[i + 1] * sizeof(floating))
+            apply_update(intercepts[i], gradient + offset, optimizer_state + offset,
+                         shape.units[i + 1], P, 0, &rule, c.step_size)
+    squares[0] = -1
     if options.alpha > 0:
+        for i in range(_param_chunks(plan, shape)):
+            new_squares += scratch.squares[i]
         squares[0] = new_squares
     return loss
 
@@ -595,26 +847,19 @@ cdef double layers_step(
 ) noexcept nogil:
     cdef Batch batch = _batch(shape, rows, start, m)
     cdef double loss, squares = -1
+    cdef Scratch scratch
+    cdef Plan plan = _plan(shape, m)
     if m == 0:
         return 0
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, m))
+    if _scratch_init(&scratch, &plan, shape, X, rows, start, m, m, sizeof(floating)) != 0:
+        return NAN
+    cdef int blas_had = _hold_blas(&plan)
     loss = _batch_step(shape, X, targets, sample_weight, &batch, coefs, intercepts,
-                       options, optimizer_state, n_updates, work, &squares)
+                       options, optimizer_state, n_updates, work, &squares, &plan,
+                       &scratch, plan.n_threads)
     blas_threads_release(blas_had)
+    _scratch_free(&scratch)
     return loss
-
-
-cdef inline int _layer_threads(const Shape *shape, const Rows *X,
-                               intp_t m) noexcept nogil:
-    """The BLAS's threads for batches of m rows: as the largest gemm pays for. The first
-    layer's products are no gemm on CSR X."""
-    cdef intp_t i, best = 0, k = 1, n = 1
-    for i in range(0 if X.dense != NULL else 1, shape.n_layers):
-        if shape.units[i] * shape.units[i + 1] > best:
-            best = shape.units[i] * shape.units[i + 1]
-            k = shape.units[i]
-            n = shape.units[i + 1]
-    return blas_threads_for(m, k, n)
 
 
 cdef int layers_train_epoch(
@@ -625,9 +870,14 @@ cdef int layers_train_epoch(
     EpochStats *stats_out,
 ) except -1 nogil:
     cdef intp_t start, m, work_since_check = 0
-    cdef intp_t per_row = layers_parameter_count(shape) - shape.units[shape.n_layers]
+    cdef intp_t P = layers_parameter_count(shape)
+    cdef intp_t per_row = P - shape.units[shape.n_layers]
     cdef Batch batch
     cdef double loss, squares = -1    # the L2 penalty's sum, carried between steps
+    cdef double began
+    cdef Scratch scratch
+    cdef Pacer pacer
+    cdef Plan plan
     stats_out.loss_sum = 0
     stats_out.n_rows_done = 0
     stats_out.n_batches_done = 0
@@ -642,28 +892,26 @@ cdef int layers_train_epoch(
     if n_rows == 0:
         return 0
     batch_size = min(batch_size, n_rows)
-    # CSR X with an optimiser other than plain SGD: the batches' entries by column,
-    # for W_0's update row by row; without the memory, the scatter into a gradient.
-    cdef Columns columns
-    cdef Columns *by_columns = NULL
-    memset(&columns, 0, sizeof(Columns))
-    if X.dense == NULL and not _plain_sgd(options):
-        columns.capacity = _largest_batch_nnz(X, order, n_rows, batch_size)
-        columns.start = <intp_t *> malloc((shape.units[0] + 1) * sizeof(intp_t))
-        columns.row = <intp_t *> malloc(max(columns.capacity, 1) * sizeof(intp_t))
-        columns.source = <intp_t *> malloc(max(columns.capacity, 1) * sizeof(intp_t))
-        if columns.start != NULL and columns.row != NULL and columns.source != NULL:
-            by_columns = &columns
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, batch_size))
+    plan = _plan(shape, batch_size)
+    if _scratch_init(&scratch, &plan, shape, X, order, 0, n_rows, batch_size,
+                     sizeof(floating)) != 0:
+        with gil:
+            raise MemoryError()
+    cdef int blas_had = _hold_blas(&plan)
+    pacer_resume(&pacer, plan.n_threads, shape.units[0], P, shape.units[shape.n_layers],
+                 sizeof(floating))
     try:
         start = 0
         while start < n_rows:
             m = min(batch_size, n_rows - start)
             batch = _batch(shape, order + start if order != NULL else NULL,
                            start if order == NULL else 0, m)
+            began = pacer_clock() if plan.n_threads > 1 else 0
             loss = _batch_step(shape, X, targets, sample_weight, &batch, coefs,
                                intercepts, options, optimizer_state, n_updates, work,
-                               &squares, by_columns)
+                               &squares, &plan, &scratch, pacer.current)
+            if plan.n_threads > 1:
+                pacer_record(&pacer, pacer_clock() - began, m)
             if not isfinite(loss):
                 stats_out.diverged = True
                 return 0
@@ -677,21 +925,23 @@ cdef int layers_train_epoch(
                     PyErr_CheckSignals()
             start += m
     finally:
+        if plan.n_threads > 1:
+            pacer_remember(&pacer, shape.units[0], P, shape.units[shape.n_layers],
+                           sizeof(floating))
         blas_threads_release(blas_had)
-        free(columns.start)
-        free(columns.row)
-        free(columns.source)
+        _scratch_free(&scratch)
     return 0
 
 
-cdef intp_t _largest_batch_nnz(const Rows *X, const intp_t *order, intp_t n_rows,
-                               intp_t batch_size) noexcept nogil:
-    """The most CSR entries in any batch of the epoch."""
+cdef intp_t _largest_batch_nnz(const Rows *X, const intp_t *order, intp_t start,
+                               intp_t n_rows, intp_t batch_size) noexcept nogil:
+    """The most CSR entries in any batch of batch_size of the rows order[..] (or
+    start ..)."""
     cdef intp_t i, r, batch_nnz = 0, largest = 0
     for i in range(n_rows):
         if i % batch_size == 0:
             batch_nnz = 0
-        r = order[i] if order != NULL else i
+        r = order[i] if order != NULL else start + i
         batch_nnz += X.csr_indptr[r + 1] - X.csr_indptr[r]
         largest = max(largest, batch_nnz)
     return largest
@@ -706,29 +956,47 @@ cdef double layers_loss_gradient(
     cdef intp_t P = layers_parameter_count(shape), offset, n_weights
     cdef double weight_sum = _weight_sum(sample_weight, NULL, 0, n_samples)
     cdef double loss = 0
-    cdef const floating *x
     cdef floating *W_grad
+    cdef floating *bias_grad
     cdef Batch batch
+    cdef Region c
+    cdef Scratch scratch
+    cdef Plan plan
     if n_samples == 0 or weight_sum <= 0:
         memset(gradient, 0, P * sizeof(floating))
         return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    cdef floating *bias_scratch
-    # The BLAS on as many threads as its products pay for (_blas.pyx, "Threads").
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows))
+    plan = _plan(shape, chunk_rows)
+    if _scratch_init(&scratch, &plan, shape, X, NULL, 0, n_samples, chunk_rows,
+                     sizeof(floating)) != 0:
+        return NAN
+    cdef int blas_had = _hold_blas(&plan)
     start = 0
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
         batch = _batch(shape, NULL, start, m)
-        x = _forward(shape, X, &batch, coefs, intercepts, work)
-        bias_scratch = _gradient_buffer(shape, work, m) + P
-        loss += _output_delta(shape, _activation_buffer(shape, work, m, L),
-                              intercepts[L - 1], targets, sample_weight, NULL, start, m,
-                              <floating> (1 / weight_sum), bias_scratch)
-        _backward(shape, X, &batch, x, coefs, intercepts, work, bias_scratch, gradient,
-                  start > 0, 0, 1)
+        _region_init(&c, &plan, shape, X, targets, sample_weight, &batch, coefs,
+                     intercepts, work, GRADIENT, &scratch)
+        c.scale = 1 / weight_sum
+        c.gradient = gradient
+        c.accumulate = start > 0          # chunks after the first add theirs
+        loss += _forward_backward(&c, plan.n_threads, work)
+        if X.dense == NULL:
+            _columns_of(X, &batch, shape.units[0], &scratch.columns)
+            c.columns = &scratch.columns
+        _run(&c, plan.n_threads, _params_part, _param_chunks(&plan, shape))
+        bias_grad = (<floating *> scratch.bias_partials
+                     + c.n_row_chunks * _bias_width(shape))
+        for i in range(L):
+            offset = _coef_offset(shape, i) + shape.units[i] * shape.units[i + 1]
+            for j in range(shape.units[i + 1]):
+                if c.accumulate:
+                    gradient[offset + j] += bias_grad[_bias_offset(shape, i) + j]
+                else:
+                    gradient[offset + j] = bias_grad[_bias_offset(shape, i) + j]
         start += m
     blas_threads_release(blas_had)
+    _scratch_free(&scratch)
     # scikit-learn's L2: loss + alpha/(2S) sum ||W||^2, gradient + alpha/S W
     loss = loss / weight_sum + 0.5 * alpha * _penalty(shape, coefs) / weight_sum
     offset = 0
@@ -747,18 +1015,21 @@ cdef int layers_predict(
 ) noexcept nogil:
     cdef intp_t start, m, L = shape.n_layers, K = shape.units[shape.n_layers]
     cdef intp_t i, n_samples = X.n_samples
-    cdef const floating *x
     cdef floating *output
     cdef Batch batch
+    cdef Region c
+    cdef Plan plan
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    cdef int blas_had = blas_threads_hold(_layer_threads(shape, X, chunk_rows))
+    plan = _plan(shape, chunk_rows)
+    cdef int blas_had = _hold_blas(&plan)
     start = 0
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
         batch = _batch(shape, NULL, start, m)
-        x = _forward(shape, X, &batch, coefs, intercepts, work)
+        _region_init(&c, &plan, shape, X, NULL, <const floating *> NULL, &batch, coefs,
+                     intercepts, work, PREDICT, NULL)
+        _run(&c, plan.n_threads, _rows_part, c.n_row_chunks)
         output = _activation_buffer(shape, work, m, L)
-        _output_activation(shape, output, intercepts[L - 1], m)
         for i in range(m):
             memcpy(out + (start + i) * ld_out, output + i * K, K * sizeof(floating))
         start += m
@@ -1069,3 +1340,10 @@ cdef TrainOptions _options_from_dict(dict options) except *:
         raise ValueError("options out of range: need learning_rate > 0, alpha >= 0, "
                          "0 <= momentum <= 1, 0 <= beta_1, beta_2 < 1, epsilon > 0")
     return result
+
+
+def _set_chunks(intp_t row_chunks_per_thread, intp_t param_chunks_per_thread):
+    """Tuning only: the plan's chunks per thread."""
+    global ROW_CHUNKS_PER_THREAD, PARAM_CHUNKS_PER_THREAD
+    ROW_CHUNKS_PER_THREAD = row_chunks_per_thread
+    PARAM_CHUNKS_PER_THREAD = param_chunks_per_thread
