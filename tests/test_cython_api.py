@@ -263,8 +263,9 @@ def test_train_step_is_an_epoch_of_one_batch(consumer, dtype, solver):
 @pytest.mark.parametrize("x_dtype, dtype", [(np.float32, np.float32),
                                             (np.uint8, np.float64)])
 def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
-    # train_step takes the parallel step (test_parallel.py) where the BLAS has 2+
-    # threads; here 3 parts are forced, against the serial step, both skipping zeros.
+    # train_step takes the zero-skipping parallel step (test_parallel.py) where the
+    # BLAS has 2+ threads; here 3 parts are forced, against the serial step (the layers
+    # engine's gemm step, on one thread).
     rng = np.random.default_rng(0)
     X = rng.random((61, 784))
     X[rng.random(X.shape) < 0.7] = 0
@@ -277,10 +278,11 @@ def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
     work = np.empty(consumer.workspace_size(options, 61, 784, 32, 10), dtype=dtype)
     threadpoolctl = importorskip("threadpoolctl")
     results = []
-    for threads in (0, 3):              # 0 at one BLAS thread: the serial step
+    for threads, mode in ((0, "never"), (3, "always")):   # 0: one thread, the serial step
         params = [p.astype(dtype) for p in init]
         old_threads = _blas._set_parallel_threads(threads)
-        old_mode = _blas._set_skipzero_mode("always")
+        old_mode = _blas._set_skipzero_mode(mode)
+        _blas._kernel_use_reset()
         try:
             with threadpoolctl.threadpool_limits(1):
                 loss, n_updates = consumer.step(X, y, *params, weights, options, None, 0,
@@ -289,12 +291,14 @@ def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
             _blas._set_parallel_threads(old_threads)
             _blas._set_skipzero_mode(old_mode)
         assert n_updates == 1
+        # the zero-skipping kernels ran in the parallel step only
+        assert bool(_blas._kernel_levels_used()) == (threads == 3)
         results.append((loss, params))
     (serial_loss, serial), (loss, parallel) = results
     assert_allclose(loss, serial_loss, rtol=RTOL[dtype])
     for mine, theirs in zip(parallel, serial):
         assert_allclose(mine, theirs, rtol=RTOL[dtype], atol=ATOL[dtype])
-    # Other sums, so other roundings: proof that the step did run in parallel.
+    # Other sums, so other roundings: proof that two different steps ran.
     assert any(not np.array_equal(a, b) for a, b in zip(parallel, serial))
 
 

@@ -320,11 +320,12 @@ def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine, kerne
 
 
 def test_dense_data_takes_the_serial_step(engine):
-    # The first batch decides: dense rows go to the gemm step, bit for bit.
+    # The first batch decides: dense rows go to the layers engine's gemm step, bit for
+    # bit (on the same thread count: its chunks are cut per thread).
     X = np.random.default_rng(0).random((200, 784)).astype(np.float32) + 0.1
     y = np.random.default_rng(1).integers(0, 10, 200).astype(np.int32)
     with threadpoolctl.threadpool_limits(1):
-        engine(threads=0, mode="never")
+        engine(threads=2, mode="never")
         expected, _ = _train(X, y, np.float32, learning_rate=0.01)
         engine(threads=2, mode="auto")
         _blas._kernel_use_reset()

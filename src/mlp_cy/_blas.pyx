@@ -370,21 +370,21 @@ cdef int blas_threads_for(intp_t m, intp_t k, intp_t n) noexcept nogil:
 
 cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
                                    intp_t itemsize) noexcept nogil:
-    """How many threads the parallel step (_parallel.pyx) may use on batches of m rows
-    of k features with n hidden units, or 0: use the serial step.
+    """How many threads the zero-skipping step (_parallel.pyx) may use on batches of
+    m rows of k features with n hidden units, or 0: the layers engine's step.
 
     engine_threads, if that is 2 or more, the parallel step pays at this level and
     the kernels can run at this shape: the rules of skipzero_products, but for the
     thread count and the density, which the step checks batch by batch
     (skipzero_sparse_enough). _set_parallel_threads and mode "always" (tests,
-    benchmarks) take it at any level.
+    benchmarks) take it at any level, mode "always" on one thread too.
     """
     cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
     cdef int threads = engine_threads(m, k, n)
     if skipzero_mode == 1 or n < lanes or n % lanes != 0 or m < 1 or k < 1:
         return 0
-    if parallel_threads_override == 0 and (
-            threads < 2 or (skipzero_mode == 0 and not SKIPZERO_PAYS_PARALLEL[kernel_level])):
+    if parallel_threads_override == 0 and skipzero_mode != 2 and (
+            threads < 2 or not SKIPZERO_PAYS_PARALLEL[kernel_level]):
         return 0
     # Both products in the step skip zeros: the forward product's limit is the lower,
     # and it holds per thread (measured: float64, h=1024, b=256, 2 MiB on 2 threads,

@@ -123,9 +123,9 @@ cdef double parallel_sgd_step(
     const UpdateRule *rule,       # NULL for plain SGD, else the solver
     floating *optimizer_state,    # IN/OUT with rule: as network's, W1 | b1 | W2 | b2
     intp_t *n_updates,            # IN/OUT, + 1 when the step updates
-    floating *work,               # (m, n_features + 2 n_hidden + n_classes), as _step's
+    floating *work,               # (m, n_features + 2 n_hidden + n_classes)
 ) noexcept nogil
-# One step on pw.pacer.current threads, as network._step computes it (to rounding);
+# One step on pw.pacer.current threads, as layers_step computes it (to rounding);
 # returns the loss, and updates nothing when it is not finite.
 
 cdef int parallel_predict_proba(

@@ -20,7 +20,7 @@
 #    or on which thread ran which chunk, bit for bit.
 # d) Every solver: plain SGD updates inside the products (W := decay W - eta X^T dZ);
 #    momentum, Nesterov and Adam compute a chunk's gradient into the part's scratch
-#    and apply their update (apply_update, shared with network._step) to that chunk
+#    and apply their update (apply_update, shared with layers.pyx) to that chunk
 #    of the parameters and of the optimiser's state, laid out as network's.
 # e) The pacer: a loop of steps (an epoch) times its steps on its threads and on
 #    one, now and then, and keeps one thread while the threads do not pay (a busy
@@ -639,7 +639,7 @@ cdef double parallel_sgd_step(
         for j in range(h + K):
             grad_sum[j] += partial[j]
     n_updates[0] += 1
-    if rule != NULL:                     # as network._step, from the updated count
+    if rule != NULL:                     # as layers_step, from the updated count
         c.step_size = step_size_at(rule, learning_rate, n_updates[0])
     c.next_chunk = 0
     c.n_chunks = (d + PIXEL_CHUNK - 1) // PIXEL_CHUNK + (h + columns - 1) // columns

@@ -44,7 +44,7 @@ from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
-from .network cimport ADAM, SGD, EpochStats, TrainOptions, sgd_options
+from .network cimport ADAM, SGD, EpochStats, TrainOptions
 
 # About 10 ms of gemm work on one core between two looks at the signal handlers.
 cdef intp_t CHECK_WORK = 1 << 28
@@ -1324,8 +1324,10 @@ cdef void *_pointer(object array, object dtype, tuple shape) except NULL:
 
 
 cdef TrainOptions _options_from_dict(dict options) except *:
-    cdef TrainOptions result = sgd_options(IDENTITY, options["learning_rate"],
-                                           options["alpha"])
+    cdef TrainOptions result
+    result.activation = IDENTITY            # the Shape's, not the options', is used
+    result.learning_rate = options["learning_rate"]
+    result.alpha = options["alpha"]
     result.solver = options.get("solver", SGD)
     result.momentum = options.get("momentum", 0.0)
     result.nesterov = options.get("nesterov", False)

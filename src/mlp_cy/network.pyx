@@ -1,13 +1,10 @@
 # Design:
-# a) One nogil call trains a whole epoch (design notes §4): batches are slices of X,
-#    or rows gathered by `order` into the preallocated `work`; nothing is allocated
-#    per batch (one index list per call, see g) and no Python runs per batch, whatever
-#    the optimiser.
-# b) Plain SGD (the seed's, momentum 0) updates inside the gemm itself:
-#    W := (1 - eta alpha / S) W - eta op(A)^T dZ is one gemm with beta = the L2 decay,
-#    so no dW buffer exists. dA1 = dZ2 W2^T is taken before W2 changes (design §1).
-#    Momentum and Adam need the gradient itself: it goes to one flat buffer laid out
-#    as W1 | b1 | W2 | b2, like the optimiser state, and one loop applies the update.
+# a) One nogil call trains a whole epoch (design notes §4): nothing is allocated per
+#    batch and no Python runs per batch, whatever the optimiser.
+# b) This module keeps the seed's network's two specialisations; every other step is
+#    the layers engine's (note j):
+#    - batch_size 1 with plain SGD (f) and
+#    - the zero-skipping parallel step (h).
 # c) The 1/S (S = the batch's weight sum, its row count without weights) is folded
 #    into dZ2 once, so every later gradient inherits it.
 # d) Signals are checked with the GIL every CHECK_WORK multiply-adds, not every batch,
@@ -20,48 +17,45 @@
 #    to the next sample's forward pass), and skips the rows of zero pixels, which
 #    need neither (about half of Fashion-MNIST's, 80% of MNIST's). No BLAS call is
 #    worth its overhead at this size.
-# g) The two products with X (X W1 and W1's update X^T dZ1) skip X's zeros where that
-#    beats gemm (_blas.skipzero_products: one BLAS thread, a kernel level where it
-#    pays, mostly-zero data),
-#    decided per call from its first batch; a shuffled batch is then read in place,
-#    through row pointers. They need index scratch, allocated once per call: without
-#    it they use gemm.
+# g) predict_proba's product with X skips X's zeros where that beats gemm
+#    (_blas.skipzero_products: one BLAS thread, a kernel level where it pays,
+#    mostly-zero data), decided per chunk of rows.
 # h) Where the thread rule (_blas.pyx, "Threads") gives 2 or more threads and the
 #    kernel level pays for it, every solver runs each batch on threads of mlp_cy's
-#    own, skipping zeros, with no BLAS call (_parallel.pyx). The choice is made once per call, from the density of its
-#    first batch: one gemm in between would wake the BLAS's threads, which then spin
-#    on the cores for about 0.1 s, far more than a batch a little denser than the
-#    rule costs. Memory for it is allocated once per call; without it the serial
-#    step runs.
-# i) Threads never run a loop of batches much slower than one thread would: on the
-#    parallel step, the pacer (_parallel.pyx e) times the batches, on the threads and
-#    now and then on one, and keeps one while the threads do not pay (a busy
-#    machine). The serial step's gemms run on as many of the BLAS's threads as
-#    products of their size pay for (blas_threads_for: one at h=256, b=64), set for
-#    the call and given back after (blas_threads_hold). Not paced: the BLAS's result
-#    depends on its thread count, and the bits must not depend on the machine's load.
+#    own, skipping zeros, with no BLAS call (_parallel.pyx). The choice is made once
+#    per call, from the density of its first batch. Memory for it is allocated once
+#    per call; without it the layers engine's step runs.
+# i) Threads never run a loop of batches much slower than one thread would: the
+#    pacer (_parallel.pyx e) times the batches, on the threads and now and then on
+#    one, and keeps one while the threads do not pay (a busy machine). Which thread
+#    count runs a batch never changes its bits.
+# j) Everything else (one row per batch with another solver or L2, dense data, hidden
+#    sizes that are no whole vectors, one thread) is layers.pyx's step on the same
+#    parameters: the network as a Shape of two layers (_layers_view), X as its Rows.
+#    train_workspace_size covers its workspace too. Measured (benchmarks/RESULTS.md,
+#    "engine v2 on its own threads"): on one thread the seed's configuration trains
+#    as fast or faster there than on the serial step that skipped zeros, which it
+#    replaced.
 
-from libc.math cimport isfinite, pow, sqrt
+from libc.math cimport isfinite
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memset
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, input_t
-from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
-                    _gemm_t_skipzero_rows, _sample_sweep, blas_threads_for,
-                    blas_threads_hold,
-                    blas_threads_release, skipzero_products,
-                    skipzero_parallel_threads, skipzero_sparse_enough,
-                    SKIP_FORWARD, SKIP_UPDATE, RowMajor, NoTrans, Trans)
+from ._blas cimport (_gemm, _gemm_skipzero, _sample_sweep, blas_threads_for,
+                    blas_threads_hold, blas_threads_release, skipzero_products,
+                    skipzero_parallel_threads, skipzero_sparse_enough, SKIP_FORWARD,
+                    RowMajor, NoTrans)
 from ._parallel cimport (BatchSource, InputKind, ParallelWork, UpdateRule,
-                         INPUT_UINT8, INPUT_FLOAT32, INPUT_FLOAT64, apply_update,
-                         make_rule, step_size_at,
+                         INPUT_UINT8, INPUT_FLOAT32, INPUT_FLOAT64, make_rule,
                          pacer_clock, pacer_record, parallel_gather,
                          parallel_predict_proba, parallel_sgd_step, parallel_work_free,
                          parallel_work_init)
+from .layers cimport (OUT_SOFTMAX, Rows, Shape, Targets, layers_step, layers_train_epoch,
+                      layers_workspace_size)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, bias_activation,
-                       activation_backward, bias_softmax, softmax_cross_entropy,
-                       sum_of_squares)
+                       activation_backward, bias_softmax, softmax_cross_entropy)
 
 # About 10 ms of gemm work on one core between two looks at the signal handlers.
 cdef intp_t CHECK_WORK = 1 << 28
@@ -105,10 +99,18 @@ cdef intp_t train_workspace_size(const TrainOptions *options, intp_t batch_size,
     # X_batch (m, d) | hidden (m, h) | hidden_grad (m, h) | output (m, K)
     # | gradient W1 | b1 | W2 | b2 (only the biases for plain SGD)
     # | (h,) the next sample's X W1 and (d,) its converted row (batch_size 1, plain SGD)
+    # and at least what the layers engine's step needs (design note j)
+    cdef intp_t units[3]
+    cdef Shape shape
     cdef intp_t gradient = (n_hidden + n_classes if _plain_sgd(options)
                             else _n_parameters(n_features, n_hidden, n_classes))
-    return (batch_size * (n_features + 2 * n_hidden + n_classes) + gradient
-            + n_hidden + n_features)
+    units[0] = n_features
+    units[1] = n_hidden
+    units[2] = n_classes
+    shape.n_layers = 2
+    shape.units = units
+    return max(batch_size * (n_features + 2 * n_hidden + n_classes) + gradient
+               + n_hidden + n_features, layers_workspace_size(&shape, batch_size))
 
 
 cdef inline intp_t _row_stride(intp_t stride_bytes, intp_t n_rows, intp_t n_cols,
@@ -218,7 +220,8 @@ cdef double _parallel_batch(
     const TrainOptions *options, floating *optimizer_state, intp_t *n_updates,
     floating *work,
 ) noexcept nogil:
-    """One batch on pw's threads; as _step, with X's rows in `source`."""
+    """One batch on pw's threads, as the layers engine's step computes it (to
+    rounding), with X's rows in `source`."""
     cdef const floating *X_batch
     cdef const floating **X_rows
     cdef intp_t ldx
@@ -239,130 +242,39 @@ cdef inline UpdateRule _update_rule(const TrainOptions *options) noexcept nogil:
                      options.beta_1, options.beta_2, options.epsilon)
 
 
-cdef double _step(
-    intp_t m, intp_t n_features, intp_t n_hidden, intp_t n_classes,
-    const floating *X_batch, blas_int ldx,   # IN  (m, n_features), row stride ldx
-    const floating **X_rows,                 # IN  (m,) or NULL: X_batch's rows are here
-                                             #     instead (then both products skip zeros)
-    const label_t *y,                        # IN  class codes, y[i] or y[rows[i]]
-    const floating *sample_weight,           # IN  same indexing, or NULL
-    const intp_t *rows,                      # IN  (m,) or NULL
-    floating *W1, floating *b1, floating *W2, floating *b2,   # IN/OUT
-    const TrainOptions *options,
-    floating *optimizer_state,               # IN/OUT, NULL for plain SGD
-    intp_t *n_updates,                       # IN/OUT
-    floating *work,
-    intp_t *index_scratch,                   # (max(m, n_features),), or NULL: gemm only
-    int skip,                                # SKIP_FORWARD | SKIP_UPDATE, or -1: decide
-) noexcept nogil:
-    cdef intp_t i
-    cdef bint fused = _plain_sgd(options)
-    cdef floating *hidden = work + m * n_features        # (m, n_hidden)   A1
-    cdef floating *hidden_grad = hidden + m * n_hidden   # (m, n_hidden)   dA1, then dZ1
-    cdef floating *output = hidden_grad + m * n_hidden   # (m, n_classes)  Z2, then dZ2
-    cdef floating *W1_grad = output + m * n_classes      # (n_features, n_hidden), not fused
-    cdef floating *b1_grad = W1_grad + (0 if fused else n_features * n_hidden)  # (n_hidden,)
-    cdef floating *W2_grad = b1_grad + n_hidden          # (n_hidden, n_classes), not fused
-    cdef floating *b2_grad = W2_grad + (0 if fused else n_hidden * n_classes)   # (n_classes,)
-    cdef blas_int d = <blas_int> n_features, h = <blas_int> n_hidden
-    cdef blas_int K = <blas_int> n_classes, mb = <blas_int> m
-    cdef double weight_sum
-    cdef double loss, penalty = 0, l2, step_size
-    cdef floating eta = <floating> options.learning_rate
-    cdef floating decay
-    cdef intp_t n_params, offset
+cdef struct LayersView:          # the network as the layers engine sees it
+    intp_t units[3]               # n_features, n_hidden, n_classes
+    Shape shape
+    Rows rows
+    Targets targets
+    void *coefs[2]                # W1, W2, of the parameters' type
+    void *intercepts[2]           # b1, b2
 
-    weight_sum = _weight_sum(m, sample_weight, rows)
-    if weight_sum <= 0:          # a batch with no weight carries no gradient
-        return 0
-    if options.alpha > 0:
-        penalty = 0.5 * options.alpha * (
-            sum_of_squares(W1, n_features * n_hidden)
-            + sum_of_squares(W2, n_hidden * n_classes)) / weight_sum
 
-    # Forward: A1 = act(X W1 + b1), Z2 = A1 W2
-    if index_scratch == NULL:
-        skip = 0
-    elif skip < 0:
-        skip = skipzero_products(X_batch, ldx, m, n_features, n_hidden)
-    if X_rows != NULL:
-        skip = SKIP_FORWARD | SKIP_UPDATE
-        _gemm_skipzero_rows(m, n_hidden, n_features, X_rows, W1, n_hidden, hidden,
-                            n_hidden, index_scratch)
-    elif skip & SKIP_FORWARD:
-        _gemm_skipzero(m, n_hidden, n_features, X_batch, ldx, W1, n_hidden, hidden,
-                       n_hidden, index_scratch)
-    else:
-        _gemm(RowMajor, NoTrans, NoTrans, mb, h, d, <floating> 1, X_batch, ldx,
-              W1, h, <floating> 0, hidden, h)
-    bias_activation(hidden, b1, m, n_hidden, options.activation)
-    _gemm(RowMajor, NoTrans, NoTrans, mb, K, h, <floating> 1, hidden, h,
-          W2, K, <floating> 0, output, K)
-    # dZ2 = w (softmax(Z2 + b2) - Y) / S, in place of Z2; b2_grad = sum dZ2
-    loss = softmax_cross_entropy(output, b2, y, sample_weight, rows, m, n_classes,
-                                 <floating> (1 / weight_sum), b2_grad)
-    loss = loss / weight_sum + penalty
-    if not isfinite(loss):
-        return loss
-    l2 = options.alpha / weight_sum
-
-    # dA1 = dZ2 W2^T, with W2 as it was at the forward pass
-    _gemm(RowMajor, NoTrans, Trans, mb, h, K, <floating> 1, output, K,
-          W2, K, <floating> 0, hidden_grad, h)
-    if fused:
-        decay = <floating> (1 - options.learning_rate * l2)
-        # W2 := decay W2 - eta A1^T dZ2 ;  b2 -= eta sum dZ2
-        _gemm(RowMajor, Trans, NoTrans, h, K, mb, -eta, hidden, h,
-              output, K, decay, W2, K)
-        for i in range(n_classes):
-            b2[i] -= eta * b2_grad[i]
-        # dZ1 = dA1 act'(Z1) ;  W1 := decay W1 - eta X^T dZ1 ;  b1 -= eta sum dZ1
-        activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-        if X_rows != NULL:
-            _gemm_t_skipzero_rows(m, n_hidden, n_features, -eta, X_rows, 0, hidden_grad,
-                                  n_hidden, decay, W1, n_hidden, index_scratch)
-        elif skip & SKIP_UPDATE:
-            _gemm_t_skipzero(m, n_hidden, n_features, -eta, X_batch, ldx, hidden_grad,
-                             n_hidden, decay, W1, n_hidden, index_scratch)
-        else:
-            _gemm(RowMajor, Trans, NoTrans, d, h, mb, -eta, X_batch, ldx,
-                  hidden_grad, h, decay, W1, h)
-        for i in range(n_hidden):
-            b1[i] -= eta * b1_grad[i]
-        n_updates[0] += 1
-        return loss
-
-    # The gradient, W1 | b1 | W2 | b2, then one update over all of it.
-    _gemm(RowMajor, Trans, NoTrans, h, K, mb, <floating> 1, hidden, h,
-          output, K, <floating> 0, W2_grad, K)
-    activation_backward(hidden_grad, hidden, m, n_hidden, options.activation, b1_grad)
-    if X_rows != NULL:
-        _gemm_t_skipzero_rows(m, n_hidden, n_features, <floating> 1, X_rows, 0,
-                              hidden_grad, n_hidden, <floating> 0, W1_grad, n_hidden,
-                              index_scratch)
-    elif skip & SKIP_UPDATE:
-        _gemm_t_skipzero(m, n_hidden, n_features, <floating> 1, X_batch, ldx, hidden_grad,
-                         n_hidden, <floating> 0, W1_grad, n_hidden, index_scratch)
-    else:
-        _gemm(RowMajor, Trans, NoTrans, d, h, mb, <floating> 1, X_batch, ldx,
-              hidden_grad, h, <floating> 0, W1_grad, h)
-    n_updates[0] += 1
-    n_params = _n_parameters(n_features, n_hidden, n_classes)
-    cdef UpdateRule rule = _update_rule(options)
-    step_size = step_size_at(&rule, options.learning_rate, n_updates[0])
-    offset = 0
-    apply_update(W1, W1_grad, optimizer_state, n_features * n_hidden, n_params,
-                 l2, &rule, step_size)
-    offset += n_features * n_hidden
-    apply_update(b1, b1_grad, optimizer_state + offset, n_hidden, n_params,
-                 0, &rule, step_size)
-    offset += n_hidden
-    apply_update(W2, W2_grad, optimizer_state + offset, n_hidden * n_classes, n_params,
-                 l2, &rule, step_size)
-    offset += n_hidden * n_classes
-    apply_update(b2, b2_grad, optimizer_state + offset, n_classes, n_params,
-                 0, &rule, step_size)
-    return loss
+cdef void _layers_view(LayersView *view, const input_t[:, ::1] X,
+                       floating[:, ::1] W1, floating[::1] b1,
+                       floating[:, ::1] W2, floating[::1] b2, Activation activation,
+                       const label_t[::1] y) noexcept nogil:
+    """The two-layer network and X, y (checked) as layers.pxd's structs."""
+    view.units[0] = X.shape[1]
+    view.units[1] = W1.shape[1]
+    view.units[2] = W2.shape[1]
+    view.shape.n_layers = 2
+    view.shape.units = view.units
+    view.shape.activation = activation
+    view.shape.output = OUT_SOFTMAX
+    memset(&view.rows, 0, sizeof(Rows))
+    view.rows.n_samples = X.shape[0]
+    view.rows.dense = <const char *> &X[0, 0] if X.shape[0] > 0 else NULL
+    view.rows.row_bytes = (X.strides[0] if X.shape[0] > 1
+                           else X.shape[1] * <intp_t> sizeof(input_t))
+    view.rows.kind = _input_kind(<const input_t *> NULL)
+    view.targets.codes = &y[0] if y.shape[0] > 0 else NULL
+    view.targets.values = NULL
+    view.coefs[0] = &W1[0, 0]
+    view.coefs[1] = &W2[0, 0]
+    view.intercepts[0] = &b1[0]
+    view.intercepts[1] = &b2[0]
 
 
 cdef int _check_parameters(intp_t n_features, intp_t n_hidden, intp_t n_classes,
@@ -589,7 +501,6 @@ cdef double train_step(
     _check_batch(m, n_classes, y_batch, sample_weight)
     _check_training(options, n_features, n_hidden, n_classes, m, optimizer_state, work)
     cdef intp_t ldx = _row_stride(X_batch.strides[0], m, n_features, sizeof(input_t))
-    cdef const floating *rows_in = NULL
     if ldx == 0:
         with gil:
             raise ValueError("X_batch needs rows that do not overlap")
@@ -608,22 +519,13 @@ cdef double train_step(
                                _state_pointer(optimizer_state), n_updates, &work[0])
         parallel_work_free(&pw)
         return loss
-    # converted rows go to the batch region at the start of work
-    rows_in = _row_block(X_batch, 0, m, _needs_conversion(<const input_t *> NULL, &work[0]),
-                         &work[0])
-    if rows_in == &work[0]:
-        ldx = n_features
-    cdef intp_t *index_scratch = <intp_t *> malloc(max(m, n_features) * sizeof(intp_t))
-    # The BLAS on as many threads as its products pay for (_blas.pyx, "Threads").
-    cdef int blas_had = blas_threads_hold(blas_threads_for(m, n_features, n_hidden))
-    loss = _step(
-        m, n_features, n_hidden, n_classes, rows_in, <blas_int> ldx, NULL, &y_batch[0],
-        &sample_weight[0] if sample_weight is not None else NULL, NULL, &W1[0, 0],
-        &b1[0], &W2[0, 0], &b2[0], options, _state_pointer(optimizer_state), n_updates,
-        &work[0], index_scratch, -1)
-    blas_threads_release(blas_had)
-    free(index_scratch)
-    return loss
+    # Everything else: the layers engine's step (design note j).
+    cdef LayersView view
+    _layers_view(&view, X_batch, W1, b1, W2, b2, options.activation, y_batch)
+    return layers_step(&view.shape, &view.rows, &view.targets,
+                       &sample_weight[0] if sample_weight is not None else NULL, NULL, 0,
+                       m, <floating **> view.coefs, <floating **> view.intercepts,
+                       options, _state_pointer(optimizer_state), n_updates, &work[0])
 
 
 cdef inline floating *_state_pointer(floating[::1] optimizer_state) noexcept nogil:
@@ -667,7 +569,6 @@ cdef int train_epoch(
     cdef intp_t i
     cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
     cdef floating *state = _state_pointer(optimizer_state)
-    cdef intp_t *index_scratch
 
     stats_out.loss_sum = 0
     stats_out.n_rows_done = 0
@@ -711,19 +612,15 @@ cdef int train_epoch(
             parallel_work_free(&pw)
         return 0
 
-    # NULL when malloc fails: then _step uses gemm alone. Its tail holds batch_size
-    # row pointers (_epoch_in_batches). The BLAS on as many threads as its products
-    # pay for (_blas.pyx, "Threads").
-    index_scratch = <intp_t *> malloc(max(batch_size, n_features) * sizeof(intp_t)
-                                      + batch_size * sizeof(void *))
-    cdef int blas_had = blas_threads_hold(blas_threads_for(batch_size, n_features, n_hidden))
-    try:
-        _epoch_in_batches(X, y, sample_weight, order, batch_size, W1, b1, W2, b2,
-                          options, state, n_updates, work, stats_out, index_scratch)
-    finally:
-        free(index_scratch)
-        blas_threads_release(blas_had)
-    return 0
+    # Everything else: the layers engine's epoch (design note j).
+    cdef LayersView view
+    _layers_view(&view, X, W1, b1, W2, b2, options.activation, y)
+    return layers_train_epoch(&view.shape, &view.rows, &view.targets,
+                              &sample_weight[0] if sample_weight is not None else NULL,
+                              &order[0] if order is not None else NULL, n_rows,
+                              batch_size, <floating **> view.coefs,
+                              <floating **> view.intercepts, options, state, n_updates,
+                              &work[0], stats_out)
 
 
 cdef int _batch_done(EpochStats *stats, double loss, intp_t m, intp_t work,
@@ -741,84 +638,6 @@ cdef int _batch_done(EpochStats *stats, double loss, intp_t m, intp_t work,
         work_since_check[0] = 0
         with gil:
             PyErr_CheckSignals()
-    return 0
-
-
-cdef int _epoch_in_batches(
-    const input_t[:, ::1] X, const label_t[::1] y,
-    const floating[::1] sample_weight, const intp_t[::1] order, intp_t batch_size,
-    floating[:, ::1] W1, floating[::1] b1, floating[:, ::1] W2, floating[::1] b2,
-    const TrainOptions *options, floating *state, intp_t *n_updates,
-    floating[::1] work, EpochStats *stats_out, intp_t *index_scratch,
-) except -1 nogil:
-    """train_epoch's loop over batches of batch_size rows (checked arguments)."""
-    cdef intp_t n_samples = X.shape[0], n_features = X.shape[1]
-    cdef intp_t n_rows = order.shape[0] if order is not None else n_samples
-    cdef intp_t n_hidden = W1.shape[1], n_classes = W2.shape[1]
-    cdef intp_t start, m, i, work_since_check = 0
-    cdef intp_t ldx = _row_stride(X.strides[0], n_samples, n_features, sizeof(input_t))
-    cdef const floating *X_batch
-    cdef const floating *weights = NULL
-    cdef const intp_t *rows = NULL
-    cdef const label_t *labels
-    cdef floating *gathered = &work[0]   # the first batch_size * n_features values
-    cdef bint convert = _needs_conversion(<const input_t *> NULL, gathered)
-    cdef const floating **X_rows = NULL
-    cdef intp_t lanes = 64 // sizeof(floating)     # the zero-skipping kernels' vectors
-    # (batch_size,) a shuffled batch's rows in X, in the index scratch's tail
-    cdef const floating **row_scratch = (
-        <const floating **> (index_scratch + max(batch_size, n_features))
-        if index_scratch != NULL else NULL)
-    cdef double loss
-    # Whether to skip zeros, decided once, from the first batch: reading every batch
-    # to count its zeros costs about as much as the gather (design note g).
-    cdef int skip = 0
-    m = min(batch_size, n_rows)
-    if index_scratch != NULL:
-        for i in range(m):
-            row_scratch[i] = <const floating *> (
-                _as_floating(&X[order[i] if order is not None else i, 0],
-                             gathered + i * n_features, n_features))
-        skip = skipzero_products(<const floating *> NULL, 0, m, n_features, n_hidden,
-                                 row_scratch)
-    start = 0
-    while start < n_rows:
-        m = min(batch_size, n_rows - start)
-        if order is None:
-            labels = &y[start]
-            if sample_weight is not None:
-                weights = &sample_weight[start]
-            X_batch = _row_block(X, start, m, convert, gathered)
-        else:
-            rows = &order[start]
-            labels = &y[0]
-            if sample_weight is not None:
-                weights = &sample_weight[0]
-            X_batch = gathered
-            X_rows = NULL
-            if (not convert and row_scratch != NULL and n_hidden % lanes == 0
-                    and skip == SKIP_FORWARD | SKIP_UPDATE):
-                # Both products skip zeros: they read the rows where they are in X
-                # (whole vectors only: the rows have no stride for gemm's tail).
-                for i in range(m):
-                    row_scratch[i] = <const floating *> &X[rows[i], 0]
-                X_rows = row_scratch
-            else:
-                for i in range(m):
-                    if convert:
-                        _convert_row(&X[rows[i], 0], gathered + i * n_features,
-                                     n_features)
-                    else:
-                        memcpy(gathered + i * n_features, &X[rows[i], 0],
-                               n_features * sizeof(floating))
-        loss = _step(m, n_features, n_hidden, n_classes, X_batch,
-                     <blas_int> (n_features if X_batch == gathered else ldx), X_rows,
-                     labels, weights, rows, &W1[0, 0], &b1[0], &W2[0, 0], &b2[0],
-                     options, state, n_updates, &work[0], index_scratch, skip)
-        if _batch_done(stats_out, loss, m, m * (n_features + n_classes) * n_hidden,
-                       &work_since_check):
-            return 0
-        start += m
     return 0
 
 
