@@ -1,0 +1,176 @@
+"""The layers engine on mlp_cy's own threads (layers.pyx, "The plan"): its two
+parallel regions against the same step on one thread, for every solver, input and
+call; the bits fixed by the plan's thread count, whatever the pacer or another
+caller does."""
+
+import threading
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import threadpoolctl
+
+from mlp_cy import _blas, _parallel
+from mlp_cy.layers import Network, Output
+
+# (solver options for Network.train_epoch: network.Solver SGD 0, ADAM 1)
+SOLVERS = {
+    "sgd": dict(solver=0),
+    "momentum": dict(solver=0, momentum=0.9),
+    "nesterov": dict(solver=0, momentum=0.9, nesterov=True),
+    "adam": dict(solver=1),
+}
+UNITS = [60, 48, 24, 5]          # two hidden layers
+
+
+@pytest.fixture
+def threads():
+    """Set the plan's thread count for one test (0: the rule's)."""
+    old = []
+
+    def set_threads(n):
+        old.append(_blas._set_parallel_threads(n))
+
+    yield set_threads
+    if old:
+        _blas._set_parallel_threads(old[0])
+
+
+def _data(kind, dtype, n=203, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, UNITS[0])) * (rng.random((n, UNITS[0])) < 0.4)
+    y = rng.integers(0, UNITS[-1], n).astype(np.int32)
+    if kind == "uint8":
+        return (X * 255).astype(np.uint8), y
+    if kind == "csr":
+        csr = sp.csr_matrix(X.astype(dtype))
+        return (csr.data, csr.indices.astype(np.intp), csr.indptr.astype(np.intp)), y
+    return X.astype(dtype), y
+
+
+def _parameters(dtype, units=UNITS, seed=1):
+    rng = np.random.default_rng(seed)
+    coefs = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+             for a, b in zip(units[:-1], units[1:])]
+    intercepts = [(0.1 * rng.standard_normal(b)).astype(dtype) for b in units[1:]]
+    return coefs, intercepts
+
+
+def _train(X, y, dtype, solver, *, alpha=1e-3, batch_size=50, epochs=2, weights=None,
+           units=UNITS):
+    coefs, intercepts = _parameters(dtype, units)
+    net = Network(coefs, intercepts, 3, int(Output.OUT_SOFTMAX))   # relu
+    learning_rate = 0.001 if solver == "adam" else 0.05
+    if isinstance(X, np.ndarray) and X.dtype == np.uint8:
+        learning_rate /= 255
+    options = dict(learning_rate=learning_rate, alpha=alpha, **SOLVERS[solver])
+    state = np.zeros(net.state_size(options), dtype)
+    work = np.empty(net.workspace_size(batch_size), dtype)
+    stats = np.zeros(5)
+    rng = np.random.default_rng(7)
+    n = len(y)
+    for _ in range(epochs):
+        net.train_epoch(X, y, weights, rng.permutation(n).astype(np.intp), batch_size,
+                        options, state if len(state) else None, work, stats)
+    return coefs + intercepts + ([state] if len(state) else []), stats
+
+
+def _assert_close(got, expected, dtype):
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max())
+
+
+@pytest.mark.parametrize("kind, dtype", [("dense", np.float32), ("dense", np.float64),
+                                         ("uint8", np.float64), ("csr", np.float64),
+                                         ("csr", np.float32)])
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_threads_train_as_one_thread(threads, solver, kind, dtype):
+    # 2, 3 and 7 threads cut the batch in other chunks than one thread: the same
+    # step to rounding, weights and optimiser state, and it did run on several.
+    X, y = _data(kind, dtype)
+    weights = np.random.default_rng(3).random(len(y)).astype(dtype)
+    threads(1)
+    expected, expected_stats = _train(X, y, dtype, solver, weights=weights)
+    for n in (2, 3, 7):
+        threads(n)
+        _parallel._pacer_reset()
+        got, stats = _train(X, y, dtype, solver, weights=weights)
+        _assert_close(got, expected, dtype)
+        np.testing.assert_allclose(stats[0], expected_stats[0],
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_array_equal(stats[1:], expected_stats[1:])
+        assert _parallel._pacer_steps()[1] > 0      # steps on several threads
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_the_pacer_and_other_callers_change_no_bit(threads, solver):
+    # The chunks are the plan's: run on one part (helpers that stall make the pacer
+    # fall back to one thread), on the plan's threads, or by a caller that finds the
+    # pool busy, the same bits.
+    X, y = _data("dense", np.float32, n=1200)
+    threads(2)
+    _parallel._pacer_reset()
+    quiet, _ = _train(X, y, np.float32, solver, epochs=3)
+    assert _parallel._pacer_steps()[1] > 0
+    old = _parallel._set_helper_stall(20000)
+    try:
+        _parallel._pacer_reset()
+        stalled, _ = _train(X, y, np.float32, solver, epochs=3)
+    finally:
+        _parallel._set_helper_stall(old)
+    assert _parallel._pacer_steps()[0] > 0          # the pacer took one thread
+    results = [None] * 3
+
+    def train(i):
+        results[i] = _train(X, y, np.float32, solver, epochs=3)[0]
+
+    callers = [threading.Thread(target=train, args=(i,)) for i in range(3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    for run in [stalled] + results:
+        for a, b in zip(run, quiet):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+def test_loss_gradient_and_predict_on_threads(threads, kind):
+    X, y = _data(kind, np.float64, n=517)
+    coefs, intercepts = _parameters(np.float64)
+    net = Network(coefs, intercepts, 3, int(Output.OUT_SOFTMAX))
+    weights = np.random.default_rng(4).random(len(y))
+    results = {}
+    for n in (1, 3):
+        threads(n)
+        gradient = np.empty(net.n_parameters)
+        # chunks of 100 rows: the gradient adds five of them
+        loss = net.loss_gradient(X, y, weights, 1e-3, gradient, chunk_rows=100)
+        results[n] = loss, gradient, net.predict(X, chunk_rows=128)
+    np.testing.assert_allclose(results[3][0], results[1][0], rtol=1e-13)
+    np.testing.assert_allclose(results[3][1], results[1][1], rtol=1e-12,
+                               atol=1e-14 * np.abs(results[1][1]).max())
+    np.testing.assert_allclose(results[3][2], results[1][2], rtol=1e-13, atol=1e-15)
+    # and the chunked gradient is the whole one
+    threads(1)
+    gradient = np.empty(net.n_parameters)
+    whole = net.loss_gradient(X, y, weights, 1e-3, gradient, chunk_rows=len(y))
+    np.testing.assert_allclose(whole, results[1][0], rtol=1e-13)
+    np.testing.assert_allclose(gradient, results[1][1], rtol=1e-12,
+                               atol=1e-14 * np.abs(gradient).max())
+
+
+def test_the_blas_gets_its_threads_back(threads):
+    # The engine holds the BLAS at one thread while its own run (no BLAS threads
+    # under each of ours), and gives the count back after the call, also after an
+    # error inside it.
+    X, y = _data("dense", np.float64)
+    with threadpoolctl.threadpool_limits(2):
+        before = _blas._blas_num_threads()
+        threads(2)
+        _train(X, y, np.float64, "adam", epochs=1)
+        assert _blas._blas_num_threads() == before
+        with pytest.raises(ValueError, match="batch_size"):
+            _train(X, y, np.float64, "adam", epochs=1, batch_size=0)
+        assert _blas._blas_num_threads() == before
