@@ -174,3 +174,16 @@ def test_the_blas_gets_its_threads_back(threads):
         with pytest.raises(ValueError, match="batch_size"):
             _train(X, y, np.float64, "adam", epochs=1, batch_size=0)
         assert _blas._blas_num_threads() == before
+
+
+def test_lbfgs_gives_the_blas_its_threads_back():
+    # L-BFGS runs scipy's own BLAS calls on one thread between the engine's
+    # evaluations (_blas._set_blas_threads): the user's count is back after fit.
+    from mlp_cy import MLPClassifier
+    X, y = _data("dense", np.float64)
+    with threadpoolctl.threadpool_limits(2):
+        before = _blas._blas_num_threads()
+        clf = MLPClassifier(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=5)
+        with pytest.warns(Warning):
+            clf.fit(X, y)
+        assert _blas._blas_num_threads() == before

@@ -23,7 +23,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from . import kernels, layers, network
+from . import _blas, kernels, layers, network
 from ._compat import (
     BaseEstimator,
     ConvergenceWarning,
@@ -484,17 +484,31 @@ class BaseMLP(BaseEstimator):
         gradient = np.empty(packed.shape[0], dtype=dtype)
         alpha = float(self.alpha)
 
+        # scipy's own BLAS calls run on one thread, the engine's evaluations on the
+        # threads the BLAS's limit allows (_blas._set_blas_threads says why).
+        limit = _blas._blas_num_threads()
+
         def loss_and_gradient(x):
             packed[sklearn_order] = x
-            loss = net.loss_gradient(X_engine, targets, sample_weight, alpha, gradient,
-                                     LBFGS_CHUNK_ROWS)
+            _blas._set_blas_threads(limit)
+            try:
+                loss = net.loss_gradient(X_engine, targets, sample_weight, alpha,
+                                         gradient, LBFGS_CHUNK_ROWS)
+            finally:
+                _blas._set_blas_threads(1)
             return loss, gradient[sklearn_order].astype(np.float64)
 
-        result = minimize(
-            loss_and_gradient, packed[sklearn_order].astype(np.float64),
-            method="L-BFGS-B", jac=True,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
-        )
+        had = _blas._set_blas_threads(1)
+        try:
+            result = minimize(
+                loss_and_gradient, packed[sklearn_order].astype(np.float64),
+                method="L-BFGS-B", jac=True,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter,
+                         "gtol": self.tol},
+            )
+        finally:
+            if had:
+                _blas._set_blas_threads(had)
         if result.status != 0:
             warnings.warn(
                 "lbfgs failed to converge after "

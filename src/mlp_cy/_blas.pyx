@@ -394,43 +394,55 @@ cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
     return threads     # at most _workers.h's helpers + 1 run at once (_parallel.pyx)
 
 
-# Who holds the BLAS's thread count (blas_threads_hold): 0, or 1 while a call of the
-# engine runs the BLAS on fewer threads than it had. Changed with the GIL held.
+# Who holds the BLAS's thread count (blas_threads_hold): how many calls of the engine
+# hold it now, and what it was before the first. Changed with the GIL held.
 cdef int blas_threads_held = 0
+cdef int blas_threads_saved = 0
+cdef enum:
+    HELD_BY_ANOTHER = -1          # blas_threads_hold: nested in another call's hold
 
 
 cdef int blas_threads_hold(int threads) noexcept nogil:
     """Run the BLAS on `threads` threads (at most what it has) until
-    blas_threads_release; returns what it has, to give back, or 0 where this call may
-    not change it: no setter, the BLAS has one thread, or another call of this
-    process holds it (two models trained in two Python threads: the first holds, the
-    other leaves it alone).
+    blas_threads_release; returns what it had, to give back, or 0 where this call
+    changed nothing (no setter; the BLAS has one thread).
+
+    Calls that overlap (models trained in several Python threads) share the hold: the
+    first one sets the count, the others find it set (HELD_BY_ANOTHER), and the last
+    to release gives back what the first found. So no call's products change their
+    thread count, and with it their bits, when another call ends.
 
     Process-wide while held, like threadpoolctl's limits: other threads' numpy
     products run on as many threads meanwhile.
     """
-    global blas_threads_held
-    cdef int had = blas_num_threads()
-    if blas_set_threads == NULL or had <= 1:
+    global blas_threads_held, blas_threads_saved
+    cdef int had
+    if blas_set_threads == NULL:
         return 0
     with gil:
-        if blas_threads_held:
+        if blas_threads_held > 0:
+            blas_threads_held += 1
+            return HELD_BY_ANOTHER
+        had = blas_num_threads()
+        if had <= 1:
             return 0
         blas_threads_held = 1
-    threads = max(1, min(threads, had))
-    if threads != had:
-        blas_set_threads(threads)
+        blas_threads_saved = had
+        threads = max(1, min(threads, had))
+        if threads != had:
+            blas_set_threads(threads)
     return had
 
 
 cdef void blas_threads_release(int had) noexcept nogil:
-    """Give the BLAS back the `had` threads blas_threads_hold returned (0: nothing held)."""
+    """End a blas_threads_hold that returned `had` (0: nothing to end)."""
     global blas_threads_held
-    if had <= 0:
+    if had == 0:
         return
-    blas_set_threads(had)
     with gil:
-        blas_threads_held = 0
+        blas_threads_held -= 1
+        if blas_threads_held == 0:
+            blas_set_threads(blas_threads_saved)
 
 
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
@@ -533,6 +545,23 @@ cdef void _gemm_t_skipzero(intp_t m, intp_t n, intp_t k, floating alpha,
         _gemm(RowMajor, Trans, NoTrans, <blas_int> k, <blas_int> (n - n_vec),
               <blas_int> m, alpha, A, <blas_int> lda, G + n_vec, <blas_int> ldg,
               beta, C + n_vec, <blas_int> ldc)
+
+
+# For the estimators' L-BFGS ###################################################
+
+def _set_blas_threads(int n):
+    """Set the BLAS's thread count to n (at least 1); returns the count it had, or 0
+    where it cannot be set (then nothing changes).
+
+    _base's L-BFGS runs scipy's own BLAS calls on one thread between the engine's
+    calls: a threaded ddot there wakes the BLAS's workers, which then spin for
+    milliseconds on the cores the engine's threads need (each evaluation took 1.6-2x
+    as long; benchmarks/RESULTS.md, "engine v2 on its own threads")."""
+    cdef int had = blas_num_threads()
+    if blas_set_threads == NULL or had < 1:
+        return 0
+    blas_set_threads(max(1, n))
+    return had
 
 
 # Python shims, for the tests only ############################################

@@ -3,14 +3,23 @@
 #       -> out(. W_{L-1} + b_{L-1}) (n_samples, units[L])
 # with L weight layers (L - 1 hidden layers, L >= 1) and one of scikit-learn's four
 # output layers and losses (Output). The seed's network is L = 2 with OUT_SOFTMAX;
-# network.pxd keeps its specialised calls (batch-1 sweep, mlp_cy's own threads).
+# network.pxd keeps its two specialisations (the batch-1 sweep, the zero-skipping
+# parallel step) and runs every other step here.
 #
 # Parameters are arrays of pointers, one per layer: coefs[i] (units[i], units[i+1])
 # and intercepts[i] (units[i+1],), C order, of the floating type the call is
 # specialised for. The gradient and the optimiser's state are flat, laid out layer
 # by layer as W_0 | b_0 | W_1 | b_1 | ... (network.pxd's W1 | b1 | W2 | b2 for L = 2).
-# Every function runs without the GIL and allocates nothing but its index lists;
-# the `work` buffers are the caller's (layers_workspace_size).
+# Every function runs without the GIL and allocates nothing but a little scratch per
+# call (each thread's partial sums; CSR X's index lists); the `work` buffers are the
+# caller's (layers_workspace_size).
+#
+# Threads: every call runs on as many of mlp_cy's own threads as the rule of
+# _blas.pyx ("Threads") gives (the BLAS's limit, threadpoolctl's included, the cores
+# this process may use, the work), with the BLAS held at one thread meanwhile and
+# given back after; an epoch falls back to one thread while more do not pay. Results
+# depend on that thread count only to rounding, and are the same bits for the same
+# count whatever the load or other callers. threadpool_limits(1): one thread.
 #
 # X is a Rows: dense rows of uint8, float or double (converted as they are gathered,
 # never all at once), or CSR of the parameters' type. Targets are class codes

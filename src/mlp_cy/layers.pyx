@@ -242,11 +242,11 @@ cdef intp_t _param_chunks(const Plan *plan, const Shape *shape) noexcept nogil:
 
 cdef int _hold_blas(Plan *plan) noexcept nogil:
     """The BLAS on one thread for the call (give back with blas_threads_release).
-    Where it cannot be held to one (no setter; another call holds it), the call
-    runs on one thread of its own: never the BLAS's threads under each of ours.
+    Where it cannot be held to one (no setter; another call holds it at more), the
+    call runs on one thread of its own: never the BLAS's threads under each of ours.
     The chunks stay the plan's."""
     cdef int had = blas_threads_hold(1)
-    if had == 0 and blas_num_threads() > 1:
+    if blas_num_threads() > 1:
         plan.n_threads = 1
     return had
 
