@@ -187,3 +187,21 @@ def test_lbfgs_gives_the_blas_its_threads_back():
         with pytest.warns(Warning):
             clf.fit(X, y)
         assert _blas._blas_num_threads() == before
+
+
+def test_other_chunks_give_the_same_step(threads):
+    # The plan's chunk counts change the sums' order only: more row and weight chunks
+    # per thread, the same training to rounding.
+    from mlp_cy import layers
+    X, y = _data("dense", np.float64)
+    threads(2)
+    expected, _ = _train(X, y, np.float64, "adam")
+    old = layers._set_chunks(3, 5)
+    try:
+        got, _ = _train(X, y, np.float64, "adam")
+    finally:
+        layers._set_chunks(*old)
+    _assert_close(got, expected, np.float64)
+    assert any(not np.array_equal(a, b) for a, b in zip(got, expected))
+    with pytest.raises(ValueError, match=">= 1"):
+        layers._set_chunks(0, 2)

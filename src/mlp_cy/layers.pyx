@@ -1345,7 +1345,12 @@ cdef TrainOptions _options_from_dict(dict options) except *:
 
 
 def _set_chunks(intp_t row_chunks_per_thread, intp_t param_chunks_per_thread):
-    """Tuning only: the plan's chunks per thread."""
+    """The plan's row and weight chunks per thread (benchmarks/bench_layers_chunks.py;
+    the defaults are 1 and 2). Returns the old pair."""
     global ROW_CHUNKS_PER_THREAD, PARAM_CHUNKS_PER_THREAD
+    if row_chunks_per_thread < 1 or param_chunks_per_thread < 1:
+        raise ValueError("chunks per thread must be >= 1")
+    old = (ROW_CHUNKS_PER_THREAD, PARAM_CHUNKS_PER_THREAD)
     ROW_CHUNKS_PER_THREAD = row_chunks_per_thread
     PARAM_CHUNKS_PER_THREAD = param_chunks_per_thread
+    return old
