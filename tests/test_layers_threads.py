@@ -135,6 +135,29 @@ def test_the_pacer_and_other_callers_change_no_bit(threads, solver):
             np.testing.assert_array_equal(a, b)
 
 
+def test_a_caller_beside_another_plans_as_a_lone_one():
+    # While one model's call holds the BLAS at one thread, another's thread count is
+    # still planned from the user's limit (not the held count): without any override,
+    # three models trained at once get a lone model's bits.
+    X, y = _data("dense", np.float32, n=1200)
+    with threadpoolctl.threadpool_limits(2):
+        alone, _ = _train(X, y, np.float32, "adam", epochs=3)
+        results = [None] * 3
+
+        def train(i):
+            results[i] = _train(X, y, np.float32, "adam", epochs=3)[0]
+
+        callers = [threading.Thread(target=train, args=(i,)) for i in range(3)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert _blas._blas_num_threads() == 2
+    for run in results:
+        for a, b in zip(run, alone):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kind", ["dense", "csr"])
 def test_loss_gradient_and_predict_on_threads(threads, kind):
     X, y = _data(kind, np.float64, n=517)

@@ -344,10 +344,18 @@ def _read_small(path):
 cpu_budget = _usable_cores()
 
 
+# Who holds the BLAS's thread count (blas_threads_hold): how many calls of the engine
+# hold it now, and what it was before the first. Changed with the GIL held.
+cdef int blas_threads_held = 0
+cdef int blas_threads_saved = 0
+
+
 cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil:
     """Threads for steps of m rows, k features and n hidden units: the rule above.
-    At least 1. _set_parallel_threads (tests, benchmarks) overrides it."""
-    cdef int limit = blas_num_threads()
+    At least 1. _set_parallel_threads (tests, benchmarks) overrides it. While calls
+    of the engine hold the BLAS (blas_threads_hold), its limit is what it was before
+    them: another model's call in progress does not change this one's count."""
+    cdef int limit = blas_threads_saved if blas_threads_held > 0 else blas_num_threads()
     cdef intp_t work
     if parallel_threads_override > 0:
         return parallel_threads_override
@@ -394,10 +402,6 @@ cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
     return threads     # at most _workers.h's helpers + 1 run at once (_parallel.pyx)
 
 
-# Who holds the BLAS's thread count (blas_threads_hold): how many calls of the engine
-# hold it now, and what it was before the first. Changed with the GIL held.
-cdef int blas_threads_held = 0
-cdef int blas_threads_saved = 0
 cdef enum:
     HELD_BY_ANOTHER = -1          # blas_threads_hold: nested in another call's hold
 

@@ -39,7 +39,7 @@ from ._typedefs cimport blas_int, intp_t, label_t
 from ._blas cimport (_gemm, blas_num_threads, blas_threads_hold, blas_threads_release,
                     engine_threads, RowMajor, NoTrans, Trans)
 from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock,
-                        pacer_record, pacer_remember, pacer_resume, part_fn,
+                        pacer_record, pacer_remember, pacer_resume,
                         step_size_at, workers_claim, workers_run)
 from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
@@ -367,7 +367,8 @@ cdef struct Region:               # one batch, shared by the parts of its two re
     const Columns *columns        # CSR X: the batch's entries by column
     Scratch *scratch
     bint want_squares             # sum the new W^2 (the next step's L2 term)
-    # the chunk counter of the region that runs
+    # the region that runs, and its chunk counter
+    bint in_params
     intp_t next_chunk, n_chunks
 
 
@@ -448,11 +449,13 @@ cdef void _region_init(Region *c, const Plan *plan, const Shape *shape, const Ro
             c.gather = True
 
 
-cdef void _run(Region *c, int n_threads, part_fn part, intp_t n_chunks) noexcept nogil:
-    """One region: n_chunks chunks claimed by min(n_threads, n_chunks) parts."""
+cdef void _run(Region *c, int n_threads, bint params, intp_t n_chunks) noexcept nogil:
+    """One region (the params region, or the rows region): n_chunks chunks claimed by
+    min(n_threads, n_chunks) parts."""
+    c.in_params = params
     c.next_chunk = 0
     c.n_chunks = n_chunks
-    workers_run(<int> max(1, min(<intp_t> n_threads, n_chunks)), part, c)
+    workers_run(<int> max(1, min(<intp_t> n_threads, n_chunks)), _region_part, c)
 
 
 # The rows region ##############################################################
@@ -603,7 +606,8 @@ cdef void _rows_chunk(Region *c, intp_t chunk, floating **coefs, floating **inte
                             partial + _bias_offset(shape, i - 1))
 
 
-cdef void _rows_part(void *ctx, int part, int n_parts) noexcept nogil:
+cdef void _region_part(void *ctx, int part, int n_parts) noexcept nogil:
+    """A part of either region: claims chunks until none is left."""
     cdef Region *c = <Region *> ctx
     cdef intp_t chunk
     while True:
@@ -611,11 +615,19 @@ cdef void _rows_part(void *ctx, int part, int n_parts) noexcept nogil:
         if chunk >= c.n_chunks:
             return
         if c.is_double:
-            _rows_chunk(c, chunk, <double **> c.coefs, <double **> c.intercepts,
-                        <double *> c.work)
+            _region_chunk(c, chunk, <double **> c.coefs, <double **> c.intercepts,
+                          <double *> c.work)
         else:
-            _rows_chunk(c, chunk, <float **> c.coefs, <float **> c.intercepts,
-                        <float *> c.work)
+            _region_chunk(c, chunk, <float **> c.coefs, <float **> c.intercepts,
+                          <float *> c.work)
+
+
+cdef inline void _region_chunk(Region *c, intp_t chunk, floating **coefs,
+                               floating **intercepts, floating *work) noexcept nogil:
+    if c.in_params:
+        _params_chunk(c, chunk, coefs, work)
+    else:
+        _rows_chunk(c, chunk, coefs, intercepts, work)
 
 
 # The params region ############################################################
@@ -703,19 +715,6 @@ cdef void _params_chunk(Region *c, intp_t chunk, floating **coefs,
                  &c.scratch.squares[chunk] if c.want_squares else NULL)
 
 
-cdef void _params_part(void *ctx, int part, int n_parts) noexcept nogil:
-    cdef Region *c = <Region *> ctx
-    cdef intp_t chunk
-    while True:
-        chunk = workers_claim(&c.next_chunk)
-        if chunk >= c.n_chunks:
-            return
-        if c.is_double:
-            _params_chunk(c, chunk, <double **> c.coefs, <double *> c.work)
-        else:
-            _params_chunk(c, chunk, <float **> c.coefs, <float *> c.work)
-
-
 # A batch, start to end ########################################################
 
 cdef double _forward_backward(Region *c, int n_threads, floating *work) noexcept nogil:
@@ -726,7 +725,7 @@ cdef double _forward_backward(Region *c, int n_threads, floating *work) noexcept
     cdef floating *partial = <floating *> c.scratch.bias_partials
     cdef floating *sums = partial + c.n_row_chunks * B
     cdef double loss = 0
-    _run(c, n_threads, _rows_part, c.n_row_chunks)
+    _run(c, n_threads, False, c.n_row_chunks)
     for j in range(B):
         sums[j] = 0
     for chunk in range(c.n_row_chunks):
@@ -809,7 +808,7 @@ cdef double _batch_step(
     if X.dense == NULL:
         _columns_of(X, batch, shape.units[0], &scratch.columns)
         c.columns = &scratch.columns
-    _run(&c, n_threads, _params_part, _param_chunks(plan, shape))
+    _run(&c, n_threads, True, _param_chunks(plan, shape))
     # the biases, and the next step's L2 sum
     for i in range(L):
         offset = _coef_offset(shape, i) + shape.units[i] * shape.units[i + 1]
@@ -984,7 +983,7 @@ cdef double layers_loss_gradient(
         if X.dense == NULL:
             _columns_of(X, &batch, shape.units[0], &scratch.columns)
             c.columns = &scratch.columns
-        _run(&c, plan.n_threads, _params_part, _param_chunks(&plan, shape))
+        _run(&c, plan.n_threads, True, _param_chunks(&plan, shape))
         bias_grad = (<floating *> scratch.bias_partials
                      + c.n_row_chunks * _bias_width(shape))
         for i in range(L):
@@ -1028,7 +1027,7 @@ cdef int layers_predict(
         batch = _batch(shape, NULL, start, m)
         _region_init(&c, &plan, shape, X, NULL, <const floating *> NULL, &batch, coefs,
                      intercepts, work, PREDICT, NULL)
-        _run(&c, plan.n_threads, _rows_part, c.n_row_chunks)
+        _run(&c, plan.n_threads, False, c.n_row_chunks)
         output = _activation_buffer(shape, work, m, L)
         for i in range(m):
             memcpy(out + (start + i) * ld_out, output + i * K, K * sizeof(floating))
