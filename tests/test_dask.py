@@ -63,14 +63,15 @@ _OUT_OF_CORE_SCRIPT = textwrap.dedent("""
     clf = MLPClassifier(hidden_layer_sizes=8, batch_size=500, learning_rate_init=1e-4,
                         random_state=0)
     # Whether the engine read each chunk in place: uint8, in the map's memory.
-    from mlp_cy import network
-    train_epoch, in_place, current = network._train_epoch, [], {}
+    from mlp_cy import layers
+    in_place, current = [], {}
 
-    def watched(X, *args):
-        in_place.append(X.dtype == np.uint8 and np.shares_memory(X, current["chunk"]))
-        return train_epoch(X, *args)
+    class Watched(layers.Network):       # the engine the estimator calls
+        def train_epoch(self, X, *args):
+            in_place.append(X.dtype == np.uint8 and np.shares_memory(X, current["chunk"]))
+            return super().train_epoch(X, *args)
 
-    network._train_epoch = watched
+    layers.Network = Watched
     before = rss("VmRSS")   # resident now; the imports may have peaked higher
     for start in range(0, n, rows):
         images = read_idx(images_path, mmap=True)

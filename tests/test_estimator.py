@@ -69,20 +69,20 @@ def test_other_numeric_dtypes_train_in_float64(dtype, batch_size, shuffle):
 
 
 def test_float32_rows_train_a_float64_model_without_a_copy_of_x(monkeypatch):
-    from mlp_cy import network
+    from mlp_cy import layers
 
     X, y = _blobs(dtype=np.float32)
     clf = _fit(MLPClassifier(hidden_layer_sizes=5, max_iter=2, random_state=0),
                X.astype(np.float64), y)
     ref = pickle.loads(pickle.dumps(clf))
     seen = []
-    train_epoch = network._train_epoch
 
-    def spy(X_engine, *args):
-        seen.append(X_engine)
-        return train_epoch(X_engine, *args)
+    class Spy(layers.Network):               # the engine the estimator calls
+        def train_epoch(self, X_engine, *args):
+            seen.append(X_engine)
+            return super().train_epoch(X_engine, *args)
 
-    monkeypatch.setattr(network, "_train_epoch", spy)
+    monkeypatch.setattr(layers, "Network", Spy)
     clf.partial_fit(X, y)                        # float32 X, float64 weights
     # The engine read the caller's float32 memory, not a float64 copy.
     assert len(seen) == 1 and seen[0].dtype == np.float32 and np.shares_memory(seen[0], X)

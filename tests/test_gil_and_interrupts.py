@@ -14,23 +14,24 @@ from mlp_cy import MLPClassifier
 
 
 def _watch_epochs(monkeypatch):
-    """Wrap network._train_epoch: each call's work buffer is filled with NaN first, so
-    that a value in it says the engine is inside an epoch (returned: it is out)."""
-    from mlp_cy import network
+    """Wrap the engine's train_epoch (layers.Network's, which the estimator calls):
+    each call's work buffer is filled with NaN first, so that a value in it says the
+    engine is inside an epoch (returned: it is out)."""
+    from mlp_cy import layers
 
     state = {"work": None, "returned": False}
-    train_epoch = network._train_epoch
 
-    def watched(*args):
-        work = args[11]
-        work.fill(np.nan)
-        state["work"] = work
-        try:
-            return train_epoch(*args)
-        finally:
-            state["returned"] = True
+    class Watched(layers.Network):
+        def train_epoch(self, *args):
+            work = args[7]
+            work.fill(np.nan)
+            state["work"] = work
+            try:
+                return super().train_epoch(*args)
+            finally:
+                state["returned"] = True
 
-    monkeypatch.setattr(network, "_train_epoch", watched)
+    monkeypatch.setattr(layers, "Network", Watched)
     return state
 
 
@@ -70,7 +71,7 @@ def test_other_python_threads_run_while_an_epoch_trains(solver, monkeypatch):
 INTERRUPTED_FIT = textwrap.dedent("""
     import json, os, signal, threading, time
     import numpy as np
-    from mlp_cy import MLPClassifier, network
+    from mlp_cy import MLPClassifier, layers
 
     rng = np.random.RandomState(0)
     X = rng.rand(20000, 784).astype(np.float32)
@@ -83,15 +84,15 @@ INTERRUPTED_FIT = textwrap.dedent("""
     # land before fit).
     started = threading.Event()
     buffers = []
-    train_epoch = network._train_epoch
 
-    def watched(*args):
-        args[11].fill(np.nan)
-        buffers.append(args[11])
-        started.set()
-        return train_epoch(*args)
+    class Watched(layers.Network):       # the engine the estimator calls
+        def train_epoch(self, *args):
+            args[7].fill(np.nan)
+            buffers.append(args[7])
+            started.set()
+            return super().train_epoch(*args)
 
-    network._train_epoch = watched
+    layers.Network = Watched
 
     def interrupt():
         started.wait()

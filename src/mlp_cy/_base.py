@@ -4,11 +4,10 @@ Design:
 a) The estimator validates, encodes targets, initialises weights and keeps the epoch
    bookkeeping (loss curve, stopping, warnings); one call into the engine per epoch
    (per function evaluation for L-BFGS) does all per-batch work without the GIL.
-b) Two engines, one choice (``_seed_engine``): the seed's network (one hidden layer,
-   softmax output, dense X) runs on ``network``, with its batch-1 sweep and its own
-   threads; every other network (any depth, the logistic, identity and exp outputs,
-   CSR input, L-BFGS) on ``layers``. Both keep the optimiser's state in the same
-   layout (W_0 | b_0 | W_1 | b_1 | ...), so a model moves between them freely.
+b) One engine, ``layers``, for every network (any depth, every output layer, dense
+   or CSR X, every solver); its plan chooses how a call runs (threads, the
+   zero-skipping first layer, the seed's batch-1 sweep). The optimiser's state is
+   laid out W_0 | b_0 | W_1 | b_1 | ..., as network.pxd's for the seed's network.
 c) Every random draw follows scikit-learn's (Glorot-uniform init from
    ``random_state``, layer by layer, coefficients then intercepts; the epoch shuffle
    of ``sklearn.utils.shuffle``), so both start from the same weights and visit the
@@ -306,12 +305,6 @@ class BaseMLP(BaseEstimator):
 
     # The engines --------------------------------------------------------------
 
-    def _seed_engine(self, X):
-        """Whether `network` (the seed's engine) runs this model on X: one hidden
-        layer, a softmax output and dense X. Everything else runs on `layers`."""
-        return (len(self.coefs_) == 2 and self.out_activation_ == "softmax"
-                and not _is_sparse(X))
-
     def _network(self, parameters=None):
         """The `layers` engine's view of the weights (updated in place by training)."""
         coefs, intercepts = parameters if parameters is not None else (self.coefs_,
@@ -325,14 +318,8 @@ class BaseMLP(BaseEstimator):
         options = self._train_options()
         params = self._parameters()
         dtype = params[0].dtype
-        seed = self._seed_engine(X)
-        net = None if seed else self._network()
-        if seed:
-            n_hidden, n_classes = self.coefs_[1].shape
-            state_size = network._optimizer_state_size(options, X.shape[1], n_hidden,
-                                                       n_classes)
-        else:
-            state_size = net.state_size(options)
+        net = self._network()
+        state_size = net.state_size(options)
         # As scikit-learn: a new optimiser for each fit; partial_fit keeps its state
         # (velocities or moments, Adam's step count, the scheduled learning rate).
         state = getattr(self, "_optimizer_state", None)
@@ -354,14 +341,7 @@ class BaseMLP(BaseEstimator):
         n_samples = X.shape[0] if train is None else train.shape[0]
         batch_size = self._batch_size(n_samples)
         X_engine = _engine_X(X, dtype)
-        if seed:
-            W1, W2 = self.coefs_
-            b1, b2 = self.intercepts_
-            work_size = network._train_workspace_size(options, batch_size, X.shape[1],
-                                                      W2.shape[0], W2.shape[1])
-        else:
-            work_size = net.workspace_size(batch_size)
-        work = np.empty(work_size, dtype=dtype)
+        work = np.empty(net.workspace_size(batch_size), dtype=dtype)
         stats = np.zeros(5)
         sample_idx = np.arange(n_samples, dtype=np.intp) if train is None else train
         self.n_iter_ = 0
@@ -381,13 +361,8 @@ class BaseMLP(BaseEstimator):
             stats[4] = self._n_updates
             order = sample_idx if self.shuffle or train is not None else None
             try:
-                if seed:
-                    network._train_epoch(X_engine, targets, W1, b1, W2, b2, sample_weight,
-                                         order, batch_size, options,
-                                         self._optimizer_state, work, stats)
-                else:
-                    net.train_epoch(X_engine, targets, sample_weight, order, batch_size,
-                                    options, self._optimizer_state, work, stats)
+                net.train_epoch(X_engine, targets, sample_weight, order, batch_size,
+                                options, self._optimizer_state, work, stats)
             except KeyboardInterrupt:
                 # The weights are those of the last completed batch.
                 self.t_ += int(stats[1])
@@ -591,14 +566,6 @@ class BaseMLP(BaseEstimator):
         # place: prediction never writes them.
         coefs = [np.require(c, dtype, "C") for c in coefs]
         intercepts = [np.require(b, dtype, "C") for b in intercepts]
-        if self._seed_engine(X):
-            (W1, W2), (b1, b2) = coefs, intercepts
-            out = np.empty((X.shape[0], W2.shape[1]), dtype=dtype)
-            # Per chunk row: the hidden activations, and the row converted if X needs it.
-            work = np.empty(PREDICT_CHUNK_ROWS * (W1.shape[1] + X.shape[1]), dtype=dtype)
-            network._predict_proba(X, W1, b1, W2, b2, ACTIVATIONS[self.activation], out,
-                                   work)
-            return out
         if _is_sparse(X):
             X = X.astype(dtype, copy=False)
         return self._network((coefs, intercepts)).predict(_engine_X(X, dtype),

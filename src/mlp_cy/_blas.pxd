@@ -48,8 +48,8 @@ cdef int blas_threads_for(intp_t m, intp_t k, intp_t n) noexcept nogil
 cdef int blas_threads_hold(int threads) noexcept nogil
 cdef void blas_threads_release(int had) noexcept nogil
 
-cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
-                                   intp_t itemsize) noexcept nogil
+cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
+                               int threads) noexcept nogil
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil
 
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,

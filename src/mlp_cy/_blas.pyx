@@ -376,30 +376,30 @@ cdef int blas_threads_for(intp_t m, intp_t k, intp_t n) noexcept nogil:
                      max(1, m * k * n // BLAS_WORK_PER_THREAD))
 
 
-cdef int skipzero_parallel_threads(intp_t m, intp_t k, intp_t n,
-                                   intp_t itemsize) noexcept nogil:
-    """How many threads the zero-skipping step (_parallel.pyx) may use on batches of
-    m rows of k features with n hidden units, or 0: the layers engine's step.
+cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
+                               int threads) noexcept nogil:
+    """Whether the first layer's two products with the data, X W_0 and X^T delta_0,
+    skip X's zeros (the layers engine's plan) for batches of m rows of k features,
+    n = units[1], on `threads` threads; the density is the plan's to check
+    (skipzero_sparse_enough).
 
-    engine_threads, if that is 2 or more, the parallel step pays at this level and
-    the kernels can run at this shape: the rules of skipzero_products, but for the
-    thread count and the density, which the step checks batch by batch
-    (skipzero_sparse_enough). _set_parallel_threads and mode "always" (tests,
-    benchmarks) take it at any level, mode "always" on one thread too.
+    Where the kernels pay at this level (one thread: SKIPZERO_PAYS_SERIAL; several:
+    SKIPZERO_PAYS_PARALLEL), n is whole vectors and X W_0 is no larger than
+    SKIPZERO_MAX_FORWARD_BYTES a thread. Mode "always" (tests, benchmarks) takes them
+    at any level and size, "never" never; _set_parallel_threads (tests) at any level.
     """
     cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
-    cdef int threads = engine_threads(m, k, n)
     if skipzero_mode == 1 or n < lanes or n % lanes != 0 or m < 1 or k < 1:
-        return 0
-    if parallel_threads_override == 0 and skipzero_mode != 2 and (
-            threads < 2 or not SKIPZERO_PAYS_PARALLEL[kernel_level]):
-        return 0
-    # Both products in the step skip zeros: the forward product's limit is the lower,
-    # and it holds per thread (measured: float64, h=1024, b=256, 2 MiB on 2 threads,
-    # 0.72x the time of the gemm step).
-    if skipzero_mode == 0 and out_bytes > SKIPZERO_MAX_FORWARD_BYTES * threads:
-        return 0
-    return threads     # at most _workers.h's helpers + 1 run at once (_parallel.pyx)
+        return False
+    if skipzero_mode == 2:
+        return True
+    if parallel_threads_override == 0 and not (
+            SKIPZERO_PAYS_PARALLEL[kernel_level] if threads > 1
+            else SKIPZERO_PAYS_SERIAL[kernel_level]):
+        return False
+    # The forward product's limit holds per thread (measured: float64, h=1024, b=256,
+    # 2 MiB on 2 threads, 0.72x the time of the gemm step).
+    return out_bytes <= SKIPZERO_MAX_FORWARD_BYTES * max(threads, 1)
 
 
 cdef enum:
@@ -719,10 +719,10 @@ def _blas_threads_settable():
     return blas_set_threads != NULL
 
 
-def _parallel_threads(intp_t m, intp_t k, intp_t n, intp_t itemsize):
-    """skipzero_parallel_threads: threads of the parallel step on batches (m, k) with
-    n hidden units of itemsize bytes, or 0 (the serial step)."""
-    return skipzero_parallel_threads(m, k, n, itemsize)
+def _skip_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize, int threads):
+    """skipzero_first_layer: whether the first layer's products skip zeros on batches
+    (m, k) with n units of itemsize bytes, on `threads` threads (density aside)."""
+    return skipzero_first_layer(m, k, n, itemsize, threads)
 
 
 def _skipzero_products_memview(const floating[:, ::1] A, intp_t n):

@@ -103,7 +103,8 @@ cdef int layers_predict(
     floating *work,                     # (layers_workspace_size(shape, chunk_rows),)
     intp_t chunk_rows,
 ) noexcept nogil
-# The output layer's activations (probabilities, or predicted values).
+# The output layer's activations (probabilities, or predicted values): 0, or -1 when
+# out of memory for its small buffers.
 
 cdef int layers_train_epoch(
     const Shape *shape, const Rows *X, const Targets *targets,

@@ -36,12 +36,15 @@ from libc.string cimport memcpy, memset
 from cpython.exc cimport PyErr_CheckSignals
 
 from ._typedefs cimport blas_int, intp_t, label_t
-from ._blas cimport (_gemm, blas_num_threads, blas_threads_hold, blas_threads_release,
-                    engine_threads, RowMajor, NoTrans, Trans)
+from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
+                    _gemm_t_skipzero_rows, _sample_sweep, blas_num_threads,
+                    blas_threads_hold, blas_threads_release, engine_threads,
+                    skipzero_first_layer, skipzero_sparse_enough, RowMajor, NoTrans,
+                    Trans)
 from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock,
                         pacer_record, pacer_remember, pacer_resume,
                         step_size_at, workers_claim, workers_run)
-from .kernels cimport (IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
+from .kernels cimport (Activation, IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
 from .network cimport ADAM, SGD, EpochStats, TrainOptions
@@ -201,14 +204,22 @@ cdef int MAX_THREADS = 64                # _workers.h's helpers + the caller
 cdef struct Plan:                 # how a call cuts its batches
     int n_threads                 # the most parts a region runs on
     intp_t param_target           # weights per chunk of the params region, about
+    bint skip_first               # X W_0 and X^T delta_0 skip X's zeros (dense X)
+    intp_t index_stride           # the zero-skipping kernels' index list, per part
 
 
-cdef Plan _plan(const Shape *shape, intp_t m) noexcept nogil:
-    """The plan for batches of up to m rows. Threads: the rule of _blas.pyx's
-    "Threads" (the BLAS's limit, the usable cores, the step's work: m rows by P
-    parameters)."""
+cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t start,
+                intp_t m, intp_t itemsize) noexcept nogil:
+    """The plan for batches of up to m rows, the first of them order[0 .. m] (or
+    start ..). Threads: the rule of _blas.pyx's "Threads" (the BLAS's limit, the
+    usable cores, the step's work: m rows by P parameters). The first layer's
+    products skip X's zeros where _blas.skipzero_first_layer says they pay at this
+    shape, level and thread count, and the first batch is sparse enough: MNIST-like
+    images (50-80% zeros) at the seed's batch of 64, measured in benchmarks/RESULTS.md
+    ("engine v2: the step written once")."""
     cdef Plan plan
     cdef intp_t weights = layers_parameter_count(shape) - _bias_width(shape)
+    cdef intp_t first = m                   # the rows the density is judged on
     plan.n_threads = max(1, min(engine_threads(m, layers_parameter_count(shape), 1),
                                 MAX_THREADS))
     if plan.n_threads == 1:
@@ -216,7 +227,33 @@ cdef Plan _plan(const Shape *shape, intp_t m) noexcept nogil:
     else:
         plan.param_target = max(MIN_PARAM_CHUNK,
                                 weights // (PARAM_CHUNKS_PER_THREAD * plan.n_threads))
+    plan.skip_first = (
+        X.dense != NULL and first > 0
+        and skipzero_first_layer(m, shape.units[0], shape.units[1], itemsize,
+                                 plan.n_threads)
+        and skipzero_sparse_enough(_nonzeros(X, order, start, first, shape.units[0]),
+                                   first * shape.units[0]))
+    plan.index_stride = max(m, shape.units[0])
     return plan
+
+
+cdef intp_t _nonzeros(const Rows *X, const intp_t *order, intp_t start, intp_t m,
+                      intp_t n_features) noexcept nogil:
+    """The non-zero values in the m dense rows order[0 .. m] (or start ..) of X."""
+    cdef intp_t i, j, count = 0
+    cdef const char *row
+    for i in range(m):
+        row = X.dense + (order[i] if order != NULL else start + i) * X.row_bytes
+        if X.kind == INPUT_UINT8:
+            for j in range(n_features):
+                count += (<const unsigned char *> row)[j] != 0
+        elif X.kind == INPUT_FLOAT32:
+            for j in range(n_features):
+                count += (<const float *> row)[j] != 0
+        else:
+            for j in range(n_features):
+                count += (<const double *> row)[j] != 0
+    return count
 
 
 cdef inline intp_t _row_chunks(const Plan *plan, intp_t m) noexcept nogil:
@@ -338,6 +375,10 @@ cdef struct Scratch:              # a call's small buffers, beside the caller's 
                                   # then their sum
     double *squares               # (_param_chunks,) a chunk's sum of the new W^2
     Columns columns               # CSR X with a gradient: the batch's entries by column
+    intp_t *indices               # plan.skip_first: (n_threads, index_stride) a part's
+                                  # index list for the zero-skipping kernels
+    const void **x_rows           # plan.skip_first: (batch_rows,) where a shuffled
+                                  # batch's rows are in X, read in place
 
 
 cdef struct Region:               # one batch, shared by the parts of its two regions
@@ -348,6 +389,8 @@ cdef struct Region:               # one batch, shared by the parts of its two re
     const void *sample_weight
     Batch batch                   # the whole batch; batch.ldx: x's row stride
     const void *x                 # dense X: the batch's rows (in X, or work's x)
+    const void **x_rows           # or NULL x and these rows of X (a shuffled batch
+                                  # read in place by the zero-skipping kernels)
     bint gather                   # the row chunks copy (convert) their rows to work's x
     void **coefs                  # the parameters' type (is_double)
     void **intercepts
@@ -374,9 +417,9 @@ cdef struct Region:               # one batch, shared by the parts of its two re
 
 cdef int _scratch_init(Scratch *s, const Plan *plan, const Shape *shape, const Rows *X,
                        const intp_t *order, intp_t start, intp_t n_rows,
-                       intp_t batch_rows, intp_t itemsize) noexcept nogil:
-    """For batches of batch_rows of the n_rows rows order[..] (or start ..): 0, or
-    -1 when out of memory (s then owns nothing)."""
+                       intp_t batch_rows, intp_t itemsize, bint gradient) noexcept nogil:
+    """For batches of batch_rows of the n_rows rows order[..] (or start ..), with a
+    gradient or only forward: 0, or -1 when out of memory (s then owns nothing)."""
     cdef intp_t row_chunks = _row_chunks(plan, batch_rows)
     memset(s, 0, sizeof(Scratch))
     s.row_loss = <double *> malloc(row_chunks * sizeof(double))
@@ -385,7 +428,13 @@ cdef int _scratch_init(Scratch *s, const Plan *plan, const Shape *shape, const R
     if s.row_loss == NULL or s.bias_partials == NULL or s.squares == NULL:
         _scratch_free(s)
         return -1
-    if X.dense == NULL:
+    if plan.skip_first:
+        s.indices = <intp_t *> malloc(plan.n_threads * plan.index_stride * sizeof(intp_t))
+        s.x_rows = <const void **> malloc(batch_rows * sizeof(void *))
+        if s.indices == NULL or s.x_rows == NULL:
+            _scratch_free(s)
+            return -1
+    if X.dense == NULL and gradient:
         s.columns.capacity = _largest_batch_nnz(X, order, start, n_rows, batch_rows)
         s.columns.start = <intp_t *> malloc((shape.units[0] + 1) * sizeof(intp_t))
         s.columns.row = <intp_t *> malloc(max(s.columns.capacity, 1) * sizeof(intp_t))
@@ -403,6 +452,8 @@ cdef void _scratch_free(Scratch *s) noexcept nogil:
     free(s.columns.start)
     free(s.columns.row)
     free(s.columns.source)
+    free(s.indices)
+    free(s.x_rows)
     memset(s, 0, sizeof(Scratch))
 
 
@@ -436,13 +487,20 @@ cdef void _region_init(Region *c, const Plan *plan, const Shape *shape, const Ro
     c.scratch = scratch
     c.want_squares = False
     # Dense X: the rows in place when they are of the parameters' type and
-    # consecutive, else each row chunk copies (converts) its rows into work's x.
+    # consecutive (or shuffled, for the zero-skipping kernels, which take a list of
+    # rows), else each row chunk copies (converts) its rows into work's x.
+    cdef intp_t i
     c.x = NULL
+    c.x_rows = NULL
     c.gather = False
     if X.dense != NULL:
         if _same_kind(X.kind, work) and batch.rows == NULL:
             c.x = X.dense + batch.start * X.row_bytes
             c.batch.ldx = max(X.row_bytes // <intp_t> sizeof(floating), shape.units[0])
+        elif _same_kind(X.kind, work) and plan.skip_first:
+            for i in range(batch.m):
+                scratch.x_rows[i] = X.dense + batch.rows[i] * X.row_bytes
+            c.x_rows = scratch.x_rows
         else:
             c.x = work
             c.batch.ldx = shape.units[0]
@@ -544,7 +602,7 @@ cdef double _output_delta(
 
 
 cdef void _rows_chunk(Region *c, intp_t chunk, floating **coefs, floating **intercepts,
-                      floating *work) noexcept nogil:
+                      floating *work, intp_t *indices) noexcept nogil:
     """Row chunk `chunk` of the batch: forward through every layer; then (not
     PREDICT) its loss, the output delta and every layer's delta down to delta_0, with
     the chunk's bias gradients in its row of the bias partials."""
@@ -573,6 +631,12 @@ cdef void _rows_chunk(Region *c, intp_t chunk, floating **coefs, floating **inte
     out = _activation_buffer(shape, work, m, 1) + r0 * units[1]
     if c.X.dense == NULL:
         _csr_forward(c.X, &rows, coefs[0], units[1], out)
+    elif c.x_rows != NULL:
+        _gemm_skipzero_rows(rows_m, units[1], units[0], <const floating **> c.x_rows + r0,
+                            coefs[0], units[1], out, units[1], indices)
+    elif c.plan.skip_first:
+        _gemm_skipzero(rows_m, units[1], units[0], x, c.batch.ldx, coefs[0], units[1],
+                       out, units[1], indices)
     else:
         _gemm(RowMajor, NoTrans, NoTrans, <blas_int> rows_m, <blas_int> units[1],
               <blas_int> units[0], <floating> 1, x, <blas_int> c.batch.ldx, coefs[0],
@@ -610,24 +674,28 @@ cdef void _region_part(void *ctx, int part, int n_parts) noexcept nogil:
     """A part of either region: claims chunks until none is left."""
     cdef Region *c = <Region *> ctx
     cdef intp_t chunk
+    cdef intp_t *indices = NULL           # the part's, for the zero-skipping kernels
+    if c.plan.skip_first:
+        indices = c.scratch.indices + part * c.plan.index_stride
     while True:
         chunk = workers_claim(&c.next_chunk)
         if chunk >= c.n_chunks:
             return
         if c.is_double:
             _region_chunk(c, chunk, <double **> c.coefs, <double **> c.intercepts,
-                          <double *> c.work)
+                          <double *> c.work, indices)
         else:
             _region_chunk(c, chunk, <float **> c.coefs, <float **> c.intercepts,
-                          <float *> c.work)
+                          <float *> c.work, indices)
 
 
 cdef inline void _region_chunk(Region *c, intp_t chunk, floating **coefs,
-                               floating **intercepts, floating *work) noexcept nogil:
+                               floating **intercepts, floating *work,
+                               intp_t *indices) noexcept nogil:
     if c.in_params:
-        _params_chunk(c, chunk, coefs, work)
+        _params_chunk(c, chunk, coefs, work, indices)
     else:
-        _rows_chunk(c, chunk, coefs, intercepts, work)
+        _rows_chunk(c, chunk, coefs, intercepts, work, indices)
 
 
 # The params region ############################################################
@@ -652,7 +720,7 @@ cdef void _csr_row_gradient(const Rows *X, const Columns *columns, const floatin
 
 
 cdef void _params_chunk(Region *c, intp_t chunk, floating **coefs,
-                        floating *work) noexcept nogil:
+                        floating *work, intp_t *indices) noexcept nogil:
     """Parameter chunk `chunk`: rows p0 .. p1 of one W_i, their gradient over the
     whole batch written (GRADIENT) or applied (UPDATE)."""
     cdef const Shape *shape = c.shape
@@ -663,6 +731,7 @@ cdef void _params_chunk(Region *c, intp_t chunk, floating **coefs,
     cdef floating *G
     cdef floating *delta
     cdef floating eta = <floating> c.eta, decay = <floating> c.decay
+    cdef floating alpha, beta
     while True:                          # which layer, which rows
         rows_per = _param_chunk_rows(c.plan, shape.units[i], shape.units[i + 1])
         count = (shape.units[i] + rows_per - 1) // rows_per
@@ -686,6 +755,19 @@ cdef void _params_chunk(Region *c, intp_t chunk, floating **coefs,
         if c.fused:
             for j in range(n):
                 W[j] = decay * W[j] - eta * G[j]
+    elif i == 0 and c.plan.skip_first:
+        # as the gemms below, over X's non-zero values: W := decay W - eta X^T delta,
+        # or G (+)= X^T delta
+        alpha = -eta if c.fused else 1
+        beta = decay if c.fused else (1 if c.mode == GRADIENT and c.accumulate else 0)
+        if c.x_rows != NULL:
+            _gemm_t_skipzero_rows(m, fan_out, p1 - p0, alpha,
+                                  <const floating **> c.x_rows, p0, delta, fan_out, beta,
+                                  W if c.fused else G, fan_out, indices)
+        else:
+            _gemm_t_skipzero(m, fan_out, p1 - p0, alpha, <const floating *> c.x + p0,
+                             c.batch.ldx, delta, fan_out, beta, W if c.fused else G,
+                             fan_out, indices)
     else:
         if i == 0:
             A = <const floating *> c.x
@@ -847,10 +929,12 @@ cdef double layers_step(
     cdef Batch batch = _batch(shape, rows, start, m)
     cdef double loss, squares = -1
     cdef Scratch scratch
-    cdef Plan plan = _plan(shape, m)
+    cdef Plan plan
     if m == 0:
         return 0
-    if _scratch_init(&scratch, &plan, shape, X, rows, start, m, m, sizeof(floating)) != 0:
+    plan = _plan(shape, X, rows, start, m, sizeof(floating))
+    if _scratch_init(&scratch, &plan, shape, X, rows, start, m, m, sizeof(floating),
+                     True) != 0:
         return NAN
     cdef int blas_had = _hold_blas(&plan)
     loss = _batch_step(shape, X, targets, sample_weight, &batch, coefs, intercepts,
@@ -891,9 +975,13 @@ cdef int layers_train_epoch(
     if n_rows == 0:
         return 0
     batch_size = min(batch_size, n_rows)
-    plan = _plan(shape, batch_size)
+    if _sweeps(shape, X, options, batch_size):
+        return _epoch_sample_by_sample(shape, X, targets, sample_weight, order, n_rows,
+                                       coefs, intercepts, options, n_updates, work,
+                                       stats_out)
+    plan = _plan(shape, X, order, 0, batch_size, sizeof(floating))
     if _scratch_init(&scratch, &plan, shape, X, order, 0, n_rows, batch_size,
-                     sizeof(floating)) != 0:
+                     sizeof(floating), True) != 0:
         with gil:
             raise MemoryError()
     cdef int blas_had = _hold_blas(&plan)
@@ -932,6 +1020,172 @@ cdef int layers_train_epoch(
     return 0
 
 
+# The batch-1 sweep ############################################################
+#
+# The plan's one special case (Plan.sample_sweep): batch_size 1 with plain SGD and no
+# L2 on a network of one hidden layer with a softmax output (the seed's, with its
+# batch of one) and dense X. Such a step is bound by memory, not FLOPs: each sample
+# reads W_0 for its forward pass and reads and writes it for its update. _sample_step
+# does both in one sweep over W_0's rows (update row i for this sample, then add row i
+# to the next sample's forward pass), and skips the rows of zero pixels, which need
+# neither (about half of Fashion-MNIST's, 80% of MNIST's). No BLAS call is worth its
+# overhead at this size. It computes the general step's update, to rounding
+# (tests/test_layers.py, "batch-1 sweep").
+
+cdef bint _sweeps(const Shape *shape, const Rows *X, const TrainOptions *options,
+                  intp_t batch_size) noexcept nogil:
+    """Whether an epoch runs as the batch-1 sweep."""
+    return (batch_size == 1 and options != NULL and _plain_sgd(options)
+            and options.alpha == 0 and shape.n_layers == 2
+            and shape.output == OUT_SOFTMAX and X.dense != NULL)
+
+
+cdef const floating *_sample_row(const Rows *X, intp_t r, floating *buffer,
+                                 intp_t n) noexcept nogil:
+    """Row r of dense X: in place when of the parameters' type, else converted."""
+    cdef const char *row = X.dense + r * X.row_bytes
+    cdef intp_t j
+    if _same_kind(X.kind, buffer):
+        return <const floating *> row
+    for j in range(n):
+        buffer[j] = _value(row, X.kind, j, buffer[0])
+    return buffer
+
+
+cdef void _accumulate_rows(
+    const floating *x,            # IN  (n_features,)
+    const floating *W,            # IN  (n_features, n_hidden)
+    intp_t n_features, intp_t n_hidden,
+    floating *pre_out,            # OUT (n_hidden,) x W, over the nonzero x_i only
+) noexcept nogil:
+    cdef intp_t i, j
+    cdef const floating *row
+    cdef floating xi
+    for j in range(n_hidden):
+        pre_out[j] = 0
+    for i in range(n_features):
+        xi = x[i]
+        if xi != 0:
+            row = W + i * n_hidden
+            for j in range(n_hidden):
+                pre_out[j] += xi * row[j]
+
+
+cdef double _sample_step(
+    intp_t n_features, intp_t n_hidden, intp_t n_classes,
+    const floating *x,            # IN  (n_features,) this sample
+    const floating *x_next,       # IN  (n_features,) the next sample, or NULL
+    label_t label,
+    floating *W0, floating *b0, floating *W1, floating *b1,   # IN/OUT
+    Activation activation, double learning_rate,
+    floating *pre,                # IN  x W0 (n_hidden,); OUT x_next W0 with W0 updated
+    floating *work,               # (3 n_hidden + 2 n_classes,)
+) noexcept nogil:
+    """One plain-SGD step on one sample (no L2); returns its loss."""
+    cdef intp_t j, k
+    cdef floating *hidden = work                       # (n_hidden,)  A_1
+    cdef floating *hidden_grad = hidden + n_hidden     # (n_hidden,)  dA_1, then delta_0
+    cdef floating *b0_grad = hidden_grad + n_hidden    # (n_hidden,)
+    cdef floating *output = b0_grad + n_hidden         # (n_classes,) Z, then delta_1
+    cdef floating *b1_grad = output + n_classes        # (n_classes,)
+    cdef floating *row
+    cdef floating eta = <floating> learning_rate
+    cdef floating a, g
+    cdef double loss
+
+    # Forward: A_1 = act(x W0 + b0), Z = A_1 W1
+    for j in range(n_hidden):
+        hidden[j] = pre[j]
+    bias_activation(hidden, b0, 1, n_hidden, activation)
+    for k in range(n_classes):
+        output[k] = 0
+    for j in range(n_hidden):
+        a = hidden[j]
+        row = W1 + j * n_classes
+        for k in range(n_classes):
+            output[k] += a * row[k]
+    loss = softmax_cross_entropy(output, b1, &label, <const floating *> NULL, NULL, 1,
+                                 n_classes, <floating> 1, b1_grad)
+    if not isfinite(loss):
+        return loss
+    # dA_1 = W1 delta_1 with W1 as it was, then W1 -= eta A_1 delta_1^T, row by row
+    for j in range(n_hidden):
+        row = W1 + j * n_classes
+        g = 0
+        for k in range(n_classes):
+            g += row[k] * output[k]
+        hidden_grad[j] = g
+        a = eta * hidden[j]
+        for k in range(n_classes):
+            row[k] -= a * output[k]
+    for k in range(n_classes):
+        b1[k] -= eta * b1_grad[k]
+    # delta_0 = dA_1 act'(Z_0) ;  b0 -= eta delta_0
+    activation_backward(hidden_grad, hidden, 1, n_hidden, activation, b0_grad)
+    for j in range(n_hidden):
+        b0[j] -= eta * hidden_grad[j]
+    # W0 -= eta x delta_0^T, and the next sample's x_next W0 from the updated rows,
+    # in one sweep; rows where both samples are zero are not touched.
+    _sample_sweep(n_features, n_hidden, x, x_next, eta, hidden_grad, W0, pre)
+    return loss
+
+
+cdef int _epoch_sample_by_sample(
+    const Shape *shape, const Rows *X, const Targets *targets,
+    const floating *sample_weight, const intp_t *order, intp_t n_rows,
+    floating **coefs, floating **intercepts, const TrainOptions *options,
+    intp_t *n_updates, floating *work, EpochStats *stats_out,
+) except -1 nogil:
+    """layers_train_epoch when the plan sweeps (_sweeps). work: (4 n_hidden + 2
+    n_classes + 2 n_features,), less than layers_workspace_size(shape, 1)."""
+    cdef intp_t n_features = shape.units[0], n_hidden = shape.units[1]
+    cdef intp_t n_classes = shape.units[2]
+    cdef intp_t t, r, work_since_check = 0
+    cdef floating *pre = work                                  # (n_hidden,)
+    cdef floating *scratch = pre + n_hidden                    # (3 n_hidden + 2 n_classes,)
+    cdef floating *row_buffers[2]                              # 2 x (n_features,), if converting
+    cdef const floating *x
+    cdef const floating *x_next = NULL
+    cdef double loss
+    row_buffers[0] = scratch + 3 * n_hidden + 2 * n_classes
+    row_buffers[1] = row_buffers[0] + n_features
+
+    r = order[0] if order != NULL else 0
+    x_next = _sample_row(X, r, row_buffers[0], n_features)
+    _accumulate_rows(x_next, coefs[0], n_features, n_hidden, pre)
+    for t in range(n_rows):
+        r = order[t] if order != NULL else t
+        x = x_next
+        x_next = NULL
+        if t + 1 < n_rows:
+            x_next = _sample_row(X, order[t + 1] if order != NULL else t + 1,
+                                 row_buffers[(t + 1) % 2], n_features)
+        if sample_weight != NULL and sample_weight[r] <= 0:
+            # A row of no weight carries no gradient (and the loss counts it as 0).
+            if x_next != NULL:
+                _accumulate_rows(x_next, coefs[0], n_features, n_hidden, pre)
+            loss = 0
+        else:
+            # For one row of weight w, delta = w (p - y) / w: the weight cancels.
+            loss = _sample_step(n_features, n_hidden, n_classes, x, x_next,
+                                targets.codes[r], coefs[0], intercepts[0], coefs[1],
+                                intercepts[1], shape.activation, options.learning_rate,
+                                pre, scratch)
+            if not isfinite(loss):
+                stats_out.diverged = True
+                return 0
+            n_updates[0] += 1
+        stats_out.loss_sum += loss
+        stats_out.n_rows_done += 1
+        stats_out.n_batches_done += 1
+        work_since_check += (n_features + n_classes) * n_hidden
+        if work_since_check >= CHECK_WORK:
+            work_since_check = 0
+            with gil:
+                PyErr_CheckSignals()
+    return 0
+
+
 cdef intp_t _largest_batch_nnz(const Rows *X, const intp_t *order, intp_t start,
                                intp_t n_rows, intp_t batch_size) noexcept nogil:
     """The most CSR entries in any batch of batch_size of the rows order[..] (or
@@ -965,9 +1219,9 @@ cdef double layers_loss_gradient(
         memset(gradient, 0, P * sizeof(floating))
         return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    plan = _plan(shape, chunk_rows)
+    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating))
     if _scratch_init(&scratch, &plan, shape, X, NULL, 0, n_samples, chunk_rows,
-                     sizeof(floating)) != 0:
+                     sizeof(floating), True) != 0:
         return NAN
     cdef int blas_had = _hold_blas(&plan)
     start = 0
@@ -1018,21 +1272,28 @@ cdef int layers_predict(
     cdef Batch batch
     cdef Region c
     cdef Plan plan
+    cdef Scratch scratch
+    if n_samples == 0:
+        return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    plan = _plan(shape, chunk_rows)
+    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating))
+    if _scratch_init(&scratch, &plan, shape, X, NULL, 0, n_samples, chunk_rows,
+                     sizeof(floating), False) != 0:
+        return -1
     cdef int blas_had = _hold_blas(&plan)
     start = 0
     while start < n_samples:
         m = min(chunk_rows, n_samples - start)
         batch = _batch(shape, NULL, start, m)
         _region_init(&c, &plan, shape, X, NULL, <const floating *> NULL, &batch, coefs,
-                     intercepts, work, PREDICT, NULL)
+                     intercepts, work, PREDICT, &scratch)
         _run(&c, plan.n_threads, False, c.n_row_chunks)
         output = _activation_buffer(shape, work, m, L)
         for i in range(m):
             memcpy(out + (start + i) * ld_out, output + i * K, K * sizeof(floating))
         start += m
     blas_threads_release(blas_had)
+    _scratch_free(&scratch)
     return 0
 
 
@@ -1216,15 +1477,20 @@ cdef class Network:
         work = np.empty(layers_workspace_size(&self.shape, chunk_rows), dtype=self.dtype)
         cdef void *out_pointer = <void *> _address(out)
         cdef void *work_pointer = <void *> _address(work)
+        cdef int status
         with nogil:
             if self.single:
-                layers_predict(&self.shape, &rows, <float **> self.coef_pointers,
-                               <float **> self.intercept_pointers, <float *> out_pointer,
-                               K, <float *> work_pointer, chunk_rows)
+                status = layers_predict(&self.shape, &rows, <float **> self.coef_pointers,
+                                        <float **> self.intercept_pointers,
+                                        <float *> out_pointer, K, <float *> work_pointer,
+                                        chunk_rows)
             else:
-                layers_predict(&self.shape, &rows, <double **> self.coef_pointers,
-                               <double **> self.intercept_pointers, <double *> out_pointer,
-                               K, <double *> work_pointer, chunk_rows)
+                status = layers_predict(&self.shape, &rows, <double **> self.coef_pointers,
+                                        <double **> self.intercept_pointers,
+                                        <double *> out_pointer, K, <double *> work_pointer,
+                                        chunk_rows)
+        if status != 0:
+            raise MemoryError("out of memory for predict's scratch buffers")
         return out
 
     cdef int _rows(self, Rows *rows, object X) except -1:
