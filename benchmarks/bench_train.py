@@ -402,17 +402,18 @@ def child_train(spec):
         if peer == "mlp_cy-gemm":
             from mlp_cy import _blas
             _blas._set_skipzero_mode("never")
-        try:
-            from mlp_cy import _blas
-            res["skipzero"] = any(_blas._skipzero_products_memview(X[:b], h))
+        try:                                 # the engine's plan (layers.py "The plan")
+            from mlp_cy import layers
+            net = layers.Network([np.zeros((X.shape[1], h), X.dtype),
+                                  np.zeros((h, 10), X.dtype)],
+                                 [np.zeros(h, X.dtype), np.zeros(10, X.dtype)], 1, 0)
+            plan = net.plan(X[:max(b, 1)], b, {"activation": 1, "learning_rate": ETA,
+                                               "alpha": 0.0})
+            res["skipzero"] = plan["skip_zeros"] or plan["sweep"]
+            res["parallel"] = plan["threads"] if plan["threads"] > 1 else 0
         except (ImportError, AttributeError):
-            res["skipzero"] = False          # an engine from before the kernels
-        try:                                 # the parallel step (_parallel.pyx)
-            res["parallel"] = (b > 1 and (X[:b] != 0).mean() <= 0.55 and
-                               _blas._parallel_threads(b, X.shape[1], h, X.itemsize))
-            res["skipzero"] = res["skipzero"] or bool(res["parallel"])
-        except AttributeError:
-            res["parallel"] = 0              # an engine from before it
+            res["skipzero"] = False          # an engine from before the plan
+            res["parallel"] = 0
 
         clf = MLPClassifier(hidden_layer_sizes=(h,), activation="logistic", solver="sgd",
                             momentum=0.0, alpha=0.0, batch_size=b, learning_rate_init=ETA,

@@ -221,13 +221,13 @@ def test_the_environment_caps_the_level(cap):
 def _windows_has_no_thread_getter():
     """On Windows only cython_blas's own module is searched for the BLAS's thread
     getter (_blas._find_blas_thread_getter): the count is unknown there (0), and the
-    engine then never skips zeros on its own (gemm's threads might be busy)."""
+    engine then plans one thread (gemm's threads might be busy), where it never
+    skips zeros on its own."""
     if sys.platform != "win32":
         return False
     assert _blas._blas_num_threads() == 0
-    half = _sparse(np.random.default_rng(0), (64, 784), np.float32, density=0.5)
     with threadpoolctl.threadpool_limits(1):
-        assert _blas._skipzero_products_memview(half, 256) == (False, False)
+        assert _blas._engine_threads(64, 784, 256) == 1
     return True
 
 
@@ -244,31 +244,39 @@ def test_blas_thread_count_follows_threadpoolctl():
 
 
 def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
+    # The plan's rule (_blas.skipzero_first_layer) and its density check on the
+    # first batch (layers.Network.plan).
+    from mlp_cy import layers
+
     rng = np.random.default_rng(0)
+    skip = _blas._skip_first_layer                   # (m, k, n, itemsize, threads)
+    serial_pays, parallel_pays = _blas._skipzero_pays()
+    assert not serial_pays                           # benchmarks/RESULTS.md: gemm wins
+    assert parallel_pays == (kernel_level in ("avx2", "avx512"))
+    for threads in (1, 2):
+        assert skip(64, 784, 256, 4, threads) == (parallel_pays and threads == 2)
+    if _windows_has_no_thread_getter() or not parallel_pays:
+        return
+    assert skip(64, 784, 104, 8, 2)                  # whole vectors of float64
+    assert not skip(64, 784, 100, 4, 2)              # 100 % 16 columns: gemm
+    assert not skip(64, 784, 8, 4, 2)                # narrower than a vector
+    assert skip(1024, 784, 256, 4, 2)                # 1 MiB products, 2 MiB allowed
+    assert not skip(1024, 784, 1024, 4, 2)           # 4 MiB: gemm
     half = _sparse(rng, (64, 784), np.float32, density=0.5)
     dense = _sparse(rng, (64, 784), np.float32, density=0.9)
-    products = _blas._skipzero_products_memview      # -> (in X W1, in X^T G)
-    serial_pays, _ = _blas._skipzero_pays()
-    assert serial_pays == (kernel_level == "avx512")   # benchmarks/RESULTS.md, levels
-    if _windows_has_no_thread_getter():
+    params = [np.zeros((784, 256), np.float32), np.zeros((256, 10), np.float32)]
+    net = layers.Network(params, [np.zeros(256, np.float32), np.zeros(10, np.float32)],
+                         1, 0)
+    if _blas._blas_num_threads() == 0:
         return
-    if not serial_pays:
-        with threadpoolctl.threadpool_limits(1):
-            assert products(half, 256) == (False, False)
-        return
+    with threadpoolctl.threadpool_limits(2):
+        assert net.plan(half, 64) == {"threads": 2, "skip_zeros": True, "sweep": False}
+        assert net.plan(dense, 64)["skip_zeros"] is False
+        assert net.plan(half.astype(np.uint8), 64)["skip_zeros"] is True
     with threadpoolctl.threadpool_limits(1):
-        assert products(half, 256) == (True, True)
-        assert products(half.astype(np.float64), 104) == (True, True)
-        assert products(dense, 256) == (False, False)
-        assert products(half, 100) == (False, False)    # 100 % 16 columns: gemm
-        assert products(half, 8) == (False, False)      # narrower than a vector
-        big = _sparse(rng, (1024, 784), np.float32, density=0.5)
-        assert products(big, 256) == (True, True)       # 1 MiB products
-        assert products(big, 512) == (False, True)      # 2 MiB: gemm for X W1
-        assert products(big, 2048) == (False, False)    # 8 MiB: gemm for both
-        assert products(big.astype(np.float64), 256) == (False, True)
-    with threadpoolctl.threadpool_limits(2):            # gemm has 2 threads
-        assert products(half, 256) == (False, False)
+        assert net.plan(half, 64) == {"threads": 1, "skip_zeros": False, "sweep": False}
+        sweep = net.plan(half, 1, {"activation": 1, "learning_rate": 0.1, "alpha": 0.0})
+        assert sweep["sweep"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])

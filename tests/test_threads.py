@@ -65,19 +65,6 @@ def test_threads_are_the_least_of_limit_cores_and_work(cpu_budget):
         assert threads(64, 784, 256) == 1
 
 
-def test_the_blas_gets_threads_for_products_that_pay_for_them(cpu_budget):
-    if _blas._blas_num_threads() == 0:
-        pytest.skip("this BLAS does not say how many threads it has")
-    threads = _blas._blas_threads_for
-    cpu_budget(4)
-    with threadpoolctl.threadpool_limits(64):
-        assert threads(64, 784, 256) == 1             # 12 Mi multiply-adds: one
-        assert threads(256, 784, 1024) == 3           # 196 Mi: 64 Mi a thread
-        assert threads(1024, 784, 2048) == 4          # the cores
-    with threadpoolctl.threadpool_limits(2):
-        assert threads(1024, 784, 2048) == 2          # the user's limit
-
-
 def test_usable_cores_follow_the_affinity_mask():
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no os.sched_setaffinity on this platform (not Linux)")

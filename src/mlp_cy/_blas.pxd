@@ -35,16 +35,8 @@ cdef int blas_num_threads() noexcept nogil
 # The instruction-set level of the kernels (_cpu.h's MLP_CY_LEVEL_*), for kernels.pyx
 cdef int active_level() noexcept nogil
 
-cdef enum:
-    SKIP_FORWARD = 1    # X W1 by _gemm_skipzero
-    SKIP_UPDATE = 2     # X^T dZ1 by _gemm_t_skipzero
-
-cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
-                           intp_t n, const floating **A_rows=*) noexcept nogil
-
 # Threads: the rule in _blas.pyx ("Threads"), and the BLAS's own count during a call
 cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil
-cdef int blas_threads_for(intp_t m, intp_t k, intp_t n) noexcept nogil
 cdef int blas_threads_hold(int threads) noexcept nogil
 cdef void blas_threads_release(int had) noexcept nogil
 

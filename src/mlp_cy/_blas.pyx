@@ -8,11 +8,12 @@
 #    The level is picked once per process, the highest the CPU has (capped by the
 #    environment variable MLP_CY_CPU_LEVEL), and every kernel call goes through that
 #    level's table. Whether the engine uses them instead of gemm is decided here too,
-#    per level, from measurements (skipzero_products, skipzero_parallel_threads). Their
-#    result differs from gemm's by rounding only, so no choice changes what is computed.
-# d) The serial products run on one thread: they are used only where the BLAS runs on
-#    one thread too. With more, the parallel step (_parallel.pyx) runs them on
-#    mlp_cy's own threads.
+#    per level, from measurements (skipzero_first_layer, which the layers engine's
+#    plan asks). Their result differs from gemm's by rounding only, so no choice
+#    changes what is computed.
+# d) The engine runs the BLAS on one thread during its calls and its products on
+#    mlp_cy's own threads (layers.pyx, "The plan"); how many is decided here
+#    ("Threads").
 
 import os
 
@@ -74,12 +75,10 @@ cdef extern from "_skipzero.h" nogil:
 # with gemm; with non-zeros spread at random, the kernels stop paying at 56-60%
 # (h=1024, b=256) to 70-75% (h=256, b=64) non-zeros.
 cdef double SKIPZERO_MAX_DENSITY = 0.55
-# The (m, n) products beyond which gemm's packed panels win (profile_engine.py
-# section 6): X W1 at 2 MiB (double, 256 x 1024: 1.11x gemm's time; double
-# predict_proba chunks, 1024 x 256: 1.3x), W1's update at 8 MiB (double, 1024 x 1024:
-# 1.4x; 2 MiB: 0.90x).
+# The X W_0 products (m, n) beyond which gemm's packed panels win (profile_engine.py
+# section 6): 2 MiB (double, 256 x 1024: 1.11x gemm's time; double predict chunks,
+# 1024 x 256: 1.3x). X^T delta_0 keeps paying to 2 MiB (8 MiB: 1.4x).
 cdef intp_t SKIPZERO_MAX_FORWARD_BYTES = 1 << 20
-cdef intp_t SKIPZERO_MAX_UPDATE_BYTES = 4 << 20
 
 # Where each level's kernels beat the BLAS, by level (reference, SSE2 or NEON, AVX2,
 # AVX-512): alone, on one thread, against the BLAS's own kernels for this CPU
@@ -88,7 +87,10 @@ cdef intp_t SKIPZERO_MAX_UPDATE_BYTES = 4 << 20
 # is the portable fallback, never chosen for speed.
 cdef bint SKIPZERO_PAYS_SERIAL[4]
 cdef bint SKIPZERO_PAYS_PARALLEL[4]
-SKIPZERO_PAYS_SERIAL[:] = [False, False, False, True]
+# On one thread the layers engine's gemm step beats its zero-skipping first layer at
+# every level: AVX-512, h=256, b=64, Fashion-MNIST, 1.05x its time (RESULTS.md,
+# "engine v2: the step written once").
+SKIPZERO_PAYS_SERIAL[:] = [False, False, False, False]
 SKIPZERO_PAYS_PARALLEL[:] = [False, False, True, True]
 
 # The level the kernels run at (MLP_CY_LEVEL_*), and its table: set at import
@@ -105,7 +107,7 @@ cdef inline void _note_kernel_use() noexcept nogil:
     if not kernel_used[kernel_level]:     # a read, after the first call: no cache-line
         kernel_used[kernel_level] = True  # traffic between the threads that call kernels
 
-# 0: decide (skipzero_products); 1: never skip zeros; 2: always where the CPU can.
+# 0: decide (skipzero_first_layer); 1: never skip zeros; 2: always where the CPU can.
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
 cdef int skipzero_mode = 0
 # Threads of the parallel step (_parallel.pyx): 0 follows the BLAS. Set only through
@@ -213,39 +215,6 @@ cdef int blas_num_threads() noexcept nogil:
     return blas_get_threads() if blas_get_threads != NULL else 0
 
 
-cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
-                           intp_t n, const floating **A_rows=NULL) noexcept nogil:
-    """Which products with the data A (m, k) are faster skipping its zeros than by
-    gemm: SKIP_FORWARD for A B with B (k, n) (_gemm_skipzero), SKIP_UPDATE for A^T G
-    with G (m, n) (_gemm_t_skipzero), both, or 0. A's rows are at A_rows[0 .. m]
-    instead when A_rows is not NULL.
-    """
-    cdef intp_t i, j, nonzeros = 0, out_bytes = m * n * <intp_t> sizeof(floating)
-    cdef const floating *row
-    cdef intp_t lanes = (MLP_CY_SKIPZERO_LANES_F32 if floating is float
-                         else MLP_CY_SKIPZERO_LANES_F64)
-    cdef int products = 0
-    if skipzero_mode == 1 or n < lanes or m < 1 or k < 1:
-        return 0
-    if skipzero_mode == 2:
-        return SKIP_FORWARD | SKIP_UPDATE
-    # n % lanes columns would go to a gemm that costs almost a whole one (it packs A).
-    if not SKIPZERO_PAYS_SERIAL[kernel_level] or n % lanes != 0 \
-            or blas_num_threads() != 1:
-        return 0
-    if out_bytes <= SKIPZERO_MAX_FORWARD_BYTES:
-        products |= SKIP_FORWARD
-    if out_bytes <= SKIPZERO_MAX_UPDATE_BYTES:
-        products |= SKIP_UPDATE
-    if products == 0:
-        return 0
-    for i in range(m):
-        row = A_rows[i] if A_rows != NULL else A + i * lda
-        for j in range(k):
-            nonzeros += row[j] != 0
-    return products if nonzeros <= SKIPZERO_MAX_DENSITY * m * k else 0
-
-
 # Threads ####################################################################
 #
 # How many threads a call of the engine uses, decided here and nowhere else:
@@ -257,21 +226,16 @@ cdef int skipzero_products(const floating *A, intp_t lda, intp_t m, intp_t k,
 #          (X W1, the largest), and one per chunk of rows at most: below that, the
 #          hand-over costs more than the thread saves.
 #   threads = min(limit, cores, work)
-# That is the parallel step's count (mlp_cy's own threads, skipping zeros). While a
-# loop of its steps runs, its pacer (_parallel.pyx) times the steps on those threads
-# and on one, and keeps one where the threads do not pay: a busy machine, a core
-# taken away. Where gemm does the work (the serial step), the BLAS gets the same
-# rule with BLAS_WORK_PER_THREAD for the call (blas_threads_for, blas_threads_hold).
+# That is the count the layers engine's plan gives its regions (layers.pyx, "The
+# plan"), with the BLAS held at one thread meanwhile. While a loop of steps runs, its
+# pacer (_parallel.pyx) times the steps on those threads and on one, and keeps one
+# where the threads do not pay: a busy machine, a core taken away.
 #
-# Measured (benchmarks/RESULTS.md, "Threads on a busy machine"): a region of the
-# parallel step costs about 5-20 us to hand over and gather on a quiet machine; 2^20
-# multiply-adds take 50-100 us on one core. OpenBLAS's 2 threads on the serial
-# step's gemms, against 1 (2 cores, SSE2 level, float32, X W1's work): h=256, b=64
-# (13 Mi) 1.1x slower; h=512, b=128 (50 Mi) even; h=1024, b=256 (200 Mi) 1.7x
-# faster; h=2048, b=512 1.8x faster.
+# Measured (benchmarks/RESULTS.md, "Threads on a busy machine"): a parallel region
+# costs about 5-20 us to hand over and gather on a quiet machine; 2^20 multiply-adds
+# take 50-100 us on one core.
 cdef intp_t WORK_PER_THREAD = 1 << 20
-cdef intp_t BLAS_WORK_PER_THREAD = 1 << 26
-cdef intp_t ROWS_PER_THREAD = 8         # the parallel step's row chunk (_parallel.pyx)
+cdef intp_t ROWS_PER_THREAD = 8         # fewer rows a thread: the hand-over costs more
 # The cores this process may use (_usable_cores), set at import; _set_cpu_budget
 # changes it for tests and benchmarks.
 cdef int cpu_budget = 1
@@ -364,16 +328,6 @@ cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil:
     work = max(1, min((m + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD,
                       m * k * n // WORK_PER_THREAD))
     return <int> min(<intp_t> min(limit, cpu_budget), work)
-
-
-cdef int blas_threads_for(intp_t m, intp_t k, intp_t n) noexcept nogil:
-    """Threads for the BLAS's gemms in steps of m rows, k features and n hidden units:
-    min(its limit, the cores, one per BLAS_WORK_PER_THREAD of X W1's work), >= 1."""
-    cdef int limit = blas_num_threads()
-    if limit < 1:
-        limit = 1
-    return <int> min(<intp_t> min(limit, cpu_budget),
-                     max(1, m * k * n // BLAS_WORK_PER_THREAD))
 
 
 cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
@@ -691,11 +645,6 @@ def _engine_threads(intp_t m, intp_t k, intp_t n):
     return engine_threads(m, k, n)
 
 
-def _blas_threads_for(intp_t m, intp_t k, intp_t n):
-    """blas_threads_for: the BLAS's threads for the serial step's gemms."""
-    return blas_threads_for(m, k, n)
-
-
 def _cpu_budget():
     """The cores the thread rule counts this process may use."""
     return cpu_budget
@@ -723,12 +672,6 @@ def _skip_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize, int threads
     """skipzero_first_layer: whether the first layer's products skip zeros on batches
     (m, k) with n units of itemsize bytes, on `threads` threads (density aside)."""
     return skipzero_first_layer(m, k, n, itemsize, threads)
-
-
-def _skipzero_products_memview(const floating[:, ::1] A, intp_t n):
-    """skipzero_products as a pair of bools: (skip in A B, skip in A^T G)."""
-    cdef int products = skipzero_products(&A[0, 0], A.shape[1], A.shape[0], A.shape[1], n)
-    return bool(products & SKIP_FORWARD), bool(products & SKIP_UPDATE)
 
 
 def _gemm_skipzero_memview(const floating[:, :] A, const floating[:, ::1] B,

@@ -1371,6 +1371,28 @@ cdef class Network:
         """Length of `work` for batches or chunks of batch_rows rows."""
         return layers_workspace_size(&self.shape, batch_rows)
 
+    def plan(self, X, intp_t batch_rows, dict options=None):
+        """How an epoch (options given) or a predict/L-BFGS call on X in batches of
+        batch_rows rows would run, now: {"threads": the most threads a region runs
+        on, "skip_zeros": whether the first layer's products skip X's zeros,
+        "sweep": whether the epoch is the batch-1 sweep}."""
+        cdef Rows rows
+        cdef TrainOptions train_options
+        cdef Plan plan
+        self._rows(&rows, X)
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+        batch_rows = max(1, min(batch_rows, rows.n_samples))
+        if options is not None:
+            train_options = _options_from_dict(options)
+            if _sweeps(&self.shape, &rows, &train_options, batch_rows):
+                return {"threads": 1, "skip_zeros": False, "sweep": True}
+        if rows.n_samples == 0:
+            return {"threads": 1, "skip_zeros": False, "sweep": False}
+        plan = _plan(&self.shape, &rows, NULL, 0, batch_rows, 4 if self.single else 8)
+        return {"threads": plan.n_threads, "skip_zeros": bool(plan.skip_first),
+                "sweep": False}
+
     def train_epoch(self, X, y, sample_weight, order, intp_t batch_size, dict options,
                     state, work, double[::1] stats_out not None):
         """One epoch, without the GIL; see layers_train_epoch. order: the rows of X to
