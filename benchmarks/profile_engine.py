@@ -73,10 +73,9 @@ GROUPS = [
     ("sigmoid (bias_activation + expf)", r"bias_activation|bias_sigmoid|expf|__exp"),
     ("softmax + cross-entropy", r"softmax|logf|__log"),
     ("sigmoid backward + db1", r"activation_backward"),
-    ("A1 W2 (_dot_rows)", r"dot_rows"),
-    ("gather (memcpy, conversion)", r"memmove|memcpy|_gather_part"),
-    ("waiting for the other parts (_workers.h)", r"worker_main|workers_run|parallel_sgd_step"),
-    ("choosing the products (density scan)", r"skipzero_products"),
+    ("gather (memcpy, conversion)", r"memmove|memcpy|_gather_rows"),
+    ("waiting for the other parts (_workers.h)", r"worker_main|workers_run|_region_part"),
+    ("choosing the products (density scan)", r"_nonzeros"),
     ("engine loop, other", r"mlp_cy|_step|train_epoch"),
 ]
 

@@ -192,3 +192,37 @@ def test_an_order_that_leaves_rows_out_trains_as_their_copy(engine):
     np.testing.assert_array_equal(stats_a, stats_b)
     for p, q in zip(a, b):
         np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["logistic", "relu"])
+def test_the_batch_1_sweep_computes_the_general_step(dtype, activation):
+    # The plan's one special case (layers.pyx, "The batch-1 sweep"): an epoch of
+    # single rows with plain SGD and no L2 on the seed's network, dense X. The same X
+    # as CSR takes the general step row by row; both must give the same weights to
+    # rounding (rows of weight 0 skipped, weights cancelling in the others).
+    rng = np.random.RandomState(4)
+    X = rng.rand(60, 40) * (rng.rand(60, 40) < 0.4)          # mostly zeros
+    y = rng.randint(0, 5, 60).astype(np.int32)
+    weights = rng.uniform(0.5, 2.0, 60).astype(dtype)
+    weights[[3, 17]] = 0
+    order = rng.permutation(60).astype(np.intp)
+    options = {"activation": ACTIVATIONS[activation], "learning_rate": 0.05,
+               "alpha": 0.0}
+    csr = sp.csr_matrix(X.astype(dtype))
+    csr_X = (csr.data, csr.indices.astype(np.intp), csr.indptr.astype(np.intp))
+    results = []
+    for data, sweeps in ((X.astype(dtype), True), (csr_X, False)):
+        coefs, intercepts = _network([40, 16, 5], activation, "softmax", dtype=dtype)
+        net = Network(coefs, intercepts, ACTIVATIONS[activation], OUTPUTS["softmax"])
+        assert net.plan(data, 1, options)["sweep"] is sweeps
+        stats = np.zeros(5)
+        net.train_epoch(data, y, weights, order, 1, options, None,
+                        np.empty(net.workspace_size(1), dtype), stats)
+        assert tuple(stats[1:]) == (60, 60, 0, 58)        # rows, batches, diverged, updates
+        results.append((coefs + intercepts, stats[0]))
+    (swept, swept_loss), (general, general_loss) = results
+    rtol = 1e-4 if dtype == np.float32 else 1e-12
+    for a, b in zip(swept, general):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(swept_loss, general_loss, rtol=rtol)

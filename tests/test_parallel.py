@@ -421,22 +421,3 @@ def test_parallel_predict_proba_matches_the_serial_one(engine, n_rows, dtypes, a
     np.testing.assert_allclose(results[2].sum(axis=1), 1, rtol=0, atol=10 * tol)
     for threads in (1, 3):
         np.testing.assert_allclose(results[threads], results[2], rtol=0, atol=tol)
-
-
-def test_dot_rows_kernel_matches_numpy(kernel_level):
-    rng = np.random.default_rng(0)
-    for dtype, lanes in ((np.float32, 16), (np.float64, 8)):
-        for m, n, K in ((1, lanes, 1), (5, 2 * lanes, 3), (33, 16 * lanes, 10),
-                        (8, 4 * lanes, 13)):
-            A = rng.standard_normal((m, n)).astype(dtype)
-            Bt = rng.standard_normal((K, n)).astype(dtype)
-            C = np.full((m, K), np.nan, dtype)
-            _blas._dot_rows_memview(A, Bt, C)
-            expected = A.astype(np.float64) @ Bt.T.astype(np.float64)
-            tol = 1e-5 if dtype == np.float32 else 1e-13
-            np.testing.assert_allclose(C, expected, rtol=0,
-                                       atol=tol * np.abs(A).max() * np.abs(Bt).max() * n)
-        with pytest.raises(ValueError, match="multiple of"):
-            _blas._dot_rows_memview(np.ones((2, lanes + 1), dtype),
-                                    np.ones((3, lanes + 1), dtype), np.ones((2, 3), dtype))
-    assert _blas._kernel_levels_used() == (kernel_level,)

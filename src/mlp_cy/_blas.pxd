@@ -67,5 +67,3 @@ cdef void _sample_sweep(intp_t n_features, intp_t n_hidden, const floating *x,
                         const floating *x_next, floating eta, const floating *grad,
                         floating *W1, floating *pre) noexcept nogil
 
-cdef void _dot_rows(intp_t m, intp_t n, intp_t K, const floating *A, intp_t lda,
-                    const floating *Bt, intp_t ldb, floating *C, intp_t ldc) noexcept nogil

@@ -42,12 +42,6 @@ cdef extern from "_skipzero.h" nogil:
                                 const double *A, intp_t lda, const double *const *A_rows,
                                 intp_t a_col, const double *G, intp_t ldg, double beta,
                                 double *C, intp_t ldc, intp_t *rows) noexcept nogil
-    ctypedef void (*dot_rows_f32_fn)(intp_t m, intp_t n, intp_t K, const float *A,
-                                     intp_t lda, const float *Bt, intp_t ldb, float *C,
-                                     intp_t ldc) noexcept nogil
-    ctypedef void (*dot_rows_f64_fn)(intp_t m, intp_t n, intp_t K, const double *A,
-                                     intp_t lda, const double *Bt, intp_t ldb, double *C,
-                                     intp_t ldc) noexcept nogil
     ctypedef void (*sample_sweep_f32_fn)(intp_t n_features, intp_t n_hidden,
                                          const float *x, const float *x_next, float eta,
                                          const float *grad, float *W1,
@@ -61,8 +55,6 @@ cdef extern from "_skipzero.h" nogil:
         ab_f64_fn ab_f64
         atb_f32_fn atb_f32
         atb_f64_fn atb_f64
-        dot_rows_f32_fn dot_rows_f32
-        dot_rows_f64_fn dot_rows_f64
         sample_sweep_f32_fn sample_sweep_f32
         sample_sweep_f64_fn sample_sweep_f64
     int mlp_cy_level_built(int level)
@@ -408,16 +400,6 @@ cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
     return skipzero_mode == 2 or nonzeros <= SKIPZERO_MAX_DENSITY * size
 
 
-cdef void _dot_rows(intp_t m, intp_t n, intp_t K, const floating *A, intp_t lda,
-                    const floating *Bt, intp_t ldb, floating *C, intp_t ldc) noexcept nogil:
-    """C (m, K) := A (m, n) Bt^T with Bt (K, n); n a multiple of the vector width."""
-    _note_kernel_use()
-    if floating is float:
-        kernels.dot_rows_f32(m, n, K, A, lda, Bt, ldb, C, ldc)
-    else:
-        kernels.dot_rows_f64(m, n, K, A, lda, Bt, ldb, C, ldc)
-
-
 cdef void _sample_sweep(intp_t n_features, intp_t n_hidden, const floating *x,
                         const floating *x_next, floating eta, const floating *grad,
                         floating *W1, floating *pre) noexcept nogil:
@@ -704,19 +686,6 @@ def _gemm_t_skipzero_memview(double alpha, const floating[:, :] A,
                          <floating> beta, &C[0, 0], C.strides[0] // sizeof(floating),
                          &rows[0])
 
-
-
-def _dot_rows_memview(const floating[:, ::1] A, const floating[:, ::1] Bt,
-                      floating[:, ::1] C):
-    """C := A Bt^T by _dot_rows (A's width a multiple of the vector width)."""
-    cdef intp_t lanes = 64 // sizeof(floating)
-    if A.shape[1] != Bt.shape[1] or C.shape[0] != A.shape[0] or C.shape[1] != Bt.shape[0]:
-        raise ValueError("shapes disagree")
-    if A.shape[1] % lanes != 0 or A.shape[0] == 0 or Bt.shape[0] == 0:
-        raise ValueError(f"A's width must be a positive multiple of {lanes}")
-    with nogil:
-        _dot_rows(A.shape[0], A.shape[1], Bt.shape[0], &A[0, 0], A.shape[1], &Bt[0, 0],
-                  Bt.shape[1], &C[0, 0], C.shape[1])
 
 
 def _gemm_memview(BLAS_Trans ta, BLAS_Trans tb, double alpha,

@@ -8,10 +8,6 @@
  *   mlp_cy_skipzero_ab_*    C (m, n) = A (m, k) B (k, n)                   X W1
  *   mlp_cy_skipzero_atb_*   C (k, n) = beta C + alpha A^T (k, m) G (m, n)  W1's update
  *
- * and, for the parallel step (_parallel.pyx), the output layer's narrow product
- *
- *   mlp_cy_dot_rows_*       C (m, K) = A (m, n) Bt^T, Bt (K, n)             A1 W2
- *
  * and batch_size 1's sweep over the rows of W1 of a sample's non-zero pixels
  * (mlp_cy_sample_sweep_*, in _skipzero_ref.h: plain C at every level).
  *
@@ -59,12 +55,6 @@ typedef void (*mlp_cy_atb_f64_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, double,
                                   const double *, Py_ssize_t, const double *const *,
                                   Py_ssize_t, const double *, Py_ssize_t, double,
                                   double *, Py_ssize_t, Py_ssize_t *);
-typedef void (*mlp_cy_dot_rows_f32_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *,
-                                       Py_ssize_t, const float *, Py_ssize_t, float *,
-                                       Py_ssize_t);
-typedef void (*mlp_cy_dot_rows_f64_fn)(Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                       const double *, Py_ssize_t, const double *,
-                                       Py_ssize_t, double *, Py_ssize_t);
 typedef void (*mlp_cy_sample_sweep_f32_fn)(Py_ssize_t, Py_ssize_t, const float *,
                                            const float *, float, const float *, float *,
                                            float *);
@@ -78,8 +68,6 @@ typedef struct {
     mlp_cy_ab_f64_fn ab_f64;
     mlp_cy_atb_f32_fn atb_f32;
     mlp_cy_atb_f64_fn atb_f64;
-    mlp_cy_dot_rows_f32_fn dot_rows_f32;
-    mlp_cy_dot_rows_f64_fn dot_rows_f64;
     mlp_cy_sample_sweep_f32_fn sample_sweep_f32;
     mlp_cy_sample_sweep_f64_fn sample_sweep_f64;
 } mlp_cy_skipzero_table;
@@ -88,7 +76,6 @@ typedef struct {
 #define MLP_CY_SKIPZERO_TABLE(LEVEL, SWEEP)                                          \
     {mlp_cy_skipzero_ab_f32_##LEVEL, mlp_cy_skipzero_ab_f64_##LEVEL,                 \
      mlp_cy_skipzero_atb_f32_##LEVEL, mlp_cy_skipzero_atb_f64_##LEVEL,               \
-     mlp_cy_dot_rows_f32_##LEVEL, mlp_cy_dot_rows_f64_##LEVEL,                       \
      mlp_cy_sample_sweep_f32_##SWEEP, mlp_cy_sample_sweep_f64_##SWEEP}
 
 static const mlp_cy_skipzero_table mlp_cy_skipzero_reference =
@@ -97,7 +84,6 @@ static const mlp_cy_skipzero_table mlp_cy_skipzero_reference =
 #if MLP_CY_X86_LEVELS || MLP_CY_NEON_LEVEL
 
 #define MLP_CY_TILE_ROWS 4      /* rows of C per tile, and the skipping block */
-#define MLP_CY_DOT_CLASSES 4    /* classes per tile of the dot products */
 
 /* One NV-vector-wide tile of the forward product: C rows i0 .. i0 + n_rows, columns
  * j0 .. j0 + NV * lanes, summed over the selected columns cols[0 .. n_cols] of the
@@ -220,52 +206,6 @@ mlp_cy_skipzero_atb_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     }                                                                                \
 }
 
-/* C (m, K) = A (m, n) Bt^T, Bt (K, n) with row stride ldb: the output layer's
- * product A1 W2 with W2 kept transposed (_parallel.pyx), which no gemm does well for
- * K = 10 columns. Each C[i, c] is a dot product of row i of A and row c of Bt, in
- * tiles of DR rows x 4 classes (short tiles repeat their last row or class and do not
- * store it). n must be a multiple of the vector width. */
-#define MLP_CY_DEFINE_DOT_ROWS(SUFFIX, T, V, DR, ATTR, LEVEL)                        \
-ATTR static void                                                                     \
-mlp_cy_dot_rows_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t K,         \
-                                   const T *A, Py_ssize_t lda, const T *Bt,          \
-                                   Py_ssize_t ldb, T *C, Py_ssize_t ldc)             \
-{                                                                                    \
-    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                    \
-    Py_ssize_t i0, c0, q, r, s, l, n_rows, n_out;                                    \
-    const T *a[DR], *b[MLP_CY_DOT_CLASSES];                                          \
-    for (i0 = 0; i0 < m; i0 += DR) {                                                 \
-        n_rows = m - i0 < DR ? m - i0 : DR;                                          \
-        for (r = 0; r < DR; r++)                                                     \
-            a[r] = A + (i0 + (r < n_rows ? r : n_rows - 1)) * lda;                   \
-        for (c0 = 0; c0 < K; c0 += MLP_CY_DOT_CLASSES) {                             \
-            V acc[DR][MLP_CY_DOT_CLASSES], x[DR];                                    \
-            n_out = K - c0 < MLP_CY_DOT_CLASSES ? K - c0 : MLP_CY_DOT_CLASSES;       \
-            for (s = 0; s < MLP_CY_DOT_CLASSES; s++)                                 \
-                b[s] = Bt + (c0 + (s < n_out ? s : n_out - 1)) * ldb;                \
-            for (r = 0; r < DR; r++)                                                 \
-                for (s = 0; s < MLP_CY_DOT_CLASSES; s++)                             \
-                    acc[r][s] = (V){0};                                              \
-            for (q = 0; q < n; q += lanes) {                                         \
-                for (r = 0; r < DR; r++)                                             \
-                    x[r] = *(const V *)(a[r] + q);                                   \
-                for (s = 0; s < MLP_CY_DOT_CLASSES; s++) {                           \
-                    const V w = *(const V *)(b[s] + q);                              \
-                    for (r = 0; r < DR; r++)                                         \
-                        acc[r][s] += x[r] * w;                                       \
-                }                                                                    \
-            }                                                                        \
-            for (r = 0; r < n_rows; r++)                                             \
-                for (s = 0; s < n_out; s++) {                                        \
-                    T total = 0;                                                     \
-                    for (l = 0; l < lanes; l++)                                      \
-                        total += acc[r][s][l];                                       \
-                    C[(i0 + r) * ldc + c0 + s] = total;                              \
-                }                                                                    \
-        }                                                                            \
-    }                                                                                \
-}
-
 /* Vector types that may sit at any element-aligned address and alias their element. */
 #define MLP_CY_VECTOR(NAME, T, BYTES) \
     typedef T NAME __attribute__((vector_size(BYTES), aligned(sizeof(T)), may_alias))
@@ -276,15 +216,11 @@ MLP_CY_VECTOR(mlp_cy_f64x2, double, 16);
 #define MLP_CY_BASELINE_ATTR
 #if MLP_CY_NEON_LEVEL
 #define MLP_CY_BASELINE_NV 4    /* 32 registers */
-#define MLP_CY_BASELINE_DR 4
 #else
 #define MLP_CY_BASELINE_NV 2    /* 16 registers */
-#define MLP_CY_BASELINE_DR 2
 #endif
 MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x4, MLP_CY_BASELINE_NV, MLP_CY_BASELINE_ATTR, baseline)
 MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x2, MLP_CY_BASELINE_NV, MLP_CY_BASELINE_ATTR, baseline)
-MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x4, MLP_CY_BASELINE_DR, MLP_CY_BASELINE_ATTR, baseline)
-MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x2, MLP_CY_BASELINE_DR, MLP_CY_BASELINE_ATTR, baseline)
 /* The baseline's sample sweep is the reference one: the same source, compiled alike. */
 static const mlp_cy_skipzero_table mlp_cy_skipzero_baseline =
     MLP_CY_SKIPZERO_TABLE(baseline, reference);
@@ -298,8 +234,6 @@ MLP_CY_VECTOR(mlp_cy_f64x8, double, 64);
 #define MLP_CY_AVX2_ATTR __attribute__((target("avx2,fma")))
 MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x8, 2, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x4, 2, MLP_CY_AVX2_ATTR, avx2)
-MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x8, 2, MLP_CY_AVX2_ATTR, avx2)
-MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x4, 2, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f32, float, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f64, double, MLP_CY_AVX2_ATTR, avx2)
 static const mlp_cy_skipzero_table mlp_cy_skipzero_avx2 = MLP_CY_SKIPZERO_TABLE(avx2, avx2);
@@ -307,8 +241,6 @@ static const mlp_cy_skipzero_table mlp_cy_skipzero_avx2 = MLP_CY_SKIPZERO_TABLE(
 #define MLP_CY_AVX512_ATTR __attribute__((target("avx512f")))
 MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x16, 4, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x8, 4, MLP_CY_AVX512_ATTR, avx512)
-MLP_CY_DEFINE_DOT_ROWS(f32, float, mlp_cy_f32x16, 4, MLP_CY_AVX512_ATTR, avx512)
-MLP_CY_DEFINE_DOT_ROWS(f64, double, mlp_cy_f64x8, 4, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f32, float, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f64, double, MLP_CY_AVX512_ATTR, avx512)
 static const mlp_cy_skipzero_table mlp_cy_skipzero_avx512 =

@@ -68,22 +68,6 @@ mlp_cy_skipzero_atb_##SUFFIX##_reference(                                       
                 C[p * ldc + j] += scale * g[j];                                      \
         }                                                                            \
     }                                                                                \
-}                                                                                    \
-                                                                                     \
-/* C (m, K) = A (m, n) Bt^T, Bt (K, n): dot products of rows. */                     \
-static void                                                                          \
-mlp_cy_dot_rows_##SUFFIX##_reference(                                                \
-    Py_ssize_t m, Py_ssize_t n, Py_ssize_t K, const T *A, Py_ssize_t lda,            \
-    const T *Bt, Py_ssize_t ldb, T *C, Py_ssize_t ldc)                               \
-{                                                                                    \
-    Py_ssize_t i, c, q;                                                              \
-    for (i = 0; i < m; i++)                                                          \
-        for (c = 0; c < K; c++) {                                                    \
-            T total = 0;                                                             \
-            for (q = 0; q < n; q++)                                                  \
-                total += A[i * lda + q] * Bt[c * ldb + q];                           \
-            C[i * ldc + c] = total;                                                  \
-        }                                                                            \
 }
 
 MLP_CY_DEFINE_REFERENCE(f32, float)

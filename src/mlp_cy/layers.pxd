@@ -3,8 +3,9 @@
 #       -> out(. W_{L-1} + b_{L-1}) (n_samples, units[L])
 # with L weight layers (L - 1 hidden layers, L >= 1) and one of scikit-learn's four
 # output layers and losses (Output). The seed's network is L = 2 with OUT_SOFTMAX;
-# network.pxd keeps its two specialisations (the batch-1 sweep, the zero-skipping
-# parallel step) and runs every other step here.
+# network.pxd's calls are thin wrappers of these. One plan per call decides how it
+# runs (threads, the first layer's zero-skipping products, the batch-1 sweep of the
+# seed's network): layers.pyx, "The plan".
 #
 # Parameters are arrays of pointers, one per layer: coefs[i] (units[i], units[i+1])
 # and intercepts[i] (units[i+1],), C order, of the floating type the call is

@@ -8,17 +8,17 @@
 #    update; layers_loss_gradient (L-BFGS) both with the gradient written;
 #    layers_predict the rows region's forward pass alone.
 # b) The first layer is the only one that reads X: dense rows are read in place or
-#    gathered (converted) by each row chunk for gemm; CSR rows are read through
-#    their index lists, exactly. Every later layer is a gemm. The products that skip
-#    X's zeros (network.pyx note g) are not used here: at scikit-learn's batch of
-#    200 they were 1.1-1.2x slower than gemm on Fashion-MNIST (50% non-zeros) at
-#    (512, 256, 128), (256, 128) and (100,), and even at 27% non-zeros (one thread,
-#    relu, Adam; benchmarks/RESULTS.md).
-# c) As network.pyx: the 1/S of the batch's weight sum is folded into the output
-#    delta; plain SGD updates W := (1 - eta alpha / S) W - eta A^T dZ in the gemm,
-#    after the rows region has taken every dA = dZ W^T from W as it was; other
-#    optimisers get the chunk's gradient in one flat buffer and apply_update (shared
-#    with network's step) to the chunk.
+#    gathered (converted) by each row chunk; CSR rows are read through their index
+#    lists, exactly. Every later layer is a gemm. X W_0 and X^T delta_0 are gemms
+#    too, or, where the plan says so (Plan.skip_first), the products that skip X's
+#    zeros (_skipzero.h), which then read a shuffled batch's rows in place through a
+#    list of row pointers. The plan has one more special case, for the seed's
+#    network: the batch-1 sweep ("The batch-1 sweep").
+# c) The 1/S of the batch's weight sum is folded into the output delta; plain SGD
+#    updates W := (1 - eta alpha / S) W - eta A^T dZ in the product, after the rows
+#    region has taken every dA = dZ W^T from W as it was; other optimisers get the
+#    chunk's gradient in one flat buffer and apply_update (_parallel.pyx) to the
+#    chunk.
 # d) scikit-learn's formulas: the output delta is act(z) - y times the row's weight
 #    for all four pairs of output and loss (canonical links); the losses are its
 #    LOSS_FUNCTIONS, with its clipping of probabilities for the logistic output.
@@ -186,7 +186,11 @@ cdef int _columns_of(const Rows *X, const Batch *batch, intp_t n_features,
 #           gradient (A_i[:, rows]^T delta_i over all m rows of the batch) written,
 #           or applied by the optimiser (plain SGD fused into the product).
 # Between them the partial sums are added in chunk order. _plan decides it all, once
-# per call, from the shape and the thread count; the pacer (_parallel.pyx e) then
+# per call, from the shape, the data, the options and the thread count: the chunks,
+# the threads, whether the first layer skips X's zeros, whether an epoch is the
+# batch-1 sweep. Its thresholds are _blas.pyx's (engine_threads,
+# skipzero_first_layer), each with the measurement that set it. The pacer
+# (_parallel.pyx a) then
 # runs each step's chunks on that many threads or on one, which never changes the
 # chunks: the bits depend on the plan's thread count only (the same on any machine
 # for the same count), not on which thread ran what or on the load.
@@ -202,6 +206,7 @@ cdef int MAX_THREADS = 64                # _workers.h's helpers + the caller
 
 
 cdef struct Plan:                 # how a call cuts its batches
+    bint sweep                    # an epoch of batches of 1 row as the batch-1 sweep
     int n_threads                 # the most parts a region runs on
     intp_t param_target           # weights per chunk of the params region, about
     bint skip_first               # X W_0 and X^T delta_0 skip X's zeros (dense X)
@@ -209,15 +214,19 @@ cdef struct Plan:                 # how a call cuts its batches
 
 
 cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t start,
-                intp_t m, intp_t itemsize) noexcept nogil:
+                intp_t m, intp_t itemsize, const TrainOptions *options) noexcept nogil:
     """The plan for batches of up to m rows, the first of them order[0 .. m] (or
-    start ..). Threads: the rule of _blas.pyx's "Threads" (the BLAS's limit, the
-    usable cores, the step's work: m rows by P parameters). The first layer's
-    products skip X's zeros where _blas.skipzero_first_layer says they pay at this
-    shape, level and thread count, and the first batch is sparse enough: MNIST-like
-    images (50-80% zeros) at the seed's batch of 64, measured in benchmarks/RESULTS.md
-    ("engine v2: the step written once")."""
+    start ..), with these options (an epoch) or none (a step, L-BFGS, predict).
+    Threads: the rule of _blas.pyx's "Threads" (the BLAS's limit, the usable cores,
+    the step's work: m rows by P parameters). The first layer's products skip X's
+    zeros where _blas.skipzero_first_layer says they pay at this shape, level and
+    thread count, and the first batch is sparse enough (skipzero_sparse_enough). At 2
+    threads (AVX-512, Fashion-MNIST float32, benchmarks/RESULTS.md "engine v2: the
+    step written once") an epoch took 0.70x the time of gemm's at h=256, b=64 (the
+    seed's), 0.89x at (256,) and 0.91x at (256, 128) with Adam at b=200, and as long
+    at (512, 256, 128)."""
     cdef Plan plan
+    plan.sweep = _sweeps(shape, X, options, m)
     cdef intp_t weights = layers_parameter_count(shape) - _bias_width(shape)
     cdef intp_t first = m                   # the rows the density is judged on
     plan.n_threads = max(1, min(engine_threads(m, layers_parameter_count(shape), 1),
@@ -932,7 +941,7 @@ cdef double layers_step(
     cdef Plan plan
     if m == 0:
         return 0
-    plan = _plan(shape, X, rows, start, m, sizeof(floating))
+    plan = _plan(shape, X, rows, start, m, sizeof(floating), NULL)
     if _scratch_init(&scratch, &plan, shape, X, rows, start, m, m, sizeof(floating),
                      True) != 0:
         return NAN
@@ -975,11 +984,11 @@ cdef int layers_train_epoch(
     if n_rows == 0:
         return 0
     batch_size = min(batch_size, n_rows)
-    if _sweeps(shape, X, options, batch_size):
+    plan = _plan(shape, X, order, 0, batch_size, sizeof(floating), options)
+    if plan.sweep:
         return _epoch_sample_by_sample(shape, X, targets, sample_weight, order, n_rows,
                                        coefs, intercepts, options, n_updates, work,
                                        stats_out)
-    plan = _plan(shape, X, order, 0, batch_size, sizeof(floating))
     if _scratch_init(&scratch, &plan, shape, X, order, 0, n_rows, batch_size,
                      sizeof(floating), True) != 0:
         with gil:
@@ -1219,7 +1228,7 @@ cdef double layers_loss_gradient(
         memset(gradient, 0, P * sizeof(floating))
         return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating))
+    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating), NULL)
     if _scratch_init(&scratch, &plan, shape, X, NULL, 0, n_samples, chunk_rows,
                      sizeof(floating), True) != 0:
         return NAN
@@ -1276,7 +1285,7 @@ cdef int layers_predict(
     if n_samples == 0:
         return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating))
+    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating), NULL)
     if _scratch_init(&scratch, &plan, shape, X, NULL, 0, n_samples, chunk_rows,
                      sizeof(floating), False) != 0:
         return -1
@@ -1385,11 +1394,12 @@ cdef class Network:
         batch_rows = max(1, min(batch_rows, rows.n_samples))
         if options is not None:
             train_options = _options_from_dict(options)
-            if _sweeps(&self.shape, &rows, &train_options, batch_rows):
-                return {"threads": 1, "skip_zeros": False, "sweep": True}
         if rows.n_samples == 0:
             return {"threads": 1, "skip_zeros": False, "sweep": False}
-        plan = _plan(&self.shape, &rows, NULL, 0, batch_rows, 4 if self.single else 8)
+        plan = _plan(&self.shape, &rows, NULL, 0, batch_rows, 4 if self.single else 8,
+                     &train_options if options is not None else NULL)
+        if plan.sweep:
+            return {"threads": 1, "skip_zeros": False, "sweep": True}
         return {"threads": plan.n_threads, "skip_zeros": bool(plan.skip_first),
                 "sweep": False}
 
