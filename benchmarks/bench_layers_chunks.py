@@ -34,16 +34,16 @@ def child(setting, threads, hidden):
     X = (rng.random((6000, 784)) * (rng.random((6000, 784)) < 0.4)).astype(np.float32)
     y = rng.integers(0, 10, 6000).astype(np.int32)
     net = layers.Network(coefs, intercepts, 3, 0)
-    options = dict(learning_rate=1e-3, alpha=1e-4, solver=1)
+    options = layers.Options(learning_rate=1e-3, alpha=1e-4, solver=1)   # Adam
     state = np.zeros(net.state_size(options), np.float32)
     work = np.empty(net.workspace_size(200), np.float32)
-    stats = np.zeros(5)
+    epoch = layers.Epoch()
     times = []
     with threadpool_limits(threads):
         for _ in range(8):
             order = rng.permutation(6000).astype(np.intp)
             start = time.perf_counter()
-            net.train_epoch(X, y, None, order, 200, options, state, work, stats)
+            net.train_epoch(X, y, None, order, 200, options, state, work, epoch)
             times.append(time.perf_counter() - start)
     print(min(times))
 

@@ -407,8 +407,7 @@ def child_train(spec):
             net = layers.Network([np.zeros((X.shape[1], h), X.dtype),
                                   np.zeros((h, 10), X.dtype)],
                                  [np.zeros(h, X.dtype), np.zeros(10, X.dtype)], 1, 0)
-            plan = net.plan(X[:max(b, 1)], b, {"activation": 1, "learning_rate": ETA,
-                                               "alpha": 0.0})
+            plan = net.plan(X[:max(b, 1)], b, layers.Options(learning_rate=ETA))
             res["skipzero"] = plan["skip_zeros"] or plan["sweep"]
             res["parallel"] = plan["threads"] if plan["threads"] > 1 else 0
         except (ImportError, AttributeError):

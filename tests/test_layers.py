@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from mlp_cy import MLPClassifier, MLPRegressor
 from mlp_cy._base import ACTIVATIONS, OUTPUTS
-from mlp_cy.layers import Network
+from mlp_cy.layers import Epoch, Network, Options
 
 
 def _network(units, activation, output, seed=0, dtype=np.float64):
@@ -183,9 +183,13 @@ def test_an_order_that_leaves_rows_out_trains_as_their_copy(engine):
                                  None, order, 16, options, state, work, stats)
         else:
             net = Network(params[:2], params[2:], ACTIVATIONS["tanh"], OUTPUTS["softmax"])
-            state = np.zeros(net.state_size(options))
-            net.train_epoch(X_in, y_in, None, order, 16, options, state,
-                            np.empty(net.workspace_size(16)), stats)
+            typed = Options(solver=1, learning_rate=0.1, alpha=0.01)
+            state = np.zeros(net.state_size(typed))
+            epoch = Epoch()
+            net.train_epoch(X_in, y_in, None, order, 16, typed, state,
+                            np.empty(net.workspace_size(16)), epoch)
+            stats[:] = (epoch.loss_sum, epoch.n_rows_done, epoch.n_batches_done,
+                        epoch.diverged, epoch.n_updates)
         results.append((params, stats))
     (a, stats_a), (b, stats_b) = results
     assert stats_a[1] == 70 and stats_a[2] == 5
@@ -207,8 +211,7 @@ def test_the_batch_1_sweep_computes_the_general_step(dtype, activation):
     weights = rng.uniform(0.5, 2.0, 60).astype(dtype)
     weights[[3, 17]] = 0
     order = rng.permutation(60).astype(np.intp)
-    options = {"activation": ACTIVATIONS[activation], "learning_rate": 0.05,
-               "alpha": 0.0}
+    options = Options(learning_rate=0.05)                 # plain SGD, no L2
     csr = sp.csr_matrix(X.astype(dtype))
     csr_X = (csr.data, csr.indices.astype(np.intp), csr.indptr.astype(np.intp))
     results = []
@@ -216,13 +219,49 @@ def test_the_batch_1_sweep_computes_the_general_step(dtype, activation):
         coefs, intercepts = _network([40, 16, 5], activation, "softmax", dtype=dtype)
         net = Network(coefs, intercepts, ACTIVATIONS[activation], OUTPUTS["softmax"])
         assert net.plan(data, 1, options)["sweep"] is sweeps
-        stats = np.zeros(5)
+        epoch = Epoch()
         net.train_epoch(data, y, weights, order, 1, options, None,
-                        np.empty(net.workspace_size(1), dtype), stats)
-        assert tuple(stats[1:]) == (60, 60, 0, 58)        # rows, batches, diverged, updates
-        results.append((coefs + intercepts, stats[0]))
+                        np.empty(net.workspace_size(1), dtype), epoch)
+        assert (epoch.n_rows_done, epoch.n_batches_done, epoch.diverged,
+                epoch.n_updates) == (60, 60, False, 58)
+        results.append((coefs + intercepts, epoch.loss_sum))
     (swept, swept_loss), (general, general_loss) = results
     rtol = 1e-4 if dtype == np.float32 else 1e-12
     for a, b in zip(swept, general):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(swept_loss, general_loss, rtol=rtol)
+
+
+def test_the_engine_takes_typed_options_and_reports_in_an_epoch():
+    # The estimator's seam: layers.Options (checked once, learning_rate per epoch)
+    # and layers.Epoch (what an epoch did, and the update count carried over).
+    from mlp_cy.network import Solver
+
+    with pytest.raises(ValueError, match="learning_rate > 0"):
+        Options(learning_rate=0.0)
+    with pytest.raises(ValueError, match="momentum <= 1"):
+        Options(learning_rate=0.1, momentum=1.5)
+    with pytest.raises(ValueError, match="solver"):
+        Options(learning_rate=0.1, solver=7)
+    with pytest.raises(TypeError):
+        Options(0.1)                                     # keywords only
+    options = Options(solver=Solver.ADAM, learning_rate=1e-3, alpha=1e-4)
+    assert options.solver == Solver.ADAM and "ADAM" in repr(options)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        options.learning_rate = -1.0
+    options.learning_rate = 2e-3
+    assert options.learning_rate == 2e-3
+
+    rng = np.random.RandomState(2)
+    X, y = rng.rand(30, 4), rng.randint(0, 3, 30).astype(np.int32)
+    coefs, intercepts = _network([4, 5, 3], "relu", "softmax")
+    net = Network(coefs, intercepts, ACTIVATIONS["relu"], OUTPUTS["softmax"])
+    state = np.zeros(net.state_size(options))
+    assert state.shape == (2 * net.n_parameters,)        # Adam's two moments
+    epoch = Epoch(n_updates=5)
+    work = np.empty(net.workspace_size(8))
+    with pytest.raises(TypeError):                       # no dict of options any more
+        net.train_epoch(X, y, None, None, 8, {"learning_rate": 0.1}, state, work, epoch)
+    net.train_epoch(X, y, None, None, 8, options, state, work, epoch)
+    assert (epoch.n_rows_done, epoch.n_batches_done, epoch.diverged) == (30, 4, False)
+    assert epoch.n_updates == 5 + 4 and np.isfinite(epoch.loss_sum) and epoch.loss_sum > 0

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import threadpoolctl
 
 from mlp_cy import _blas, _parallel
-from mlp_cy.layers import Network, Output
+from mlp_cy.layers import Epoch, Network, Options, Output
 
 # (solver options for Network.train_epoch: network.Solver SGD 0, ADAM 1)
 SOLVERS = {
@@ -63,15 +63,17 @@ def _train(X, y, dtype, solver, *, alpha=1e-3, batch_size=50, epochs=2, weights=
     learning_rate = 0.001 if solver == "adam" else 0.05
     if isinstance(X, np.ndarray) and X.dtype == np.uint8:
         learning_rate /= 255
-    options = dict(learning_rate=learning_rate, alpha=alpha, **SOLVERS[solver])
+    options = Options(learning_rate=learning_rate, alpha=alpha, **SOLVERS[solver])
     state = np.zeros(net.state_size(options), dtype)
     work = np.empty(net.workspace_size(batch_size), dtype)
-    stats = np.zeros(5)
+    epoch = Epoch()
     rng = np.random.default_rng(7)
     n = len(y)
     for _ in range(epochs):
         net.train_epoch(X, y, weights, rng.permutation(n).astype(np.intp), batch_size,
-                        options, state if len(state) else None, work, stats)
+                        options, state if len(state) else None, work, epoch)
+    stats = np.array([epoch.loss_sum, epoch.n_rows_done, epoch.n_batches_done,
+                      epoch.diverged, epoch.n_updates])
     return coefs + intercepts + ([state] if len(state) else []), stats
 
 

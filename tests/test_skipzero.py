@@ -272,7 +272,7 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
         assert net.plan(half.astype(np.uint8), 64)["skip_zeros"] is True
     with threadpoolctl.threadpool_limits(1):
         assert net.plan(half, 64) == {"threads": 1, "skip_zeros": False, "sweep": False}
-        sweep = net.plan(half, 1, {"activation": 1, "learning_rate": 0.1, "alpha": 0.0})
+        sweep = net.plan(half, 1, layers.Options(learning_rate=0.1))
         assert sweep["sweep"]
 
 

@@ -290,18 +290,17 @@ class BaseMLP(BaseEstimator):
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _train_options(self):
-        """The engine's TrainOptions, by name; learning_rate is set per epoch."""
-        return {
-            "activation": ACTIVATIONS[self.activation],
-            "solver": SOLVERS[self.solver],
-            "learning_rate": float(self.learning_rate_init),
-            "alpha": float(self.alpha),
-            "momentum": float(self.momentum) if self.solver == "sgd" else 0.0,
-            "nesterov": bool(self.nesterovs_momentum),
-            "beta_1": float(self.beta_1),
-            "beta_2": float(self.beta_2),
-            "epsilon": float(self.epsilon),
-        }
+        """The engine's options (layers.Options); learning_rate is set per epoch."""
+        return layers.Options(
+            solver=SOLVERS[self.solver],
+            learning_rate=float(self.learning_rate_init),
+            alpha=float(self.alpha),
+            momentum=float(self.momentum) if self.solver == "sgd" else 0.0,
+            nesterov=bool(self.nesterovs_momentum),
+            beta_1=float(self.beta_1),
+            beta_2=float(self.beta_2),
+            epsilon=float(self.epsilon),
+        )
 
     # The engines --------------------------------------------------------------
 
@@ -342,7 +341,7 @@ class BaseMLP(BaseEstimator):
         batch_size = self._batch_size(n_samples)
         X_engine = _engine_X(X, dtype)
         work = np.empty(net.workspace_size(batch_size), dtype=dtype)
-        stats = np.zeros(5)
+        epoch = layers.Epoch()
         sample_idx = np.arange(n_samples, dtype=np.intp) if train is None else train
         self.n_iter_ = 0
         diverged = False
@@ -357,18 +356,18 @@ class BaseMLP(BaseEstimator):
                 sample_idx = sample_idx[permutation]
             for saved, current in zip(snapshot, params + [self._optimizer_state]):
                 np.copyto(saved, current)
-            options["learning_rate"] = self._learning_rate
-            stats[4] = self._n_updates
+            options.learning_rate = self._learning_rate
+            epoch.n_updates = self._n_updates
             order = sample_idx if self.shuffle or train is not None else None
             try:
                 net.train_epoch(X_engine, targets, sample_weight, order, batch_size,
-                                options, self._optimizer_state, work, stats)
+                                options, self._optimizer_state, work, epoch)
             except KeyboardInterrupt:
                 # The weights are those of the last completed batch.
-                self.t_ += int(stats[1])
-                self._n_updates = int(stats[4])
+                self.t_ += epoch.n_rows_done
+                self._n_updates = epoch.n_updates
                 raise
-            if stats[3] or not all(np.isfinite(p).all() for p in params):
+            if epoch.diverged or not all(np.isfinite(p).all() for p in params):
                 for current, saved in zip(params + [self._optimizer_state], snapshot):
                     current[...] = saved
                 if initialized and self.n_iter_ == 0 and not self._loss_is_finite(
@@ -387,10 +386,10 @@ class BaseMLP(BaseEstimator):
                     stacklevel=4,
                 )
                 break
-            self._n_updates = int(stats[4])
+            self._n_updates = epoch.n_updates
             self.n_iter_ += 1
             self.t_ += n_samples
-            self.loss_ = float(stats[0] / n_samples)
+            self.loss_ = float(epoch.loss_sum / n_samples)
             self.loss_curve_.append(self.loss_)
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")

@@ -47,7 +47,7 @@ from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock
 from .kernels cimport (Activation, IDENTITY, LOGISTIC, TANH, RELU, activation_backward,
                        bias_activation, bias_softmax, softmax_cross_entropy,
                        sum_of_squares)
-from .network cimport ADAM, SGD, EpochStats, TrainOptions
+from .network cimport ADAM, SGD, EpochStats, Solver, TrainOptions
 
 # About 10 ms of gemm work on one core between two looks at the signal handlers.
 cdef intp_t CHECK_WORK = 1 << 28
@@ -1318,6 +1318,94 @@ cdef inline const void *_address(object array):
     return <const void *> <size_t> array.__array_interface__["data"][0]
 
 
+cdef class Options:
+    """How the optimiser trains (network.pxd's TrainOptions, less the activation,
+    which is the network's): solver (network.Solver), learning_rate (eta; Adam's
+    before its bias correction), alpha (L2), momentum and nesterov (SGD), beta_1,
+    beta_2 and epsilon (Adam). Checked when built and when learning_rate is set."""
+    cdef TrainOptions c
+
+    def __init__(self, *, Solver solver=SGD, double learning_rate, double alpha=0,
+                 double momentum=0, bint nesterov=False, double beta_1=0.9,
+                 double beta_2=0.999, double epsilon=1e-8):
+        if solver != SGD and solver != ADAM:
+            raise ValueError(f"unknown solver code {<int> solver}")
+        if not (learning_rate > 0 and alpha >= 0 and 0 <= momentum <= 1
+                and 0 <= beta_1 < 1 and 0 <= beta_2 < 1 and epsilon > 0):
+            raise ValueError("options out of range: need learning_rate > 0, alpha >= 0, "
+                             "0 <= momentum <= 1, 0 <= beta_1, beta_2 < 1, epsilon > 0")
+        self.c.activation = IDENTITY         # unused: the network's Shape has it
+        self.c.solver = solver
+        self.c.learning_rate = learning_rate
+        self.c.alpha = alpha
+        self.c.momentum = momentum
+        self.c.nesterov = nesterov
+        self.c.beta_1 = beta_1
+        self.c.beta_2 = beta_2
+        self.c.epsilon = epsilon
+
+    @property
+    def learning_rate(self):
+        return self.c.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, double value):
+        if not value > 0:
+            raise ValueError(f"learning_rate must be > 0, got {value}")
+        self.c.learning_rate = value
+
+    @property
+    def solver(self):
+        """The network.Solver code."""
+        return <int> self.c.solver
+
+    @property
+    def alpha(self):
+        return self.c.alpha
+
+    @property
+    def momentum(self):
+        return self.c.momentum
+
+    def __repr__(self):
+        return (f"Options(solver={'ADAM' if self.c.solver == ADAM else 'SGD'}, "
+                f"learning_rate={self.c.learning_rate!r}, alpha={self.c.alpha!r}, "
+                f"momentum={self.c.momentum!r}, nesterov={bool(self.c.nesterov)}, "
+                f"beta_1={self.c.beta_1!r}, beta_2={self.c.beta_2!r}, "
+                f"epsilon={self.c.epsilon!r})")
+
+
+cdef class Epoch:
+    """What Network.train_epoch did (network.pxd's EpochStats), set also when an
+    exception (KeyboardInterrupt) stops the epoch between two batches, and the
+    optimiser's update count (Adam's t), which carries from one epoch to the next."""
+    cdef EpochStats c
+    cdef public intp_t n_updates
+
+    def __init__(self, intp_t n_updates=0):
+        memset(&self.c, 0, sizeof(EpochStats))
+        self.n_updates = n_updates
+
+    @property
+    def loss_sum(self):
+        """The sum over batches of each batch's loss times its rows."""
+        return self.c.loss_sum
+
+    @property
+    def n_rows_done(self):
+        return self.c.n_rows_done
+
+    @property
+    def n_batches_done(self):
+        return self.c.n_batches_done
+
+    @property
+    def diverged(self):
+        """Whether a batch's loss was not finite (the epoch stopped there, that batch
+        updating nothing)."""
+        return bool(self.c.diverged)
+
+
 cdef class Network:
     """A network's shape and its parameters, checked once, for the calls below.
 
@@ -1371,54 +1459,49 @@ cdef class Network:
         """P, the length of the flat gradient."""
         return layers_parameter_count(&self.shape)
 
-    def state_size(self, dict options):
-        """Length of the optimiser state for these options (see TrainOptions)."""
-        cdef TrainOptions train_options = _options_from_dict(options)
-        return layers_state_size(&self.shape, &train_options)
+    def state_size(self, Options options not None):
+        """Length of the optimiser state for these options."""
+        return layers_state_size(&self.shape, &options.c)
 
     def workspace_size(self, intp_t batch_rows):
         """Length of `work` for batches or chunks of batch_rows rows."""
         return layers_workspace_size(&self.shape, batch_rows)
 
-    def plan(self, X, intp_t batch_rows, dict options=None):
+    def plan(self, X, intp_t batch_rows, Options options=None):
         """How an epoch (options given) or a predict/L-BFGS call on X in batches of
         batch_rows rows would run, now: {"threads": the most threads a region runs
         on, "skip_zeros": whether the first layer's products skip X's zeros,
         "sweep": whether the epoch is the batch-1 sweep}."""
         cdef Rows rows
-        cdef TrainOptions train_options
         cdef Plan plan
         self._rows(&rows, X)
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
         batch_rows = max(1, min(batch_rows, rows.n_samples))
-        if options is not None:
-            train_options = _options_from_dict(options)
         if rows.n_samples == 0:
             return {"threads": 1, "skip_zeros": False, "sweep": False}
         plan = _plan(&self.shape, &rows, NULL, 0, batch_rows, 4 if self.single else 8,
-                     &train_options if options is not None else NULL)
+                     &options.c if options is not None else NULL)
         if plan.sweep:
             return {"threads": 1, "skip_zeros": False, "sweep": True}
         return {"threads": plan.n_threads, "skip_zeros": bool(plan.skip_first),
                 "sweep": False}
 
-    def train_epoch(self, X, y, sample_weight, order, intp_t batch_size, dict options,
-                    state, work, double[::1] stats_out not None):
+    def train_epoch(self, X, y, sample_weight, order, intp_t batch_size,
+                    Options options not None, state, work, Epoch epoch not None):
         """One epoch, without the GIL; see layers_train_epoch. order: the rows of X to
-        visit (a subset may leave rows out), or None: all, in order. stats_out (5,):
-        as network._train_epoch's (loss_sum, rows, batches, diverged, n_updates)."""
+        visit (a subset may leave rows out), or None: all, in order. epoch: what the
+        epoch did, and the update count it starts from and ends at."""
         cdef Rows rows
         cdef Targets targets
-        cdef TrainOptions train_options = _options_from_dict(options)
+        cdef TrainOptions train_options = options.c
         cdef EpochStats stats
         cdef const void *weights = NULL
         cdef const intp_t *order_pointer = NULL
         cdef void *state_pointer = NULL
         cdef void *work_pointer
         cdef intp_t n_updates, needed, n_rows
-        if stats_out.shape[0] < 5:
-            raise ValueError(f"stats_out must hold 5 values, got {stats_out.shape[0]}")
+        memset(&stats, 0, sizeof(EpochStats))
         if not all(array.flags.writeable for array in self.arrays):
             raise ValueError("training updates the parameters in place: they must be "
                              "writable")
@@ -1442,7 +1525,7 @@ cdef class Network:
             work, -layers_workspace_size(&self.shape, max(1, min(batch_size,
                                                                  rows.n_samples))),
             "work")
-        n_updates = <intp_t> stats_out[4]
+        n_updates = epoch.n_updates
         try:
             with nogil:
                 if self.single:
@@ -1460,11 +1543,8 @@ cdef class Network:
                                        <double *> state_pointer, &n_updates,
                                        <double *> work_pointer, &stats)
         finally:
-            stats_out[0] = stats.loss_sum
-            stats_out[1] = stats.n_rows_done
-            stats_out[2] = stats.n_batches_done
-            stats_out[3] = stats.diverged
-            stats_out[4] = n_updates
+            epoch.c = stats
+            epoch.n_updates = n_updates
 
     def loss_gradient(self, X, y, sample_weight, double alpha, gradient,
                       intp_t chunk_rows=4096):
@@ -1618,27 +1698,6 @@ cdef void *_pointer(object array, object dtype, tuple shape) except NULL:
                          f"{shape}, got {getattr(array, 'dtype', type(array))} "
                          f"{getattr(array, 'shape', '')}")
     return <void *> _address(array)
-
-
-cdef TrainOptions _options_from_dict(dict options) except *:
-    cdef TrainOptions result
-    result.activation = IDENTITY            # the Shape's, not the options', is used
-    result.learning_rate = options["learning_rate"]
-    result.alpha = options["alpha"]
-    result.solver = options.get("solver", SGD)
-    result.momentum = options.get("momentum", 0.0)
-    result.nesterov = options.get("nesterov", False)
-    result.beta_1 = options.get("beta_1", 0.9)
-    result.beta_2 = options.get("beta_2", 0.999)
-    result.epsilon = options.get("epsilon", 1e-8)
-    if result.solver != SGD and result.solver != ADAM:
-        raise ValueError(f"unknown solver code {<int> result.solver}")
-    if not (result.learning_rate > 0 and result.alpha >= 0 and result.momentum >= 0
-            and result.momentum <= 1 and 0 <= result.beta_1 < 1
-            and 0 <= result.beta_2 < 1 and result.epsilon > 0):
-        raise ValueError("options out of range: need learning_rate > 0, alpha >= 0, "
-                         "0 <= momentum <= 1, 0 <= beta_1, beta_2 < 1, epsilon > 0")
-    return result
 
 
 def _set_chunks(intp_t row_chunks_per_thread, intp_t param_chunks_per_thread):
