@@ -263,9 +263,8 @@ def test_train_step_is_an_epoch_of_one_batch(consumer, dtype, solver):
 @pytest.mark.parametrize("x_dtype, dtype", [(np.float32, np.float32),
                                             (np.uint8, np.float64)])
 def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
-    # train_step takes the zero-skipping parallel step (test_parallel.py) where the
-    # BLAS has 2+ threads; here 3 parts are forced, against the serial step (the layers
-    # engine's gemm step, on one thread).
+    # train_step is the layers step: on 3 forced parts skipping X's zeros, against
+    # the same step on one thread by gemm.
     rng = np.random.default_rng(0)
     X = rng.random((61, 784))
     X[rng.random(X.shape) < 0.7] = 0
@@ -291,7 +290,7 @@ def test_train_step_on_several_threads_matches_one(consumer, x_dtype, dtype):
             _blas._set_parallel_threads(old_threads)
             _blas._set_skipzero_mode(old_mode)
         assert n_updates == 1
-        # the zero-skipping kernels ran in the parallel step only
+        # the zero-skipping kernels ran where the plan was made to skip zeros only
         assert bool(_blas._kernel_levels_used()) == (threads == 3)
         results.append((loss, params))
     (serial_loss, serial), (loss, parallel) = results

@@ -1,10 +1,11 @@
-"""The parallel training step (_parallel.pyx on _workers.h's threads).
+"""The textbook network's step on several threads (the layers engine's regions on
+_workers.h's threads, the first layer skipping X's zeros where the plan says so).
 
 Where the thread rule gives 2 or more threads, every solver runs each batch on threads
 of mlp_cy's own: skipping the data's zeros where that pays, else by gemm on one BLAS
-thread. It must compute what the serial step does, to rounding, for every dtype,
-activation, solver, weighting and batch shape; give the same bits whatever the thread
-count and whichever thread runs which chunk; survive fork() and concurrent callers;
+thread. It must compute what one thread does, to rounding, for every dtype,
+activation, solver, weighting and batch shape; give the same bits for the same thread
+count whichever thread runs which chunk; survive fork() and concurrent callers;
 follow threadpoolctl's limit; and update nothing on a step whose loss is not finite.
 predict_proba takes the same road (by chunks of rows). The rule and the pacer:
 test_threads.py.
@@ -298,7 +299,7 @@ def test_thread_count_follows_the_rule(engine, kernel_level):
 
 def test_the_estimator_takes_the_parallel_step_at_two_blas_threads(engine, kernel_level):
     # Same bits as 2 forced parts at 1 BLAS thread, other bits than the serial step;
-    # at a level where the parallel step does not pay, gemm's step and no kernel.
+    # at a level where skipping zeros does not pay on 2 threads, gemm and no kernel.
     if _blas._blas_num_threads() == 0:
         pytest.skip("this BLAS does not say how many threads it has")
     X = _images(400).astype(np.float32)

@@ -284,9 +284,8 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
     dict(solver="adam", batch_size=64, h=64),
     dict(solver="sgd", momentum=0, batch_size=32, activation="relu", weighted=True),
 ])
-# Training skips zeros in the parallel step only (_parallel.pyx; mode "always" runs it on
-# one thread too), which needs whole vectors of hidden units: h=100 takes the layers
-# engine's gemm step in both modes.
+# The plan skips zeros on 2+ threads only (mode "always" on one thread too), and needs
+# whole vectors of hidden units: h=100 takes gemm in both modes.
 @pytest.mark.parametrize("blas_threads", [1, 2])
 def test_training_does_not_depend_on_skipping_zeros(dtype, options, blas_threads,
                                                     skipzero_mode, kernel_level):

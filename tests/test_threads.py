@@ -1,7 +1,7 @@
 """How many threads the engine uses, and the pacer that keeps it from losing to one.
 
 The rule (_blas.pyx, "Threads"): min(the BLAS's limit, the cores this process may use,
-the work of a batch). The pacer (_parallel.pyx, note e): a loop of steps times them on
+the work of a batch). The pacer (_parallel.pyx, note a): a loop of steps times them on
 its threads and on one, and keeps one where the threads do not pay. No test here
 measures a speed: the pacer is driven by made-up step times (_pacer_simulate), or by
 helper threads made to stall (_set_helper_stall), where the choice is not close.

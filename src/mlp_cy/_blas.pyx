@@ -74,7 +74,7 @@ cdef intp_t SKIPZERO_MAX_FORWARD_BYTES = 1 << 20
 
 # Where each level's kernels beat the BLAS, by level (reference, SSE2 or NEON, AVX2,
 # AVX-512): alone, on one thread, against the BLAS's own kernels for this CPU
-# (SERIAL); and as the parallel step on 2 threads against 2-thread gemms (PARALLEL).
+# (SERIAL); and in the layers step on 2 threads against 2-thread gemms (PARALLEL).
 # Measured in benchmarks/RESULTS.md ("Instruction-set levels"); the reference level
 # is the portable fallback, never chosen for speed.
 cdef bint SKIPZERO_PAYS_SERIAL[4]
@@ -102,7 +102,7 @@ cdef inline void _note_kernel_use() noexcept nogil:
 # 0: decide (skipzero_first_layer); 1: never skip zeros; 2: always where the CPU can.
 # Set only through _set_skipzero_mode, by the tests and benchmarks.
 cdef int skipzero_mode = 0
-# Threads of the parallel step (_parallel.pyx): 0 follows the BLAS. Set only through
+# Threads of the layers engine's regions: 0 follows the rule. Set only through
 # _set_parallel_threads, by the tests and benchmarks.
 cdef int parallel_threads_override = 0
 
@@ -588,8 +588,8 @@ def _kernel_levels_used():
 
 
 def _skipzero_pays():
-    """Whether the engine skips zeros by itself at the current level: (on one thread,
-    as the parallel step)."""
+    """Whether the plan skips zeros at the current level: (on one thread, on
+    several)."""
     return bool(SKIPZERO_PAYS_SERIAL[kernel_level]), bool(SKIPZERO_PAYS_PARALLEL[kernel_level])
 
 

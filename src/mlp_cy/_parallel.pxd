@@ -62,4 +62,4 @@ cdef void apply_update(
     double *squares_out=*,        # OUT, if not NULL: += sum of the updated param^2
 ) noexcept nogil
 # The solver's update of a run of parameters, as scikit-learn's SGDOptimizer and
-# AdamOptimizer: the same function for the serial and the parallel step.
+# AdamOptimizer: the same function for every chunk of the params region (layers.pyx).

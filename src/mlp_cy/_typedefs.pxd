@@ -19,7 +19,7 @@ ctypedef fused input_t:
     float
     double
 
-# How a dense X's rows are stored (layers.pxd Rows, _parallel.pxd BatchSource).
+# How a dense X's rows are stored (layers.pxd Rows).
 cdef enum InputKind:
     INPUT_UINT8 = 0
     INPUT_FLOAT32 = 1

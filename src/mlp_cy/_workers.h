@@ -1,4 +1,4 @@
-/* A few helper threads for the engine's parallel training step (_parallel.pyx).
+/* A few helper threads for the layers engine's parallel regions (_parallel.pyx).
  *
  *   mlp_cy_workers_run(n_parts, fn, ctx)   runs fn(ctx, 0, n_parts) .. fn(ctx,
  *                                          n_parts - 1, n_parts): part 0 on the calling
