@@ -3,10 +3,11 @@
 #       -> softmax(. W2 + b2) (n_samples, n_classes), cross-entropy, minibatch SGD.
 # All functions run without the GIL on typed memoryviews (float or double),
 # with parameters and scratch memory passed in explicitly, so separate models may
-# train concurrently from separate threads. (Where the thread rule gives 2+ threads,
-# mostly-zero X runs on a process-wide pool of helper threads; a second concurrent
-# caller runs on its own thread instead of waiting. Elsewhere the call sets the BLAS's
-# thread count for its gemms and gives it back: see docs/cython-api.md.)
+# train concurrently from separate threads. Each call is the layers engine's
+# (layers.pxd) on this two-layer network: where the thread rule gives 2+ threads it
+# runs on a process-wide pool of helper threads (a second concurrent caller runs on
+# its own thread instead of waiting), with the BLAS held at one thread meanwhile: see
+# docs/cython-api.md.
 # Arrays are C-ordered; X may be a row-sliced view (its row stride is honoured).
 # X may be uint8, float or double whatever the parameters' type (floating): rows that
 # are not of the parameters' type are converted as they are gathered, never all at once.
@@ -65,10 +66,10 @@ cdef int predict_proba(
     const floating[::1] b2,            # IN  (n_classes,)
     Activation activation,
     floating[:, ::1] proba_out,        # OUT (n_samples, n_classes)
-    floating[::1] work,                # scratch, any length >= n_hidden (+ n_features when X
-                                       # needs converting): rows go through in chunks of
-                                       # len(work) // that (on several threads: chunks of
-                                       # 64 rows, in scratch the call allocates)
+    floating[::1] work,                # any length >= n_hidden (+ n_features when X needs
+                                       # converting): rows go through in chunks of
+                                       # len(work) // that, in a workspace of the layers
+                                       # engine's that the call allocates
 ) except -1 nogil
 
 cdef double train_step(
