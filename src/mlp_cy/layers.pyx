@@ -226,9 +226,8 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
     seed's), 0.89x at (256,) and 0.91x at (256, 128) with Adam at b=200, and as long
     at (512, 256, 128)."""
     cdef Plan plan
-    plan.sweep = _sweeps(shape, X, options, m)
     cdef intp_t weights = layers_parameter_count(shape) - _bias_width(shape)
-    cdef intp_t first = m                   # the rows the density is judged on
+    plan.sweep = _sweeps(shape, X, options, m)
     plan.n_threads = max(1, min(engine_threads(m, layers_parameter_count(shape), 1),
                                 MAX_THREADS))
     if plan.n_threads == 1:
@@ -237,11 +236,11 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
         plan.param_target = max(MIN_PARAM_CHUNK,
                                 weights // (PARAM_CHUNKS_PER_THREAD * plan.n_threads))
     plan.skip_first = (
-        X.dense != NULL and first > 0
+        X.dense != NULL and m > 0
         and skipzero_first_layer(m, shape.units[0], shape.units[1], itemsize,
                                  plan.n_threads)
-        and skipzero_sparse_enough(_nonzeros(X, order, start, first, shape.units[0]),
-                                   first * shape.units[0]))
+        and skipzero_sparse_enough(_nonzeros(X, order, start, m, shape.units[0]),
+                                   m * shape.units[0]))
     plan.index_stride = max(m, shape.units[0])
     return plan
 
@@ -1031,7 +1030,7 @@ cdef int layers_train_epoch(
 
 # The batch-1 sweep ############################################################
 #
-# The plan's one special case (Plan.sample_sweep): batch_size 1 with plain SGD and no
+# The plan's one special case (Plan.sweep): batch_size 1 with plain SGD and no
 # L2 on a network of one hidden layer with a softmax output (the seed's, with its
 # batch of one) and dense X. Such a step is bound by memory, not FLOPs: each sample
 # reads W_0 for its forward pass and reads and writes it for its update. _sample_step
