@@ -81,9 +81,12 @@ cdef bint SKIPZERO_PAYS_SERIAL[4]
 cdef bint SKIPZERO_PAYS_PARALLEL[4]
 # On one thread the layers engine's gemm step beats its zero-skipping first layer at
 # every level: AVX-512, h=256, b=64, Fashion-MNIST, 1.05x its time (RESULTS.md,
-# "engine v2: the step written once").
+# "engine v2: the step written once"). On 2 threads it pays with AVX-512 (0.70x at
+# h=256, b=64) but not with AVX2 against OpenBLAS's Haswell gemm: 1.07-1.14x its time
+# in five runs, h=256 at b=64 (SGD) and b=200 (Adam) and (256, 128) (RESULTS.md, "The
+# AVX2 level against its peers").
 SKIPZERO_PAYS_SERIAL[:] = [False, False, False, False]
-SKIPZERO_PAYS_PARALLEL[:] = [False, False, True, True]
+SKIPZERO_PAYS_PARALLEL[:] = [False, False, False, True]
 
 # The level the kernels run at (MLP_CY_LEVEL_*), and its table: set at import
 # (_init_kernel_level) and only through _set_kernel_level after that.
