@@ -4,11 +4,13 @@ import os
 
 from .classifier import MLPClassifier
 from ._estimator_files import load
+from ._reproducible import reproducible_threads
 from .regressor import MLPRegressor
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPClassifier", "MLPRegressor", "get_include", "load", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "get_include", "load", "reproducible_threads",
+           "__version__"]
 
 
 def get_include():

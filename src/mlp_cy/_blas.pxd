@@ -37,6 +37,7 @@ cdef int active_level() noexcept nogil
 
 # Threads: the rule in _blas.pyx ("Threads"), and the BLAS's own count during a call
 cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil
+cdef int chunk_threads(int threads) noexcept nogil
 cdef int blas_threads_hold(int threads) noexcept nogil
 cdef void blas_threads_release(int had) noexcept nogil
 

@@ -231,6 +231,15 @@ cdef int blas_num_threads() noexcept nogil:
 # take 50-100 us on one core.
 cdef intp_t WORK_PER_THREAD = 1 << 20
 cdef intp_t ROWS_PER_THREAD = 8         # fewer rows a thread: the hand-over costs more
+#
+# The layers engine cuts a batch into chunks per thread (one chunk of rows, two of
+# weights), and a BLAS product's bits depend on its shape, so results agree across
+# thread counts to rounding, not bit for bit. Where the bits must not depend on the
+# thread count, reproducible_threads (mlp_cy.reproducible_threads, or the environment
+# variable MLP_CY_REPRODUCIBLE_THREADS) fixes the cut: every call is cut as for that
+# many threads, on however many run it. That costs speed where fewer threads run
+# (one chunk of rows packs W_0 once; two pack it twice).
+cdef int reproducible_threads = 0       # 0: cut per thread count (the default)
 # The cores this process may use (_usable_cores), set at import; _set_cpu_budget
 # changes it for tests and benchmarks.
 cdef int cpu_budget = 1
@@ -307,6 +316,12 @@ cpu_budget = _usable_cores()
 # hold it now, and what it was before the first. Changed with the GIL held.
 cdef int blas_threads_held = 0
 cdef int blas_threads_saved = 0
+
+
+cdef int chunk_threads(int threads) noexcept nogil:
+    """The thread count a call on `threads` threads cuts its batches for: its own, or
+    the fixed one of reproducible_threads."""
+    return reproducible_threads if reproducible_threads > 0 else threads
 
 
 cdef int engine_threads(intp_t m, intp_t k, intp_t n) noexcept nogil:
@@ -622,6 +637,52 @@ def _set_parallel_threads(n):
     old = parallel_threads_override
     parallel_threads_override = n
     return old
+
+
+MAX_REPRODUCIBLE_THREADS = 64         # layers.pyx's MAX_THREADS
+
+
+def _check_reproducible_threads(n, source, off="None"):
+    """n as a thread count for reproducible_threads (None: off, 0), or ValueError."""
+    import operator
+    if n is None:
+        return 0
+    try:
+        count = operator.index(n) if not isinstance(n, bool) else None
+    except TypeError:
+        count = None
+    if count is None or not 1 <= count <= MAX_REPRODUCIBLE_THREADS:
+        raise ValueError(
+            f"{source} must be a whole number of threads from 1 to "
+            f"{MAX_REPRODUCIBLE_THREADS}, or {off} for the default (chunks cut per "
+            f"thread count); got {n!r}")
+    return count
+
+
+def _set_reproducible_threads(n):
+    """Cut every call as for n threads (None: per thread count, the default); returns
+    the old setting. Process-wide, like threadpoolctl's limits."""
+    global reproducible_threads
+    value = _check_reproducible_threads(n, "reproducible_threads")
+    old = reproducible_threads or None
+    reproducible_threads = value
+    return old
+
+
+def _init_reproducible_threads():
+    """The environment variable MLP_CY_REPRODUCIBLE_THREADS, at import."""
+    text = os.environ.get("MLP_CY_REPRODUCIBLE_THREADS", "").strip()
+    if not text:
+        return
+    try:
+        n = int(text)
+    except ValueError:
+        n = text
+    _set_reproducible_threads(_check_reproducible_threads(
+        n, f"MLP_CY_REPRODUCIBLE_THREADS={text!r}", off="unset"))
+
+
+_init_reproducible_threads()
 
 
 def _engine_threads(intp_t m, intp_t k, intp_t n):

@@ -38,7 +38,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from ._typedefs cimport blas_int, intp_t, label_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
                     _gemm_t_skipzero_rows, _sample_sweep, blas_num_threads,
-                    blas_threads_hold, blas_threads_release, engine_threads,
+                    blas_threads_hold, blas_threads_release, chunk_threads, engine_threads,
                     skipzero_first_layer, skipzero_sparse_enough, RowMajor, NoTrans,
                     Trans)
 from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock,
@@ -208,6 +208,8 @@ cdef int MAX_THREADS = 64                # _workers.h's helpers + the caller
 cdef struct Plan:                 # how a call cuts its batches
     bint sweep                    # an epoch of batches of 1 row as the batch-1 sweep
     int n_threads                 # the most parts a region runs on
+    int cut_threads               # the thread count the chunks are cut for: n_threads,
+                                  # or _blas's reproducible_threads
     intp_t param_target           # weights per chunk of the params region, about
     bint skip_first               # X W_0 and X^T delta_0 skip X's zeros (dense X)
     intp_t index_stride           # the zero-skipping kernels' index list, per part
@@ -230,15 +232,16 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
     plan.sweep = _sweeps(shape, X, options, m)
     plan.n_threads = max(1, min(engine_threads(m, layers_parameter_count(shape), 1),
                                 MAX_THREADS))
-    if plan.n_threads == 1:
+    plan.cut_threads = chunk_threads(plan.n_threads)
+    if plan.cut_threads == 1:
         plan.param_target = weights          # one chunk per layer
     else:
         plan.param_target = max(MIN_PARAM_CHUNK,
-                                weights // (PARAM_CHUNKS_PER_THREAD * plan.n_threads))
+                                weights // (PARAM_CHUNKS_PER_THREAD * plan.cut_threads))
     plan.skip_first = (
         X.dense != NULL and m > 0
         and skipzero_first_layer(m, shape.units[0], shape.units[1], itemsize,
-                                 plan.n_threads)
+                                 plan.cut_threads)
         and skipzero_sparse_enough(_nonzeros(X, order, start, m, shape.units[0]),
                                    m * shape.units[0]))
     plan.index_stride = max(m, shape.units[0])
@@ -266,7 +269,7 @@ cdef intp_t _nonzeros(const Rows *X, const intp_t *order, intp_t start, intp_t m
 
 cdef inline intp_t _row_chunks(const Plan *plan, intp_t m) noexcept nogil:
     """The rows region's chunks for a batch of m rows, at least one row each."""
-    return max(1, min(m, plan.n_threads * ROW_CHUNKS_PER_THREAD))
+    return max(1, min(m, plan.cut_threads * ROW_CHUNKS_PER_THREAD))
 
 
 cdef inline intp_t _param_chunk_rows(const Plan *plan, intp_t fan_in,
