@@ -810,22 +810,33 @@ cdef void _params_chunk(Region *c, intp_t chunk, floating **coefs,
 
 # A batch, start to end ########################################################
 
-cdef double _forward_backward(Region *c, int n_threads, floating *work) noexcept nogil:
+cdef double _forward_backward(Region *c, int n_threads) noexcept nogil:
     """The rows region, then its partial sums added in chunk order: returns the
     batch's loss sum (weighted, unscaled), and every layer's bias gradient in the
     row after the chunks' in the scratch's bias partials."""
-    cdef intp_t chunk, j, B = _bias_width(c.shape)
-    cdef floating *partial = <floating *> c.scratch.bias_partials
-    cdef floating *sums = partial + c.n_row_chunks * B
+    cdef intp_t chunk
     cdef double loss = 0
     _run(c, n_threads, False, c.n_row_chunks)
-    for j in range(B):
-        sums[j] = 0
+    if c.is_double:
+        _add_partials(<double *> c.scratch.bias_partials, c.n_row_chunks,
+                      _bias_width(c.shape))
+    else:
+        _add_partials(<float *> c.scratch.bias_partials, c.n_row_chunks,
+                      _bias_width(c.shape))
     for chunk in range(c.n_row_chunks):
         loss += c.scratch.row_loss[chunk]
+    return loss
+
+
+cdef void _add_partials(floating *partial, intp_t n_chunks, intp_t B) noexcept nogil:
+    """partial (n_chunks + 1, B): its last row := the sum of the others, in order."""
+    cdef intp_t chunk, j
+    cdef floating *sums = partial + n_chunks * B
+    for j in range(B):
+        sums[j] = 0
+    for chunk in range(n_chunks):
         for j in range(B):
             sums[j] += partial[chunk * B + j]
-    return loss
 
 
 cdef double _weight_sum(const floating *sample_weight, const intp_t *rows, intp_t start,
@@ -878,7 +889,7 @@ cdef double _batch_step(
     _region_init(&c, plan, shape, X, targets, sample_weight, batch, coefs, intercepts,
                  work, UPDATE, scratch)
     c.scale = 1 / weight_sum
-    loss = _forward_backward(&c, n_threads, work) / weight_sum
+    loss = _forward_backward(&c, n_threads) / weight_sum
     bias_grad = <floating *> scratch.bias_partials + c.n_row_chunks * _bias_width(shape)
     if options.alpha > 0:
         if squares[0] < 0:
@@ -1244,7 +1255,7 @@ cdef double layers_loss_gradient(
         c.scale = 1 / weight_sum
         c.gradient = gradient
         c.accumulate = start > 0          # chunks after the first add theirs
-        loss += _forward_backward(&c, plan.n_threads, work)
+        loss += _forward_backward(&c, plan.n_threads)
         if X.dense == NULL:
             _columns_of(X, &batch, shape.units[0], &scratch.columns)
             c.columns = &scratch.columns
