@@ -189,11 +189,11 @@ cdef int _columns_of(const Rows *X, const Batch *batch, intp_t n_features,
 # per call, from the shape, the data, the options and the thread count: the chunks,
 # the threads, whether the first layer skips X's zeros, whether an epoch is the
 # batch-1 sweep. Its thresholds are _blas.pyx's (engine_threads,
-# skipzero_first_layer), each with the measurement that set it. The pacer
-# (_parallel.pyx a) then
-# runs each step's chunks on that many threads or on one, which never changes the
-# chunks: the bits depend on the plan's thread count only (the same on any machine
-# for the same count), not on which thread ran what or on the load.
+# skipzero_first_layer, chunk_threads), each with the measurement that set it. The
+# pacer (_parallel.pyx a) then runs each step's chunks on that many threads or on
+# one, which never changes the chunks: the bits depend on the count the chunks are
+# cut for (Plan.cut_threads: the plan's thread count, or the fixed one of
+# mlp_cy.reproducible_threads), not on which thread ran what or on the load.
 # Why so few chunks: every gemm packs its operands (here, a whole W_i for each row
 # chunk, a whole delta_i for each parameter chunk). At scikit-learn's batch of 200,
 # one thread, (512, 256, 128): chunks of 64 rows made the step 1.22x slower than one
