@@ -14,7 +14,10 @@ class reproducible_threads:
     as for ``n`` threads, so their results are the same bits on any number of threads
     (``threadpool_limits``, the CLI's ``--threads``, the cores of the machine), the
     same CPU and libraries given. It costs speed where fewer than ``n`` threads run:
-    each extra chunk of rows is one more pass of the BLAS over the weights.
+    each extra chunk of rows is one more pass of the BLAS over the weights. (mlp_cy
+    holds the BLAS at one thread during its calls; where it cannot, with a BLAS whose
+    thread count it cannot set, that BLAS's own threads can still move the last bits:
+    fix its count yourself, e.g. with threadpoolctl.)
 
     Process-wide, like threadpoolctl's limits. It takes effect at once, and as a
     context manager it gives back the previous setting on exit (so does
