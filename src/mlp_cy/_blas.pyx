@@ -669,6 +669,11 @@ def _set_reproducible_threads(n):
     return old
 
 
+def _reproducible_threads():
+    """The thread count every call is cut for, or None (per thread count)."""
+    return reproducible_threads or None
+
+
 def _init_reproducible_threads():
     """The environment variable MLP_CY_REPRODUCIBLE_THREADS, at import."""
     text = os.environ.get("MLP_CY_REPRODUCIBLE_THREADS", "").strip()
@@ -678,8 +683,9 @@ def _init_reproducible_threads():
         n = int(text)
     except ValueError:
         n = text
-    _set_reproducible_threads(_check_reproducible_threads(
-        n, f"MLP_CY_REPRODUCIBLE_THREADS={text!r}", off="unset"))
+    global reproducible_threads
+    reproducible_threads = _check_reproducible_threads(
+        n, f"MLP_CY_REPRODUCIBLE_THREADS={text!r}", off="unset")
 
 
 _init_reproducible_threads()

@@ -46,9 +46,7 @@ class reproducible_threads:
     @staticmethod
     def current():
         """The thread count every call is cut for, or None (per thread count)."""
-        value = _blas._set_reproducible_threads(None)
-        _blas._set_reproducible_threads(value)
-        return value
+        return _blas._reproducible_threads()
 
     def __repr__(self):
         return f"reproducible_threads({self.n!r})"
