@@ -326,3 +326,110 @@ def test_other_chunks_give_the_same_step(threads):
     assert any(not np.array_equal(a, b) for a, b in zip(got, expected))
     with pytest.raises(ValueError, match=">= 1"):
         layers._set_chunks(0, 2)
+
+
+@pytest.fixture
+def first_columns():
+    """layers._set_first_columns for one test, with X's zeros never skipped (the
+    plan cuts the first product by columns only where the gemms compute it)."""
+    from mlp_cy import layers
+    old_mode = layers._set_first_columns("auto")
+    old_skip = _blas._set_skipzero_mode("never")
+    yield layers._set_first_columns
+    layers._set_first_columns(old_mode)
+    _blas._set_skipzero_mode(old_skip)
+
+
+@pytest.mark.parametrize("units", [[60, 48, 24, 5], [60, 50, 5]])
+@pytest.mark.parametrize("kind, dtype", [("dense", np.float32), ("dense", np.float64),
+                                         ("uint8", np.float32)])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_first_product_by_columns_trains_as_one_thread(threads, first_columns, solver,
+                                                       kind, dtype, units):
+    # X W_0 in column chunks of its own region (after the row chunks gathered the
+    # shuffled rows), the rest by rows: on 2, 3 and 7 threads the same training as
+    # one thread to rounding. 48 and 50 columns cut in whole cache lines leave some
+    # chunks empty (7 threads) or one ragged (50).
+    X, y = _data(kind, dtype)
+    coefs, intercepts = _parameters(dtype, units)
+    net = Network(coefs, intercepts, 3, int(Output.OUT_SOFTMAX))
+    first_columns("always")
+    threads(1)
+    assert net.plan(X, 50)["first_columns"] == 0
+    expected, expected_stats = _train(X, y, dtype, solver, units=units)
+    for n in (2, 3, 7):
+        threads(n)
+        lanes = 64 // np.dtype(dtype).itemsize
+        assert net.plan(X, 50)["first_columns"] == min(n, units[1] // lanes)
+        got, stats = _train(X, y, dtype, solver, units=units)
+        _assert_close(got, expected, dtype)
+        np.testing.assert_allclose(stats[0], expected_stats[0],
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_array_equal(stats[1:], expected_stats[1:])
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_first_product_by_columns_gives_the_same_bits_on_any_count(
+        threads, reproducible, first_columns, solver):
+    # Cut as for 4 threads (4 column chunks of X W_0), run on 1, 2, 3 and 7: the same
+    # bits, as for the row cut.
+    X, y = _data("dense", np.float32)
+    first_columns("always")
+    reproducible(4)
+    runs = []
+    for n in (1, 2, 3, 7):
+        threads(n)
+        runs.append(_train(X, y, np.float32, solver, units=[60, 64, 24, 5]))
+    for got, stats in runs[1:]:
+        for g, e in zip(got, runs[0][0]):
+            np.testing.assert_array_equal(g, e)
+        np.testing.assert_array_equal(stats, runs[0][1])
+
+
+def test_first_product_by_columns_in_the_gradient(threads, first_columns):
+    # L-BFGS's loss and gradient read X's rows in place (no gather): by columns on 3
+    # threads, the one-thread gradient to rounding.
+    X, y = _data("dense", np.float64, n=517)
+    coefs, intercepts = _parameters(np.float64)
+    net = Network(coefs, intercepts, 3, int(Output.OUT_SOFTMAX))
+    first_columns("always")
+    results = {}
+    for n in (1, 3):
+        threads(n)
+        gradient = np.empty(net.n_parameters)
+        results[n] = net.loss_gradient(X, y, None, 1e-3, gradient, chunk_rows=100), gradient
+    assert net.plan(X, 100)["first_columns"] == 3
+    np.testing.assert_allclose(results[3][0], results[1][0], rtol=1e-13)
+    np.testing.assert_allclose(results[3][1], results[1][1], rtol=1e-12,
+                               atol=1e-14 * np.abs(results[1][1]).max())
+
+
+def test_the_plan_cuts_the_first_product_by_columns_where_it_pays(threads, first_columns):
+    # The rule: dense X, no zero skipping, chunks cut for 2 threads or more, and a
+    # row chunk narrower than W_0 has columns (scikit-learn's batch of 200 on 2
+    # threads at 512 units: yes; at 64 units: no). "never" turns it off.
+    from mlp_cy import layers
+    rng = np.random.default_rng(0)
+    X = rng.random((400, 784)).astype(np.float32)
+
+    def plan(hidden, rows=200, data=X):
+        coefs, intercepts = _parameters(np.float32, [784, hidden, 10])
+        return Network(coefs, intercepts, 3, 0).plan(data, rows)
+
+    threads(2)
+    assert plan(512)["first_columns"] == 2
+    assert plan(64)["first_columns"] == 0
+    assert plan(64, rows=64)["first_columns"] == 2
+    csr = sp.csr_matrix(X)
+    csr = (csr.data, csr.indices.astype(np.intp), csr.indptr.astype(np.intp))
+    assert plan(512, data=csr)["first_columns"] == 0
+    first_columns("never")
+    assert plan(512)["first_columns"] == 0
+    first_columns("auto")
+    _blas._set_skipzero_mode("always")
+    assert plan(512)["skip_zeros"] and plan(512)["first_columns"] == 0
+    threads(1)
+    _blas._set_skipzero_mode("never")
+    assert plan(512)["first_columns"] == 0
+    with pytest.raises(ValueError, match="mode must be one of"):
+        layers._set_first_columns("sometimes")

@@ -257,8 +257,15 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
     assert skip(64, 784, 104, 8, 2)                  # whole vectors of float64
     assert not skip(64, 784, 100, 4, 2)              # 100 % 16 columns: gemm
     assert not skip(64, 784, 8, 4, 2)                # narrower than a vector
-    assert skip(1024, 784, 256, 4, 2)                # 1 MiB products, 2 MiB allowed
-    assert not skip(1024, 784, 1024, 4, 2)           # 4 MiB: gemm
+    # On several threads, row chunks of up to 32 rows and a W_0 of up to 1 MiB
+    # (beyond, gemm with the first product by columns wins: _blas.pyx)
+    assert skip(96, 784, 256, 4, 3)                  # 32 rows a chunk
+    assert not skip(66, 784, 256, 4, 2)              # 33
+    assert not skip(200, 784, 256, 4, 2)             # scikit-learn's batch: 100
+    assert skip(64, 784, 320, 4, 2)                  # W_0 980 KiB
+    assert not skip(64, 784, 336, 4, 2)              # 1029 KiB
+    assert not skip(64, 784, 256, 8, 2)              # float64: 1568 KiB
+    assert not skip(64, 16, 16384, 4, 2)             # X W_0 2 MiB a thread: gemm
     half = _sparse(rng, (64, 784), np.float32, density=0.5)
     dense = _sparse(rng, (64, 784), np.float32, density=0.9)
     params = [np.zeros((784, 256), np.float32), np.zeros((256, 10), np.float32)]
@@ -267,11 +274,13 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
     if _blas._blas_num_threads() == 0:
         return
     with threadpoolctl.threadpool_limits(2):
-        assert net.plan(half, 64) == {"threads": 2, "skip_zeros": True, "sweep": False}
+        assert net.plan(half, 64) == {"threads": 2, "skip_zeros": True, "sweep": False,
+                                      "first_columns": 0}
         assert net.plan(dense, 64)["skip_zeros"] is False
         assert net.plan(half.astype(np.uint8), 64)["skip_zeros"] is True
     with threadpoolctl.threadpool_limits(1):
-        assert net.plan(half, 64) == {"threads": 1, "skip_zeros": False, "sweep": False}
+        assert net.plan(half, 64) == {"threads": 1, "skip_zeros": False, "sweep": False,
+                                      "first_columns": 0}
         sweep = net.plan(half, 1, layers.Options(learning_rate=0.1))
         assert sweep["sweep"]
 

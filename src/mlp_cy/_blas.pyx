@@ -87,6 +87,16 @@ cdef bint SKIPZERO_PAYS_PARALLEL[4]
 # AVX2 level against its peers").
 SKIPZERO_PAYS_SERIAL[:] = [False, False, False, False]
 SKIPZERO_PAYS_PARALLEL[:] = [False, False, False, True]
+# On several threads the gemm step's first product is cut by columns (layers.pyx,
+# Plan.first_columns), which made it faster, and the zero skipping pays against that
+# only for small row chunks over a W_0 that stays in a core's L2 cache. AVX-512, 2
+# threads, Fashion-MNIST float32, epochs alternating in one process, median of 9-11
+# rounds (RESULTS.md, "The first product by columns"): h=256 at b=64 (32 rows a
+# chunk, W_0 784 KiB), skipping 0.92-0.95x the time of gemm by columns; h=256 at
+# b=128 (64 rows), gemm by columns 0.93x of skipping; h=512 at b=64 (W_0 1.5 MiB),
+# 0.93x; (256, 128) and (512, 256, 128) at b=200 (100 rows), 0.92x and 0.94x.
+cdef intp_t SKIPZERO_MAX_CHUNK_ROWS = 32
+cdef intp_t SKIPZERO_MAX_W0_BYTES = 1 << 20
 
 # The level the kernels run at (MLP_CY_LEVEL_*), and its table: set at import
 # (_init_kernel_level) and only through _set_kernel_level after that.
@@ -348,8 +358,9 @@ cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
     (skipzero_sparse_enough).
 
     Where the kernels pay at this level (one thread: SKIPZERO_PAYS_SERIAL; several:
-    SKIPZERO_PAYS_PARALLEL), n is whole vectors and X W_0 is no larger than
-    SKIPZERO_MAX_FORWARD_BYTES a thread. Mode "always" (tests, benchmarks) takes them
+    SKIPZERO_PAYS_PARALLEL, for row chunks of up to SKIPZERO_MAX_CHUNK_ROWS rows and a
+    W_0 of up to SKIPZERO_MAX_W0_BYTES), n is whole vectors and X W_0 is no larger
+    than SKIPZERO_MAX_FORWARD_BYTES a thread. Mode "always" (tests, benchmarks) takes them
     at any level and size, "never" never; _set_parallel_threads (tests) at any level.
     """
     cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
@@ -360,6 +371,10 @@ cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
     if parallel_threads_override == 0 and not (
             SKIPZERO_PAYS_PARALLEL[kernel_level] if threads > 1
             else SKIPZERO_PAYS_SERIAL[kernel_level]):
+        return False
+    if parallel_threads_override == 0 and threads > 1 and (
+            m // threads > SKIPZERO_MAX_CHUNK_ROWS
+            or k * n * itemsize > SKIPZERO_MAX_W0_BYTES):
         return False
     # The forward product's limit holds per thread (measured: float64, h=1024, b=256,
     # 2 MiB on 2 threads, 0.72x the time of the gemm step).

@@ -181,14 +181,16 @@ cdef int _columns_of(const Rows *X, const Batch *batch, intp_t n_features,
 # on one thread throughout:
 #   rows    the batch's rows cut in one chunk per thread: each chunk's rows through
 #           every layer forward, the output delta and every layer's delta back
-#           down to delta_0, with the chunk's partial loss and bias gradients;
+#           down to delta_0, with the chunk's partial loss and bias gradients
+#           (where Plan.first_columns says so, X W_0 comes before, in a region of
+#           column chunks: "The first product by columns");
 #   params  the W_i cut in chunks of rows, about two per thread in all: each chunk's
 #           gradient (A_i[:, rows]^T delta_i over all m rows of the batch) written,
 #           or applied by the optimiser (plain SGD fused into the product).
 # Between them the partial sums are added in chunk order. _plan decides it all, once
 # per call, from the shape, the data, the options and the thread count: the chunks,
-# the threads, whether the first layer skips X's zeros, whether an epoch is the
-# batch-1 sweep. Its thresholds are _blas.pyx's (engine_threads,
+# the threads, whether the first layer skips X's zeros, whether X W_0 is cut by
+# columns, whether an epoch is the batch-1 sweep. Its thresholds are _blas.pyx's (engine_threads,
 # skipzero_first_layer, chunk_threads), each with the measurement that set it. The
 # pacer (_parallel.pyx a) then runs each step's chunks on that many threads or on
 # one, which never changes the chunks: the bits depend on the count the chunks are
@@ -201,6 +203,16 @@ cdef int _columns_of(const Rows *X, const Batch *batch, intp_t n_features,
 # "engine v2 on its own threads").
 cdef intp_t ROW_CHUNKS_PER_THREAD = 1
 cdef intp_t PARAM_CHUNKS_PER_THREAD = 2
+# The first product by columns. A row chunk's X W_0 packs the whole of W_0 again,
+# and the kernel reuses each packed block over fewer rows: on several threads the
+# rows region's first product is instead cut by columns (every thread: all m rows,
+# its columns of W_0; a region of its own, after the rows are gathered). That took
+# 0.91x the time of the row cut for a whole step (a C prototype,
+# benchmarks/layers_split.c: 784-512-256-128-10, b=200, Adam, 2 threads); cutting
+# the later layers by columns too gained nothing more. The plan takes it for dense X
+# without zero skipping, where a row chunk has fewer rows than W_0 has columns;
+# _set_first_columns (benchmarks) forces it on or off.
+cdef int first_columns_mode = 0          # 0 the plan's rule, 1 never, 2 always
 cdef intp_t MIN_PARAM_CHUNK = 4096       # weights: below, a chunk costs more than it saves
 cdef int MAX_THREADS = 64                # _workers.h's helpers + the caller
 
@@ -212,6 +224,8 @@ cdef struct Plan:                 # how a call cuts its batches
                                   # or _blas's reproducible_threads
     intp_t param_target           # weights per chunk of the params region, about
     bint skip_first               # X W_0 and X^T delta_0 skip X's zeros (dense X)
+    intp_t first_columns          # > 1: a step's X W_0 in this many column chunks
+                                  # (its own region), else in the rows region
     intp_t index_stride           # the zero-skipping kernels' index list, per part
 
 
@@ -245,6 +259,14 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
         and skipzero_sparse_enough(_nonzeros(X, order, start, m, shape.units[0]),
                                    m * shape.units[0]))
     plan.index_stride = max(m, shape.units[0])
+    plan.first_columns = 0
+    if X.dense != NULL and plan.cut_threads > 1 and (
+            first_columns_mode == 2 or not plan.skip_first) and (
+            first_columns_mode == 2 or (first_columns_mode == 0 and
+                                        _row_chunks(&plan, m) > 1 and
+                                        m // _row_chunks(&plan, m) < shape.units[1])):
+        plan.first_columns = min(<intp_t> plan.cut_threads,
+                                 max(1, shape.units[1] // (64 // itemsize)))
     return plan
 
 
@@ -379,6 +401,13 @@ cdef enum Mode:
     UPDATE = 2                    # the loss, and the optimiser's step
 
 
+cdef enum RegionKind:
+    ROWS = 0                      # _rows_chunk: a chunk of rows, every layer
+    PARAMS = 1                    # _params_chunk: a chunk of a W_i's rows
+    GATHER = 2                    # _gather_chunk: a row chunk's rows into work's x
+    FIRST = 3                     # _first_chunk: a chunk of X W_0's columns
+
+
 cdef struct Scratch:              # a call's small buffers, beside the caller's work
     double *row_loss              # (plan's row chunks,) a chunk's loss sum
     void *bias_partials           # (row chunks + 1, B) of the parameters' type: each
@@ -421,8 +450,9 @@ cdef struct Region:               # one batch, shared by the parts of its two re
     const Columns *columns        # CSR X: the batch's entries by column
     Scratch *scratch
     bint want_squares             # sum the new W^2 (the next step's L2 term)
+    bint first_done               # the rows region finds x gathered and X W_0 done
     # the region that runs, and its chunk counter
-    bint in_params
+    RegionKind kind
     intp_t next_chunk, n_chunks
 
 
@@ -497,6 +527,7 @@ cdef void _region_init(Region *c, const Plan *plan, const Shape *shape, const Ro
     c.columns = NULL
     c.scratch = scratch
     c.want_squares = False
+    c.first_done = False
     # Dense X: the rows in place when they are of the parameters' type and
     # consecutive (or shuffled, for the zero-skipping kernels, which take a list of
     # rows), else each row chunk copies (converts) its rows into work's x.
@@ -518,10 +549,10 @@ cdef void _region_init(Region *c, const Plan *plan, const Shape *shape, const Ro
             c.gather = True
 
 
-cdef void _run(Region *c, int n_threads, bint params, intp_t n_chunks) noexcept nogil:
-    """One region (the params region, or the rows region): n_chunks chunks claimed by
-    min(n_threads, n_chunks) parts."""
-    c.in_params = params
+cdef void _run(Region *c, int n_threads, RegionKind kind, intp_t n_chunks) noexcept nogil:
+    """One region of this kind: n_chunks chunks claimed by min(n_threads, n_chunks)
+    parts."""
+    c.kind = kind
     c.next_chunk = 0
     c.n_chunks = n_chunks
     workers_run(<int> max(1, min(<intp_t> n_threads, n_chunks)), _region_part, c)
@@ -636,11 +667,13 @@ cdef void _rows_chunk(Region *c, intp_t chunk, floating **coefs, floating **inte
     rows.m = rows_m
     if c.X.dense != NULL:
         x = <const floating *> c.x + r0 * c.batch.ldx
-        if c.gather:
+        if c.gather and not c.first_done:
             _gather_rows(c.X, &rows, units[0], work + r0 * units[0])
     # A_1 = act(X W_0 + b_0), ..., the output's A W (its bias comes with the loss)
     out = _activation_buffer(shape, work, m, 1) + r0 * units[1]
-    if c.X.dense == NULL:
+    if c.first_done:
+        pass                                # X W_0 by columns (_first_chunk)
+    elif c.X.dense == NULL:
         _csr_forward(c.X, &rows, coefs[0], units[1], out)
     elif c.x_rows != NULL:
         _gemm_skipzero_rows(rows_m, units[1], units[0], <const floating **> c.x_rows + r0,
@@ -703,10 +736,57 @@ cdef void _region_part(void *ctx, int part, int n_parts) noexcept nogil:
 cdef inline void _region_chunk(Region *c, intp_t chunk, floating **coefs,
                                floating **intercepts, floating *work,
                                intp_t *indices) noexcept nogil:
-    if c.in_params:
+    if c.kind == PARAMS:
         _params_chunk(c, chunk, coefs, work, indices)
-    else:
+    elif c.kind == ROWS:
         _rows_chunk(c, chunk, coefs, intercepts, work, indices)
+    elif c.kind == GATHER:
+        _gather_chunk(c, chunk, work)
+    else:
+        _first_chunk(c, chunk, coefs, work, indices)
+
+
+# The first product by columns (Plan.first_columns) ###########################
+
+cdef void _gather_chunk(Region *c, intp_t chunk, floating *work) noexcept nogil:
+    """Row chunk `chunk`'s rows of X into work's x, as _rows_chunk gathers them."""
+    cdef intp_t m = c.batch.m, n_features = c.shape.units[0]
+    cdef intp_t r0 = m * chunk // c.n_row_chunks, r1 = m * (chunk + 1) // c.n_row_chunks
+    cdef Batch rows = c.batch
+    if r1 == r0:
+        return
+    rows.rows = c.batch.rows + r0 if c.batch.rows != NULL else NULL
+    rows.start = c.batch.start + r0
+    rows.m = r1 - r0
+    _gather_rows(c.X, &rows, n_features, work + r0 * n_features)
+
+
+cdef void _first_chunk(Region *c, intp_t chunk, floating **coefs,
+                       floating *work, intp_t *indices) noexcept nogil:
+    """Column chunk `chunk` of X W_0 over all the batch's rows: Z_1[:, c0:c1] :=
+    x W_0[:, c0:c1], by gemm or skipping X's zeros as _rows_chunk would. The cuts
+    are whole cache lines of Z_1's rows (whole vectors, for the zero-skipping
+    kernels), so that no two chunks write one line."""
+    cdef const intp_t *units = c.shape.units
+    cdef intp_t m = c.batch.m, n = units[1], chunks = c.plan.first_columns
+    cdef intp_t lanes = 64 // <intp_t> sizeof(floating)
+    cdef intp_t c0 = (n * chunk // chunks) // lanes * lanes
+    cdef intp_t c1 = n if chunk == chunks - 1 else (n * (chunk + 1) // chunks) // lanes * lanes
+    cdef floating *out = _activation_buffer(c.shape, work, m, 1)
+    if c1 <= c0 or m == 0:
+        return
+    if c.x_rows != NULL:
+        _gemm_skipzero_rows(m, c1 - c0, units[0], <const floating **> c.x_rows,
+                            coefs[0] + c0, n, out + c0, n, indices)
+        return
+    if c.plan.skip_first:
+        _gemm_skipzero(m, c1 - c0, units[0], <const floating *> c.x, c.batch.ldx,
+                       coefs[0] + c0, n, out + c0, n, indices)
+        return
+    _gemm(RowMajor, NoTrans, NoTrans, <blas_int> m, <blas_int> (c1 - c0),
+          <blas_int> units[0], <floating> 1, <const floating *> c.x,
+          <blas_int> c.batch.ldx, coefs[0] + c0, <blas_int> n, <floating> 0, out + c0,
+          <blas_int> n)
 
 
 # The params region ############################################################
@@ -816,7 +896,12 @@ cdef double _forward_backward(Region *c, int n_threads) noexcept nogil:
     row after the chunks' in the scratch's bias partials."""
     cdef intp_t chunk
     cdef double loss = 0
-    _run(c, n_threads, False, c.n_row_chunks)
+    if c.plan.first_columns > 1:
+        if c.gather:
+            _run(c, n_threads, GATHER, c.n_row_chunks)
+        _run(c, n_threads, FIRST, c.plan.first_columns)
+        c.first_done = True
+    _run(c, n_threads, ROWS, c.n_row_chunks)
     if c.is_double:
         _add_partials(<double *> c.scratch.bias_partials, c.n_row_chunks,
                       _bias_width(c.shape))
@@ -912,7 +997,7 @@ cdef double _batch_step(
     if X.dense == NULL:
         _columns_of(X, batch, shape.units[0], &scratch.columns)
         c.columns = &scratch.columns
-    _run(&c, n_threads, True, _param_chunks(plan, shape))
+    _run(&c, n_threads, PARAMS, _param_chunks(plan, shape))
     # the biases, and the next step's L2 sum
     for i in range(L):
         offset = _coef_offset(shape, i) + shape.units[i] * shape.units[i + 1]
@@ -1259,7 +1344,7 @@ cdef double layers_loss_gradient(
         if X.dense == NULL:
             _columns_of(X, &batch, shape.units[0], &scratch.columns)
             c.columns = &scratch.columns
-        _run(&c, plan.n_threads, True, _param_chunks(&plan, shape))
+        _run(&c, plan.n_threads, PARAMS, _param_chunks(&plan, shape))
         bias_grad = (<floating *> scratch.bias_partials
                      + c.n_row_chunks * _bias_width(shape))
         for i in range(L):
@@ -1309,7 +1394,7 @@ cdef int layers_predict(
         batch = _batch(shape, NULL, start, m)
         _region_init(&c, &plan, shape, X, NULL, <const floating *> NULL, &batch, coefs,
                      intercepts, work, PREDICT, &scratch)
-        _run(&c, plan.n_threads, False, c.n_row_chunks)
+        _run(&c, plan.n_threads, ROWS, c.n_row_chunks)
         output = _activation_buffer(shape, work, m, L)
         for i in range(m):
             memcpy(out + (start + i) * ld_out, output + i * K, K * sizeof(floating))
@@ -1484,7 +1569,8 @@ cdef class Network:
         """How an epoch (options given) or a predict/L-BFGS call on X in batches of
         batch_rows rows would run, now: {"threads": the most threads a region runs
         on, "skip_zeros": whether the first layer's products skip X's zeros,
-        "sweep": whether the epoch is the batch-1 sweep}."""
+        "sweep": whether the epoch is the batch-1 sweep, "first_columns": the
+        column chunks of a step's X W_0, or 0 where the row chunks compute it}."""
         cdef Rows rows
         cdef Plan plan
         self._rows(&rows, X)
@@ -1492,13 +1578,15 @@ cdef class Network:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
         batch_rows = max(1, min(batch_rows, rows.n_samples))
         if rows.n_samples == 0:
-            return {"threads": 1, "skip_zeros": False, "sweep": False}
+            return {"threads": 1, "skip_zeros": False, "sweep": False, "first_columns": 0}
         plan = _plan(&self.shape, &rows, NULL, 0, batch_rows, 4 if self.single else 8,
                      &options.c if options is not None else NULL)
         if plan.sweep:
-            return {"threads": 1, "skip_zeros": False, "sweep": True}
+            return {"threads": 1, "skip_zeros": False, "sweep": True,
+                    "first_columns": 0}
         return {"threads": plan.n_threads, "skip_zeros": bool(plan.skip_first),
-                "sweep": False}
+                "sweep": False, "first_columns": plan.first_columns
+                if plan.first_columns > 1 else 0}
 
     def train_epoch(self, X, y, sample_weight, order, intp_t batch_size,
                     Options options not None, state, work, Epoch epoch not None):
@@ -1722,4 +1810,18 @@ def _set_chunks(intp_t row_chunks_per_thread, intp_t param_chunks_per_thread):
     old = (ROW_CHUNKS_PER_THREAD, PARAM_CHUNKS_PER_THREAD)
     ROW_CHUNKS_PER_THREAD = row_chunks_per_thread
     PARAM_CHUNKS_PER_THREAD = param_chunks_per_thread
+    return old
+
+
+def _set_first_columns(mode):
+    """Whether a step's first product is cut by columns (Plan.first_columns): "auto"
+    (the plan's rule, the default), "never" or "always" (dense X, no zero skipping,
+    chunks cut for 2 threads or more). For tests and benchmarks: process-wide, not
+    thread-safe. Returns the old mode."""
+    global first_columns_mode
+    modes = ("auto", "never", "always")
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {modes}, got {mode!r}")
+    old = modes[first_columns_mode]
+    first_columns_mode = modes.index(mode)
     return old
