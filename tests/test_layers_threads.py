@@ -433,3 +433,23 @@ def test_the_plan_cuts_the_first_product_by_columns_where_it_pays(threads, first
     assert plan(512)["first_columns"] == 0
     with pytest.raises(ValueError, match="mode must be one of"):
         layers._set_first_columns("sometimes")
+
+
+@pytest.mark.parametrize("kind", ["dense", "uint8"])
+def test_zero_skipping_by_columns_trains_as_one_thread(threads, first_columns, kind):
+    # The plan does not choose it, but "always" reaches it: X W_0's column chunks by
+    # the zero-skipping kernels, on shuffled float32 rows read in place (a list of
+    # row pointers) or on gathered (converted) uint8 rows.
+    X, y = _data(kind, np.float32)
+    _blas._set_skipzero_mode("always")
+    first_columns("always")
+    threads(1)
+    expected, expected_stats = _train(X, y, np.float32, "adam")
+    for n in (2, 3):
+        threads(n)
+        coefs, intercepts = _parameters(np.float32)
+        plan = Network(coefs, intercepts, 3, 0).plan(X, 50)
+        assert plan["skip_zeros"] and plan["first_columns"] == n
+        got, stats = _train(X, y, np.float32, "adam")
+        _assert_close(got, expected, np.float32)
+        np.testing.assert_array_equal(stats[1:], expected_stats[1:])
