@@ -190,8 +190,9 @@ cdef int _columns_of(const Rows *X, const Batch *batch, intp_t n_features,
 # Between them the partial sums are added in chunk order. _plan decides it all, once
 # per call, from the shape, the data, the options and the thread count: the chunks,
 # the threads, whether the first layer skips X's zeros, whether X W_0 is cut by
-# columns, whether an epoch is the batch-1 sweep. Its thresholds are _blas.pyx's (engine_threads,
-# skipzero_first_layer, chunk_threads), each with the measurement that set it. The
+# columns, whether an epoch is the batch-1 sweep. Its thresholds are _blas.pyx's
+# (engine_threads, skipzero_first_layer, chunk_threads) and first_columns_mode's
+# rule below, each with the measurement that set it. The
 # pacer (_parallel.pyx a) then runs each step's chunks on that many threads or on
 # one, which never changes the chunks: the bits depend on the count the chunks are
 # cut for (Plan.cut_threads: the plan's thread count, or the fixed one of
@@ -260,11 +261,11 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
                                    m * shape.units[0]))
     plan.index_stride = max(m, shape.units[0])
     plan.first_columns = 0
-    if X.dense != NULL and plan.cut_threads > 1 and (
-            first_columns_mode == 2 or not plan.skip_first) and (
-            first_columns_mode == 2 or (first_columns_mode == 0 and
-                                        _row_chunks(&plan, m) > 1 and
-                                        m // _row_chunks(&plan, m) < shape.units[1])):
+    if X.dense != NULL and plan.cut_threads > 1 and first_columns_mode != 1 and (
+            first_columns_mode == 2
+            or (not plan.skip_first and _row_chunks(&plan, m) > 1
+                and m // _row_chunks(&plan, m) < shape.units[1])):
+        # chunks of whole cache lines: at most one per line of a row of Z_1
         plan.first_columns = min(<intp_t> plan.cut_threads,
                                  max(1, shape.units[1] // (64 // itemsize)))
     return plan
