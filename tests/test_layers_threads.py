@@ -348,8 +348,9 @@ def test_first_product_by_columns_trains_as_one_thread(threads, first_columns, s
                                                        kind, dtype, units):
     # X W_0 in column chunks of its own region (after the row chunks gathered the
     # shuffled rows), the rest by rows: on 2, 3 and 7 threads the same training as
-    # one thread to rounding. 48 and 50 columns cut in whole cache lines leave some
-    # chunks empty (7 threads) or one ragged (50).
+    # one thread to rounding, on several threads. 48 and 50 columns cut at whole
+    # cache lines of a row: 7 threads get 3 chunks (float32) or 6 (float64), and 50
+    # columns end in a ragged one.
     X, y = _data(kind, dtype)
     coefs, intercepts = _parameters(dtype, units)
     net = Network(coefs, intercepts, 3, int(Output.OUT_SOFTMAX))
@@ -361,7 +362,9 @@ def test_first_product_by_columns_trains_as_one_thread(threads, first_columns, s
         threads(n)
         lanes = 64 // np.dtype(dtype).itemsize
         assert net.plan(X, 50)["first_columns"] == min(n, units[1] // lanes)
+        _parallel._pacer_reset()
         got, stats = _train(X, y, dtype, solver, units=units)
+        assert _parallel._pacer_steps()[1] > 0      # steps on several threads
         _assert_close(got, expected, dtype)
         np.testing.assert_allclose(stats[0], expected_stats[0],
                                    rtol=1e-5 if dtype == np.float32 else 1e-12)
@@ -390,6 +393,9 @@ def test_first_product_by_columns_in_the_gradient(threads, first_columns):
     # L-BFGS's loss and gradient read X's rows in place (no gather): by columns on 3
     # threads, the one-thread gradient to rounding.
     X, y = _data("dense", np.float64, n=517)
+    wide = np.zeros((len(y), UNITS[0] + 5))
+    wide[:, :UNITS[0]] = X
+    X = wide[:, :UNITS[0]]                          # rows 5 values apart: ldx > units[0]
     coefs, intercepts = _parameters(np.float64)
     net = Network(coefs, intercepts, 3, int(Output.OUT_SOFTMAX))
     first_columns("always")

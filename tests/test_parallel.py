@@ -272,13 +272,11 @@ def test_thread_count_follows_the_rule(engine, kernel_level):
             assert skip(64, 784, 256, 4, 2)
             return
         assert skip(64, 784, 256, 4, 2)
-        assert not skip(64, 784, 256, 8, 2)               # W_0 over 1 MiB
-        assert not skip(128, 784, 256, 4, 2)              # chunks over 32 rows
-        assert skip(128, 784, 256, 4, 4)
+        assert skip(64, 784, 256, 8, 2)
         assert not skip(64, 784, 100, 4, 2)               # not whole vectors
         assert not skip(64, 784, 8, 4, 2)                 # narrower than one
-        assert skip(64, 16, 8192, 4, 2)                   # X W_0 of 2 MiB: 1 MiB a thread
-        assert not skip(64, 16, 16384, 4, 2)              # beyond (W_0 still 1 MiB)
+        assert skip(512, 784, 1024, 4, 2)                 # X W1 of 2 MiB: 1 MiB a thread
+        assert not skip(1024, 784, 1024, 4, 2)            # beyond
         engine(mode="never")
         assert not skip(64, 784, 256, 4, 2)
         engine(mode="auto")

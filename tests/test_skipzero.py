@@ -257,15 +257,17 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
     assert skip(64, 784, 104, 8, 2)                  # whole vectors of float64
     assert not skip(64, 784, 100, 4, 2)              # 100 % 16 columns: gemm
     assert not skip(64, 784, 8, 4, 2)                # narrower than a vector
-    # On several threads, row chunks of up to 32 rows and a W_0 of up to 1 MiB
-    # (beyond, gemm with the first product by columns wins: _blas.pyx)
-    assert skip(96, 784, 256, 4, 3)                  # 32 rows a chunk
-    assert not skip(66, 784, 256, 4, 2)              # 33
-    assert not skip(200, 784, 256, 4, 2)             # scikit-learn's batch: 100
-    assert skip(64, 784, 320, 4, 2)                  # W_0 980 KiB
-    assert not skip(64, 784, 336, 4, 2)              # 1029 KiB
-    assert not skip(64, 784, 256, 8, 2)              # float64: 1568 KiB
-    assert not skip(64, 16, 16384, 4, 2)             # X W_0 2 MiB a thread: gemm
+    assert skip(1024, 784, 256, 4, 2)                # 1 MiB products, 2 MiB allowed
+    assert not skip(1024, 784, 1024, 4, 2)           # 4 MiB: gemm
+    # Against gemm with X W_0 by columns (a step's alternative where a row chunk is
+    # narrower than W_0), row chunks of up to 32 rows and a W_0 of up to 1 MiB
+    beats = _blas._skip_beats_columns                # (chunk rows, k, n, itemsize)
+    assert beats(32, 784, 256, 4)                    # the seed's network at b=64
+    assert not beats(33, 784, 256, 4)
+    assert not beats(100, 784, 256, 4)               # scikit-learn's batch of 200
+    assert beats(32, 784, 320, 4)                    # W_0 980 KiB
+    assert not beats(32, 784, 336, 4)                # 1029 KiB
+    assert not beats(32, 784, 256, 8)                # float64: 1568 KiB
     half = _sparse(rng, (64, 784), np.float32, density=0.5)
     dense = _sparse(rng, (64, 784), np.float32, density=0.9)
     params = [np.zeros((784, 256), np.float32), np.zeros((256, 10), np.float32)]
@@ -278,6 +280,13 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
                                       "first_columns": 0}
         assert net.plan(dense, 64)["skip_zeros"] is False
         assert net.plan(half.astype(np.uint8), 64)["skip_zeros"] is True
+        # larger batches: gemm with X W_0 by columns for a step, zero skipping for
+        # predict (which has no column cut)
+        many = _sparse(rng, (1024, 784), np.float32, density=0.5)
+        assert net.plan(many, 128) == {"threads": 2, "skip_zeros": False,
+                                       "sweep": False, "first_columns": 2}
+        assert net.plan(many, 1024, predict=True) == {
+            "threads": 2, "skip_zeros": True, "sweep": False, "first_columns": 0}
     with threadpoolctl.threadpool_limits(1):
         assert net.plan(half, 64) == {"threads": 1, "skip_zeros": False, "sweep": False,
                                       "first_columns": 0}

@@ -89,7 +89,8 @@ SKIPZERO_PAYS_SERIAL[:] = [False, False, False, False]
 SKIPZERO_PAYS_PARALLEL[:] = [False, False, False, True]
 # On several threads the gemm step's first product is cut by columns (layers.pyx,
 # Plan.first_columns), which made it faster, and the zero skipping pays against that
-# only for small row chunks over a W_0 that stays in a core's L2 cache. AVX-512, 2
+# only for small row chunks over a W_0 that stays in a core's L2 cache
+# (skipzero_beats_columns; predict has no column cut and keeps the rule above). AVX-512, 2
 # threads, Fashion-MNIST float32, epochs alternating in one process, median of 9-11
 # rounds (RESULTS.md, "The first product by columns"): h=256 at b=64 (32 rows a
 # chunk, W_0 784 KiB), skipping 0.92-0.95x the time of gemm by columns; h=256 at
@@ -358,9 +359,9 @@ cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
     (skipzero_sparse_enough).
 
     Where the kernels pay at this level (one thread: SKIPZERO_PAYS_SERIAL; several:
-    SKIPZERO_PAYS_PARALLEL, for row chunks of up to SKIPZERO_MAX_CHUNK_ROWS rows and a
-    W_0 of up to SKIPZERO_MAX_W0_BYTES), n is whole vectors and X W_0 is no larger
-    than SKIPZERO_MAX_FORWARD_BYTES a thread. Mode "always" (tests, benchmarks) takes them
+    SKIPZERO_PAYS_PARALLEL), n is whole vectors and X W_0 is no larger than
+    SKIPZERO_MAX_FORWARD_BYTES a thread. A step's plan then also asks
+    skipzero_beats_columns. Mode "always" (tests, benchmarks) takes them
     at any level and size, "never" never; _set_parallel_threads (tests) at any level.
     """
     cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
@@ -371,10 +372,6 @@ cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
     if parallel_threads_override == 0 and not (
             SKIPZERO_PAYS_PARALLEL[kernel_level] if threads > 1
             else SKIPZERO_PAYS_SERIAL[kernel_level]):
-        return False
-    if parallel_threads_override == 0 and threads > 1 and (
-            m // threads > SKIPZERO_MAX_CHUNK_ROWS
-            or k * n * itemsize > SKIPZERO_MAX_W0_BYTES):
         return False
     # The forward product's limit holds per thread (measured: float64, h=1024, b=256,
     # 2 MiB on 2 threads, 0.72x the time of the gemm step).
@@ -426,6 +423,16 @@ cdef void blas_threads_release(int had) noexcept nogil:
         blas_threads_held -= 1
         if blas_threads_held == 0:
             blas_set_threads(blas_threads_saved)
+
+
+cdef bint skipzero_beats_columns(intp_t chunk_rows, intp_t k, intp_t n,
+                                 intp_t itemsize) noexcept nogil:
+    """Where a step could cut X W_0 by columns with gemm instead (the layers plan's
+    first_columns), whether skipping zeros by row chunks of chunk_rows rows still pays,
+    W_0 (k, n) of itemsize bytes: SKIPZERO_MAX_CHUNK_ROWS and SKIPZERO_MAX_W0_BYTES.
+    Mode "always" (tests, benchmarks) says yes."""
+    return skipzero_mode == 2 or (chunk_rows <= SKIPZERO_MAX_CHUNK_ROWS
+                                  and k * n * itemsize <= SKIPZERO_MAX_W0_BYTES)
 
 
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil:
@@ -739,6 +746,11 @@ def _skip_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize, int threads
     """skipzero_first_layer: whether the first layer's products skip zeros on batches
     (m, k) with n units of itemsize bytes, on `threads` threads (density aside)."""
     return skipzero_first_layer(m, k, n, itemsize, threads)
+
+
+def _skip_beats_columns(intp_t chunk_rows, intp_t k, intp_t n, intp_t itemsize):
+    """skipzero_beats_columns, for the tests."""
+    return skipzero_beats_columns(chunk_rows, k, n, itemsize)
 
 
 def _gemm_skipzero_memview(const floating[:, :] A, const floating[:, ::1] B,

@@ -39,7 +39,8 @@ from ._typedefs cimport blas_int, intp_t, label_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
                     _gemm_t_skipzero_rows, _sample_sweep, blas_num_threads,
                     blas_threads_hold, blas_threads_release, chunk_threads, engine_threads,
-                    skipzero_first_layer, skipzero_sparse_enough, RowMajor, NoTrans,
+                    skipzero_beats_columns, skipzero_first_layer,
+                    skipzero_sparse_enough, RowMajor, NoTrans,
                     Trans)
 from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock,
                         pacer_record, pacer_remember, pacer_resume,
@@ -231,9 +232,11 @@ cdef struct Plan:                 # how a call cuts its batches
 
 
 cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t start,
-                intp_t m, intp_t itemsize, const TrainOptions *options) noexcept nogil:
+                intp_t m, intp_t itemsize, const TrainOptions *options,
+                bint predict) noexcept nogil:
     """The plan for batches of up to m rows, the first of them order[0 .. m] (or
-    start ..), with these options (an epoch) or none (a step, L-BFGS, predict).
+    start ..), with these options (an epoch) or none (a step, L-BFGS, predict: the
+    forward pass alone, which has no first product by columns).
     Threads: the rule of _blas.pyx's "Threads" (the BLAS's limit, the usable cores,
     the step's work: m rows by P parameters). The first layer's products skip X's
     zeros where _blas.skipzero_first_layer says they pay at this shape, level and
@@ -241,9 +244,13 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
     threads (AVX-512, Fashion-MNIST float32, benchmarks/RESULTS.md "engine v2: the
     step written once") an epoch took 0.70x the time of gemm's at h=256, b=64 (the
     seed's), 0.89x at (256,) and 0.91x at (256, 128) with Adam at b=200, and as long
-    at (512, 256, 128)."""
+    at (512, 256, 128). Since, a step cuts X W_0 by columns where a row chunk is
+    narrower than W_0 ("The first product by columns"), and skips zeros there only
+    where _blas.skipzero_beats_columns says that still pays."""
     cdef Plan plan
     cdef intp_t weights = layers_parameter_count(shape) - _bias_width(shape)
+    cdef intp_t chunk_rows
+    cdef bint columns_possible, columns_pay
     plan.sweep = _sweeps(shape, X, options, m)
     plan.n_threads = max(1, min(engine_threads(m, layers_parameter_count(shape), 1),
                                 MAX_THREADS))
@@ -260,12 +267,20 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
         and skipzero_sparse_enough(_nonzeros(X, order, start, m, shape.units[0]),
                                    m * shape.units[0]))
     plan.index_stride = max(m, shape.units[0])
+    columns_possible = (not predict and X.dense != NULL and plan.cut_threads > 1
+                        and m > 0 and first_columns_mode != 1)
+    chunk_rows = m // _row_chunks(&plan, m) if m > 0 else 0
+    columns_pay = (columns_possible and _row_chunks(&plan, m) > 1
+                   and chunk_rows < shape.units[1])
+    if (columns_pay and plan.skip_first and first_columns_mode == 0
+            and not skipzero_beats_columns(chunk_rows, shape.units[0], shape.units[1],
+                                           itemsize)):
+        plan.skip_first = False
     plan.first_columns = 0
-    if X.dense != NULL and plan.cut_threads > 1 and first_columns_mode != 1 and (
-            first_columns_mode == 2
-            or (not plan.skip_first and _row_chunks(&plan, m) > 1
-                and m // _row_chunks(&plan, m) < shape.units[1])):
-        # chunks of whole cache lines: at most one per line of a row of Z_1
+    if columns_possible and (first_columns_mode == 2
+                             or (columns_pay and not plan.skip_first)):
+        # cuts at multiples of 64 bytes of a row of Z_1 (whole vectors), each chunk
+        # at least that wide
         plan.first_columns = min(<intp_t> plan.cut_threads,
                                  max(1, shape.units[1] // (64 // itemsize)))
     return plan
@@ -422,7 +437,7 @@ cdef struct Scratch:              # a call's small buffers, beside the caller's 
                                   # batch's rows are in X, read in place
 
 
-cdef struct Region:               # one batch, shared by the parts of its two regions
+cdef struct Region:               # one batch, shared by the parts of its regions
     const Shape *shape
     const Plan *plan
     const Rows *X
@@ -716,7 +731,7 @@ cdef void _rows_chunk(Region *c, intp_t chunk, floating **coefs, floating **inte
 
 
 cdef void _region_part(void *ctx, int part, int n_parts) noexcept nogil:
-    """A part of either region: claims chunks until none is left."""
+    """A part of the region that runs (c.kind): claims chunks until none is left."""
     cdef Region *c = <Region *> ctx
     cdef intp_t chunk
     cdef intp_t *indices = NULL           # the part's, for the zero-skipping kernels
@@ -892,7 +907,8 @@ cdef void _params_chunk(Region *c, intp_t chunk, floating **coefs,
 # A batch, start to end ########################################################
 
 cdef double _forward_backward(Region *c, int n_threads) noexcept nogil:
-    """The rows region, then its partial sums added in chunk order: returns the
+    """The rows region (after the gather and the column chunks of X W_0, where the
+    plan cuts it so), then its partial sums added in chunk order: returns the
     batch's loss sum (weighted, unscaled), and every layer's bias gradient in the
     row after the chunks' in the scratch's bias partials."""
     cdef intp_t chunk
@@ -1040,7 +1056,7 @@ cdef double layers_step(
     cdef Plan plan
     if m == 0:
         return 0
-    plan = _plan(shape, X, rows, start, m, sizeof(floating), NULL)
+    plan = _plan(shape, X, rows, start, m, sizeof(floating), NULL, False)
     if _scratch_init(&scratch, &plan, shape, X, rows, start, m, m, sizeof(floating),
                      True) != 0:
         return NAN
@@ -1083,7 +1099,7 @@ cdef int layers_train_epoch(
     if n_rows == 0:
         return 0
     batch_size = min(batch_size, n_rows)
-    plan = _plan(shape, X, order, 0, batch_size, sizeof(floating), options)
+    plan = _plan(shape, X, order, 0, batch_size, sizeof(floating), options, False)
     if plan.sweep:
         return _epoch_sample_by_sample(shape, X, targets, sample_weight, order, n_rows,
                                        coefs, intercepts, options, n_updates, work,
@@ -1327,7 +1343,7 @@ cdef double layers_loss_gradient(
         memset(gradient, 0, P * sizeof(floating))
         return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating), NULL)
+    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating), NULL, False)
     if _scratch_init(&scratch, &plan, shape, X, NULL, 0, n_samples, chunk_rows,
                      sizeof(floating), True) != 0:
         return NAN
@@ -1384,7 +1400,7 @@ cdef int layers_predict(
     if n_samples == 0:
         return 0
     chunk_rows = max(1, min(chunk_rows, n_samples))
-    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating), NULL)
+    plan = _plan(shape, X, NULL, 0, chunk_rows, sizeof(floating), NULL, True)
     if _scratch_init(&scratch, &plan, shape, X, NULL, 0, n_samples, chunk_rows,
                      sizeof(floating), False) != 0:
         return -1
@@ -1566,11 +1582,11 @@ cdef class Network:
         """Length of `work` for batches or chunks of batch_rows rows."""
         return layers_workspace_size(&self.shape, batch_rows)
 
-    def plan(self, X, intp_t batch_rows, Options options=None):
-        """How an epoch (options given) or a predict/L-BFGS call on X in batches of
-        batch_rows rows would run, now: {"threads": the most threads a region runs
-        on, "skip_zeros": whether the first layer's products skip X's zeros,
-        "sweep": whether the epoch is the batch-1 sweep, "first_columns": the
+    def plan(self, X, intp_t batch_rows, Options options=None, *, bint predict=False):
+        """How an epoch (options given), an L-BFGS call or (predict) a predict call on
+        X in batches of batch_rows rows would run, now: {"threads": the most threads
+        a region runs on, "skip_zeros": whether the first layer's products skip X's
+        zeros, "sweep": whether the epoch is the batch-1 sweep, "first_columns": the
         column chunks of a step's X W_0, or 0 where the row chunks compute it}."""
         cdef Rows rows
         cdef Plan plan
@@ -1581,7 +1597,7 @@ cdef class Network:
         if rows.n_samples == 0:
             return {"threads": 1, "skip_zeros": False, "sweep": False, "first_columns": 0}
         plan = _plan(&self.shape, &rows, NULL, 0, batch_rows, 4 if self.single else 8,
-                     &options.c if options is not None else NULL)
+                     &options.c if options is not None else NULL, predict)
         if plan.sweep:
             return {"threads": 1, "skip_zeros": False, "sweep": True,
                     "first_columns": 0}
@@ -1816,9 +1832,10 @@ def _set_chunks(intp_t row_chunks_per_thread, intp_t param_chunks_per_thread):
 
 def _set_first_columns(mode):
     """Whether a step's first product is cut by columns (Plan.first_columns): "auto"
-    (the plan's rule, the default), "never" or "always" (dense X, no zero skipping,
-    chunks cut for 2 threads or more). For tests and benchmarks: process-wide, not
-    thread-safe. Returns the old mode."""
+    (the plan's rule, the default), "never" (and zero skipping by the old rule alone)
+    or "always" (dense X and chunks cut for 2 threads or more, with gemm or, where the
+    plan skips zeros, the zero-skipping kernels). For tests and benchmarks:
+    process-wide, not thread-safe. Returns the old mode."""
     global first_columns_mode
     modes = ("auto", "never", "always")
     if mode not in modes:
