@@ -259,9 +259,8 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
     assert not skip(64, 784, 8, 4, 2)                # narrower than a vector
     assert skip(1024, 784, 256, 4, 2)                # 1 MiB products, 2 MiB allowed
     assert not skip(1024, 784, 1024, 4, 2)           # 4 MiB: gemm
-    # Against gemm with X W_0 by columns (a step's alternative where a row chunk is
-    # narrower than W_0), row chunks of up to 32 rows and a W_0 of up to 1 MiB
-    beats = _blas._skip_beats_columns                # (chunk rows, k, n, itemsize)
+    # On several threads, row chunks of up to 32 rows and a W_0 of up to 1 MiB
+    beats = _blas._skip_pays_for_chunk               # (chunk rows, k, n, itemsize)
     assert beats(32, 784, 256, 4)                    # the seed's network at b=64
     assert not beats(33, 784, 256, 4)
     assert not beats(100, 784, 256, 4)               # scikit-learn's batch of 200
@@ -280,13 +279,14 @@ def test_the_engine_skips_zeros_only_where_it_pays(kernel_level):
                                       "first_columns": 0}
         assert net.plan(dense, 64)["skip_zeros"] is False
         assert net.plan(half.astype(np.uint8), 64)["skip_zeros"] is True
-        # larger batches: gemm with X W_0 by columns for a step, zero skipping for
+        # larger batches: gemm, with X W_0 by columns for a step, by rows for
         # predict (which has no column cut)
         many = _sparse(rng, (1024, 784), np.float32, density=0.5)
         assert net.plan(many, 128) == {"threads": 2, "skip_zeros": False,
                                        "sweep": False, "first_columns": 2}
         assert net.plan(many, 1024, predict=True) == {
-            "threads": 2, "skip_zeros": True, "sweep": False, "first_columns": 0}
+            "threads": 2, "skip_zeros": False, "sweep": False, "first_columns": 0}
+        assert net.plan(many, 64, predict=True)["skip_zeros"] is True
     with threadpoolctl.threadpool_limits(1):
         assert net.plan(half, 64) == {"threads": 1, "skip_zeros": False, "sweep": False,
                                       "first_columns": 0}

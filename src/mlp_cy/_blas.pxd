@@ -43,8 +43,8 @@ cdef void blas_threads_release(int had) noexcept nogil
 
 cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
                                int threads) noexcept nogil
-cdef bint skipzero_beats_columns(intp_t chunk_rows, intp_t k, intp_t n,
-                                 intp_t itemsize) noexcept nogil
+cdef bint skipzero_pays_for_chunk(intp_t chunk_rows, intp_t k, intp_t n,
+                                  intp_t itemsize) noexcept nogil
 cdef bint skipzero_sparse_enough(intp_t nonzeros, intp_t size) noexcept nogil
 
 cdef void _gemm_skipzero(intp_t m, intp_t n, intp_t k,

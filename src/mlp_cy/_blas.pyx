@@ -90,7 +90,9 @@ SKIPZERO_PAYS_PARALLEL[:] = [False, False, False, True]
 # On several threads the gemm step's first product is cut by columns (layers.pyx,
 # Plan.first_columns), which made it faster, and the zero skipping pays against that
 # only for small row chunks over a W_0 that stays in a core's L2 cache
-# (skipzero_beats_columns; predict has no column cut and keeps the rule above). AVX-512, 2
+# (skipzero_pays_for_chunk). Predict, whose chunks are of 1,024 rows and which
+# has no column cut, lost too: h=256, 10,000 rows, 2 threads, 21.4 ms with zero
+# skipping, 16.8 ms with gemm (the two bare gemms: 13.6 ms). AVX-512, 2
 # threads, Fashion-MNIST float32, epochs alternating in one process, median of 9-11
 # rounds (RESULTS.md, "The first product by columns"): h=256 at b=64 (32 rows a
 # chunk, W_0 784 KiB), skipping 0.92-0.95x the time of gemm by columns; h=256 at
@@ -360,8 +362,8 @@ cdef bint skipzero_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize,
 
     Where the kernels pay at this level (one thread: SKIPZERO_PAYS_SERIAL; several:
     SKIPZERO_PAYS_PARALLEL), n is whole vectors and X W_0 is no larger than
-    SKIPZERO_MAX_FORWARD_BYTES a thread. A step's plan then also asks
-    skipzero_beats_columns. Mode "always" (tests, benchmarks) takes them
+    SKIPZERO_MAX_FORWARD_BYTES a thread. On several threads the plan then also asks
+    skipzero_pays_for_chunk. Mode "always" (tests, benchmarks) takes them
     at any level and size, "never" never; _set_parallel_threads (tests) at any level.
     """
     cdef intp_t lanes = 64 // itemsize, out_bytes = m * n * itemsize
@@ -425,12 +427,11 @@ cdef void blas_threads_release(int had) noexcept nogil:
             blas_set_threads(blas_threads_saved)
 
 
-cdef bint skipzero_beats_columns(intp_t chunk_rows, intp_t k, intp_t n,
-                                 intp_t itemsize) noexcept nogil:
-    """Where a step could cut X W_0 by columns with gemm instead (the layers plan's
-    first_columns), whether skipping zeros by row chunks of chunk_rows rows still pays,
-    W_0 (k, n) of itemsize bytes: SKIPZERO_MAX_CHUNK_ROWS and SKIPZERO_MAX_W0_BYTES.
-    Mode "always" (tests, benchmarks) says yes."""
+cdef bint skipzero_pays_for_chunk(intp_t chunk_rows, intp_t k, intp_t n,
+                                  intp_t itemsize) noexcept nogil:
+    """On several threads, whether skipping zeros by row chunks of chunk_rows rows
+    still pays, W_0 (k, n) of itemsize bytes: SKIPZERO_MAX_CHUNK_ROWS and
+    SKIPZERO_MAX_W0_BYTES. Mode "always" (tests, benchmarks) says yes."""
     return skipzero_mode == 2 or (chunk_rows <= SKIPZERO_MAX_CHUNK_ROWS
                                   and k * n * itemsize <= SKIPZERO_MAX_W0_BYTES)
 
@@ -748,9 +749,9 @@ def _skip_first_layer(intp_t m, intp_t k, intp_t n, intp_t itemsize, int threads
     return skipzero_first_layer(m, k, n, itemsize, threads)
 
 
-def _skip_beats_columns(intp_t chunk_rows, intp_t k, intp_t n, intp_t itemsize):
-    """skipzero_beats_columns, for the tests."""
-    return skipzero_beats_columns(chunk_rows, k, n, itemsize)
+def _skip_pays_for_chunk(intp_t chunk_rows, intp_t k, intp_t n, intp_t itemsize):
+    """skipzero_pays_for_chunk, for the tests."""
+    return skipzero_pays_for_chunk(chunk_rows, k, n, itemsize)
 
 
 def _gemm_skipzero_memview(const floating[:, :] A, const floating[:, ::1] B,

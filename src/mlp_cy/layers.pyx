@@ -39,7 +39,7 @@ from ._typedefs cimport blas_int, intp_t, label_t
 from ._blas cimport (_gemm, _gemm_skipzero, _gemm_skipzero_rows, _gemm_t_skipzero,
                     _gemm_t_skipzero_rows, _sample_sweep, blas_num_threads,
                     blas_threads_hold, blas_threads_release, chunk_threads, engine_threads,
-                    skipzero_beats_columns, skipzero_first_layer,
+                    skipzero_first_layer, skipzero_pays_for_chunk,
                     skipzero_sparse_enough, RowMajor, NoTrans,
                     Trans)
 from ._parallel cimport (Pacer, UpdateRule, apply_update, make_rule, pacer_clock,
@@ -244,9 +244,10 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
     threads (AVX-512, Fashion-MNIST float32, benchmarks/RESULTS.md "engine v2: the
     step written once") an epoch took 0.70x the time of gemm's at h=256, b=64 (the
     seed's), 0.89x at (256,) and 0.91x at (256, 128) with Adam at b=200, and as long
-    at (512, 256, 128). Since, a step cuts X W_0 by columns where a row chunk is
-    narrower than W_0 ("The first product by columns"), and skips zeros there only
-    where _blas.skipzero_beats_columns says that still pays."""
+    at (512, 256, 128). Since, on several threads, the zero skipping is kept only
+    where _blas.skipzero_pays_for_chunk says it still pays for a row chunk, and a
+    step cuts X W_0 by columns where a row chunk is narrower than W_0 ("The first
+    product by columns")."""
     cdef Plan plan
     cdef intp_t weights = layers_parameter_count(shape) - _bias_width(shape)
     cdef intp_t chunk_rows
@@ -267,15 +268,14 @@ cdef Plan _plan(const Shape *shape, const Rows *X, const intp_t *order, intp_t s
         and skipzero_sparse_enough(_nonzeros(X, order, start, m, shape.units[0]),
                                    m * shape.units[0]))
     plan.index_stride = max(m, shape.units[0])
+    chunk_rows = m // _row_chunks(&plan, m) if m > 0 else 0
+    if plan.skip_first and plan.cut_threads > 1 and not skipzero_pays_for_chunk(
+            chunk_rows, shape.units[0], shape.units[1], itemsize):
+        plan.skip_first = False
     columns_possible = (not predict and X.dense != NULL and plan.cut_threads > 1
                         and m > 0 and first_columns_mode != 1)
-    chunk_rows = m // _row_chunks(&plan, m) if m > 0 else 0
     columns_pay = (columns_possible and _row_chunks(&plan, m) > 1
                    and chunk_rows < shape.units[1])
-    if (columns_pay and plan.skip_first and first_columns_mode == 0
-            and not skipzero_beats_columns(chunk_rows, shape.units[0], shape.units[1],
-                                           itemsize)):
-        plan.skip_first = False
     plan.first_columns = 0
     if columns_possible and (first_columns_mode == 2
                              or (columns_pay and not plan.skip_first)):
