@@ -221,7 +221,9 @@ static void mlp_cy_workers_run(int n_parts, mlp_cy_part_fn fn, void *ctx)
 
 /* ---- the products on n_parts threads --------------------------------------- */
 
-/* Part `part` of n_parts of n_items rows, split at multiples of the tile's 4. */
+/* Part `part` of n_parts of n_items rows, split at multiples of 4 (the tiles' rows
+ * when this was measured). */
+#define MLP_CY_TILE_ROWS 4
 static void mlp_cy_block_range(Py_ssize_t n_items, int part, int n_parts,
                                Py_ssize_t *begin, Py_ssize_t *end)
 {

@@ -2,8 +2,8 @@
  *
  * MNIST-style images are about half zeros (Fashion-MNIST 50%, MNIST 81%), and a dense
  * gemm multiplies every one of them. These two products skip a column (pixel) of a
- * block of 4 rows when it is zero in all 4, and a row of a block of 4 pixels when all
- * 4 are zero in it:
+ * block of rows when it is zero in all of them, and a row of a block of pixels when
+ * all of those are zero in it (blocks of 4, or 8 rows for AVX-512's forward product):
  *
  *   mlp_cy_skipzero_ab_*    C (m, n) = A (m, k) B (k, n)                   X W1
  *   mlp_cy_skipzero_atb_*   C (k, n) = beta C + alpha A^T (k, m) G (m, n)  W1's update
@@ -25,10 +25,15 @@
  * with __attribute__((target)). mlp_cy_skipzero_kernels(level) gives a level's table;
  * _blas.pyx picks the level once per process (and where each one pays: there).
  *
- * Each vector kernel keeps a tile of 4 rows x NV vectors of C in registers while it
- * walks the selected columns (or rows), the shape of a gemm micro-kernel, so every
- * load of B (or G) feeds 4 multiply-adds. NV fits the register file: 4 x 4 tiles in
- * the 32 registers of AVX-512 and NEON, 4 x 2 in the 16 of SSE2 and AVX2.
+ * Each vector kernel keeps a tile of ROWS rows x NV vectors of C in registers while
+ * it walks the selected columns (or rows), the shape of a gemm micro-kernel, so every
+ * load of B (or G) feeds ROWS multiply-adds. The tiles fit the register file: 4 x 4
+ * in the 32 registers of NEON and for AVX-512's atb, 4 x 2 in the 16 of SSE2 and
+ * AVX2. AVX-512's ab takes 8 x 3: a taller block skips fewer pixels, but each load of
+ * W_0 (from L2) then feeds 8 multiply-adds, and X W_0 took 0.86x the time of 4 x 4
+ * (benchmarks/skipzero_tiles.c; atb at 8 x 3 took 1.5x, so it stays 4 x 4). Taller
+ * blocks only add terms x = 0, each adding an exact zero: the sums are those of 4-row
+ * blocks, bit for bit.
  */
 #ifndef MLP_CY_SKIPZERO_H
 #define MLP_CY_SKIPZERO_H
@@ -83,24 +88,22 @@ static const mlp_cy_skipzero_table mlp_cy_skipzero_reference =
 
 #if MLP_CY_X86_LEVELS || MLP_CY_NEON_LEVEL
 
-#define MLP_CY_TILE_ROWS 4      /* rows of C per tile, and the skipping block */
-
 /* One NV-vector-wide tile of the forward product: C rows i0 .. i0 + n_rows, columns
  * j0 .. j0 + NV * lanes, summed over the selected columns cols[0 .. n_cols] of the
- * rows a[] (the last row repeated when the block is short; it is not stored). */
-#define MLP_CY_AB_TILE(T, V, NV)                                                     \
+ * ROWS rows a[] (the last row repeated when the block is short; it is not stored). */
+#define MLP_CY_AB_TILE(T, V, ROWS, NV)                                               \
     do {                                                                             \
-        V acc_[MLP_CY_TILE_ROWS][NV], w_[NV];                                        \
-        Py_ssize_t q_, r_, v_;                                                        \
-        for (r_ = 0; r_ < MLP_CY_TILE_ROWS; r_++)                                    \
+        V acc_[ROWS][NV], w_[NV];                                                    \
+        Py_ssize_t q_, r_, v_;                                                       \
+        for (r_ = 0; r_ < ROWS; r_++)                                                \
             for (v_ = 0; v_ < NV; v_++)                                              \
                 acc_[r_][v_] = (V){0};                                               \
         for (q_ = 0; q_ < n_cols; q_++) {                                            \
-            const Py_ssize_t p_ = cols[q_];                                           \
+            const Py_ssize_t p_ = cols[q_];                                          \
             const V *b_ = (const V *)(B + p_ * ldb + j0);                            \
             for (v_ = 0; v_ < NV; v_++)                                              \
                 w_[v_] = b_[v_];                                                     \
-            for (r_ = 0; r_ < MLP_CY_TILE_ROWS; r_++) {                              \
+            for (r_ = 0; r_ < ROWS; r_++) {                                          \
                 const T x_ = a[r_][p_];                                              \
                 for (v_ = 0; v_ < NV; v_++)                                          \
                     acc_[r_][v_] += x_ * w_[v_];                                     \
@@ -112,25 +115,25 @@ static const mlp_cy_skipzero_table mlp_cy_skipzero_reference =
     } while (0)
 
 /* One NV-vector-wide tile of the transposed product: C rows (pixels) p0 .. p0 +
- * n_out, columns j0 .. j0 + NV * lanes, summed over the selected rows rows[0 ..
- * n_rows] of A and G. */
-#define MLP_CY_ATB_TILE(T, V, NV)                                                    \
+ * n_out (ROWS pixels, the last repeated when the block is short), columns j0 .. j0 +
+ * NV * lanes, summed over the selected rows rows[0 .. n_rows] of A and G. */
+#define MLP_CY_ATB_TILE(T, V, ROWS, NV)                                              \
     do {                                                                             \
-        V acc_[MLP_CY_TILE_ROWS][NV], w_[NV];                                        \
-        Py_ssize_t q_, r_, v_;                                                        \
-        for (r_ = 0; r_ < MLP_CY_TILE_ROWS; r_++)                                    \
+        V acc_[ROWS][NV], w_[NV];                                                    \
+        Py_ssize_t q_, r_, v_;                                                       \
+        for (r_ = 0; r_ < ROWS; r_++)                                                \
             for (v_ = 0; v_ < NV; v_++) {                                            \
                 acc_[r_][v_] = (V){0};                                               \
                 if (r_ < n_out && beta != 0)                                         \
                     acc_[r_][v_] = beta * *(const V *)(C + (p0 + r_) * ldc + j0 + v_ * lanes); \
             }                                                                        \
         for (q_ = 0; q_ < n_rows; q_++) {                                            \
-            const Py_ssize_t i_ = rows[q_];                                           \
+            const Py_ssize_t i_ = rows[q_];                                          \
             const V *g_ = (const V *)(G + i_ * ldg + j0);                            \
-            const T *x_ = A_rows != NULL ? A_rows[i_] + a_col : A + i_ * lda;       \
+            const T *x_ = A_rows != NULL ? A_rows[i_] + a_col : A + i_ * lda;        \
             for (v_ = 0; v_ < NV; v_++)                                              \
                 w_[v_] = g_[v_];                                                     \
-            for (r_ = 0; r_ < MLP_CY_TILE_ROWS; r_++) {                              \
+            for (r_ = 0; r_ < ROWS; r_++) {                                          \
                 const T s_ = alpha * x_[pix[r_]];                                    \
                 for (v_ = 0; v_ < NV; v_++)                                          \
                     acc_[r_][v_] += s_ * w_[v_];                                     \
@@ -141,55 +144,63 @@ static const mlp_cy_skipzero_table mlp_cy_skipzero_reference =
                 *(V *)(C + (p0 + r_) * ldc + j0 + v_ * lanes) = acc_[r_][v_];        \
     } while (0)
 
-#define MLP_CY_DEFINE_SKIPZERO(SUFFIX, T, V, NV, ATTR, LEVEL)                        \
-ATTR static void                                                                    \
-mlp_cy_skipzero_ab_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,                   \
-                            const T *A, Py_ssize_t lda, const T *const *A_rows,        \
-                            const T *B, Py_ssize_t ldb,                                \
-                            T *C, Py_ssize_t ldc, Py_ssize_t *cols)                    \
+#define MLP_CY_DEFINE_SKIPZERO(SUFFIX, T, V, AB_ROWS, AB_NV, ATB_ROWS, ATB_NV, ATTR, \
+                               LEVEL)                                                \
+ATTR static void                                                                     \
+mlp_cy_skipzero_ab_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,      \
+                            const T *A, Py_ssize_t lda, const T *const *A_rows,      \
+                            const T *B, Py_ssize_t ldb,                              \
+                            T *C, Py_ssize_t ldc, Py_ssize_t *cols)                  \
 {                                                                                    \
-    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
-    const Py_ssize_t wide = NV * lanes;                                 \
-    Py_ssize_t i0, j0, p, r, n_rows, n_cols;                                          \
-    const T *a[MLP_CY_TILE_ROWS];                                                    \
-    for (i0 = 0; i0 < m; i0 += MLP_CY_TILE_ROWS) {                                   \
-        n_rows = m - i0 < MLP_CY_TILE_ROWS ? m - i0 : MLP_CY_TILE_ROWS;              \
-        for (r = 0; r < MLP_CY_TILE_ROWS; r++) {                                     \
-            const Py_ssize_t i_ = i0 + (r < n_rows ? r : n_rows - 1);                 \
+    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                    \
+    const Py_ssize_t wide = AB_NV * lanes;                                           \
+    Py_ssize_t i0, j0, p, r, n_rows, n_cols;                                         \
+    int nonzero;                                                                     \
+    const T *a[AB_ROWS];                                                             \
+    for (i0 = 0; i0 < m; i0 += AB_ROWS) {                                            \
+        n_rows = m - i0 < AB_ROWS ? m - i0 : AB_ROWS;                                \
+        for (r = 0; r < AB_ROWS; r++) {                                              \
+            const Py_ssize_t i_ = i0 + (r < n_rows ? r : n_rows - 1);                \
             a[r] = A_rows != NULL ? A_rows[i_] : A + i_ * lda;                       \
         }                                                                            \
         n_cols = 0;                                                                  \
         for (p = 0; p < k; p++) {   /* branch-free: the test is close to a coin toss */ \
+            nonzero = 0;                                                             \
+            for (r = 0; r < AB_ROWS; r++)                                            \
+                nonzero |= a[r][p] != 0;                                             \
             cols[n_cols] = p;                                                        \
-            n_cols += (a[0][p] != 0) | (a[1][p] != 0) | (a[2][p] != 0) | (a[3][p] != 0); \
+            n_cols += nonzero;                                                       \
         }                                                                            \
         for (j0 = 0; j0 + wide <= n; j0 += wide)                                     \
-            MLP_CY_AB_TILE(T, V, NV);                                  \
+            MLP_CY_AB_TILE(T, V, AB_ROWS, AB_NV);                                    \
         for (; j0 < n; j0 += lanes)                                                  \
-            MLP_CY_AB_TILE(T, V, 1);                                                 \
+            MLP_CY_AB_TILE(T, V, AB_ROWS, 1);                                        \
     }                                                                                \
 }                                                                                    \
                                                                                      \
-ATTR static void                                                                    \
-mlp_cy_skipzero_atb_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha,         \
-                             const T *A, Py_ssize_t lda, const T *const *A_rows,       \
-                             Py_ssize_t a_col, const T *G, Py_ssize_t ldg,             \
-                             T beta, T *C, Py_ssize_t ldc, Py_ssize_t *rows)           \
+ATTR static void                                                                     \
+mlp_cy_skipzero_atb_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, T alpha, \
+                             const T *A, Py_ssize_t lda, const T *const *A_rows,     \
+                             Py_ssize_t a_col, const T *G, Py_ssize_t ldg,           \
+                             T beta, T *C, Py_ssize_t ldc, Py_ssize_t *rows)         \
 {                                                                                    \
-    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                      \
-    const Py_ssize_t wide = NV * lanes;                                 \
-    Py_ssize_t p0, j0, i, j, r, n_rows, n_out;                                        \
-    Py_ssize_t pix[MLP_CY_TILE_ROWS];                                                 \
-    for (p0 = 0; p0 < k; p0 += MLP_CY_TILE_ROWS) {                                   \
-        n_out = k - p0 < MLP_CY_TILE_ROWS ? k - p0 : MLP_CY_TILE_ROWS;               \
-        for (r = 0; r < MLP_CY_TILE_ROWS; r++)                                       \
+    const Py_ssize_t lanes = (Py_ssize_t)(sizeof(V) / sizeof(T));                    \
+    const Py_ssize_t wide = ATB_NV * lanes;                                          \
+    Py_ssize_t p0, j0, i, j, r, n_rows, n_out;                                       \
+    int nonzero;                                                                     \
+    Py_ssize_t pix[ATB_ROWS];                                                        \
+    for (p0 = 0; p0 < k; p0 += ATB_ROWS) {                                           \
+        n_out = k - p0 < ATB_ROWS ? k - p0 : ATB_ROWS;                               \
+        for (r = 0; r < ATB_ROWS; r++)                                               \
             pix[r] = p0 + (r < n_out ? r : n_out - 1);                               \
         n_rows = 0;                                                                  \
         for (i = 0; i < m; i++) {                                                    \
             const T *x = A_rows != NULL ? A_rows[i] + a_col : A + i * lda;           \
+            nonzero = 0;                                                             \
+            for (r = 0; r < ATB_ROWS; r++)                                           \
+                nonzero |= x[pix[r]] != 0;                                           \
             rows[n_rows] = i;                                                        \
-            n_rows += (x[pix[0]] != 0) | (x[pix[1]] != 0) | (x[pix[2]] != 0)         \
-                      | (x[pix[3]] != 0);                                            \
+            n_rows += nonzero;                                                       \
         }                                                                            \
         if (n_rows == 0) {          /* no data in these pixels: C only decays */     \
             if (beta != 1)                                                           \
@@ -200,9 +211,9 @@ mlp_cy_skipzero_atb_##SUFFIX##_##LEVEL(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
             continue;                                                                \
         }                                                                            \
         for (j0 = 0; j0 + wide <= n; j0 += wide)                                     \
-            MLP_CY_ATB_TILE(T, V, NV);                                 \
+            MLP_CY_ATB_TILE(T, V, ATB_ROWS, ATB_NV);                                 \
         for (; j0 < n; j0 += lanes)                                                  \
-            MLP_CY_ATB_TILE(T, V, 1);                                                \
+            MLP_CY_ATB_TILE(T, V, ATB_ROWS, 1);                                      \
     }                                                                                \
 }
 
@@ -219,8 +230,10 @@ MLP_CY_VECTOR(mlp_cy_f64x2, double, 16);
 #else
 #define MLP_CY_BASELINE_NV 2    /* 16 registers */
 #endif
-MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x4, MLP_CY_BASELINE_NV, MLP_CY_BASELINE_ATTR, baseline)
-MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x2, MLP_CY_BASELINE_NV, MLP_CY_BASELINE_ATTR, baseline)
+MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x4, 4, MLP_CY_BASELINE_NV, 4, MLP_CY_BASELINE_NV,
+                       MLP_CY_BASELINE_ATTR, baseline)
+MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x2, 4, MLP_CY_BASELINE_NV, 4, MLP_CY_BASELINE_NV,
+                       MLP_CY_BASELINE_ATTR, baseline)
 /* The baseline's sample sweep is the reference one: the same source, compiled alike. */
 static const mlp_cy_skipzero_table mlp_cy_skipzero_baseline =
     MLP_CY_SKIPZERO_TABLE(baseline, reference);
@@ -232,15 +245,15 @@ MLP_CY_VECTOR(mlp_cy_f32x16, float, 64);
 MLP_CY_VECTOR(mlp_cy_f64x8, double, 64);
 
 #define MLP_CY_AVX2_ATTR __attribute__((target("avx2,fma")))
-MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x8, 2, MLP_CY_AVX2_ATTR, avx2)
-MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x4, 2, MLP_CY_AVX2_ATTR, avx2)
+MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x8, 4, 2, 4, 2, MLP_CY_AVX2_ATTR, avx2)
+MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x4, 4, 2, 4, 2, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f32, float, MLP_CY_AVX2_ATTR, avx2)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f64, double, MLP_CY_AVX2_ATTR, avx2)
 static const mlp_cy_skipzero_table mlp_cy_skipzero_avx2 = MLP_CY_SKIPZERO_TABLE(avx2, avx2);
 
 #define MLP_CY_AVX512_ATTR __attribute__((target("avx512f")))
-MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x16, 4, MLP_CY_AVX512_ATTR, avx512)
-MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x8, 4, MLP_CY_AVX512_ATTR, avx512)
+MLP_CY_DEFINE_SKIPZERO(f32, float, mlp_cy_f32x16, 8, 3, 4, 4, MLP_CY_AVX512_ATTR, avx512)
+MLP_CY_DEFINE_SKIPZERO(f64, double, mlp_cy_f64x8, 8, 3, 4, 4, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f32, float, MLP_CY_AVX512_ATTR, avx512)
 MLP_CY_DEFINE_SAMPLE_SWEEP(f64, double, MLP_CY_AVX512_ATTR, avx512)
 static const mlp_cy_skipzero_table mlp_cy_skipzero_avx512 =
