@@ -90,14 +90,13 @@ SKIPZERO_PAYS_PARALLEL[:] = [False, False, False, True]
 # On several threads the gemm step's first product is cut by columns (layers.pyx,
 # Plan.first_columns), which made it faster, and the zero skipping pays against that
 # only for small row chunks over a W_0 that stays in a core's L2 cache
-# (skipzero_pays_for_chunk). Predict, whose chunks are of 1,024 rows and which
-# has no column cut, lost too: h=256, 10,000 rows, 2 threads, 21.4 ms with zero
-# skipping, 16.8 ms with gemm (the two bare gemms: 13.6 ms). AVX-512, 2
-# threads, Fashion-MNIST float32, epochs alternating in one process, median of 9-11
-# rounds (RESULTS.md, "The first product by columns"): h=256 at b=64 (32 rows a
-# chunk, W_0 784 KiB), skipping 0.92-0.95x the time of gemm by columns; h=256 at
-# b=128 (64 rows), gemm by columns 0.93x of skipping; h=512 at b=64 (W_0 1.5 MiB),
-# 0.93x; (256, 128) and (512, 256, 128) at b=200 (100 rows), 0.92x and 0.94x.
+# (skipzero_pays_for_chunk). AVX-512, 2 threads, Fashion-MNIST float32, epochs
+# alternating in one process, median of 9-11 rounds (RESULTS.md, "The first product
+# by columns"): h=256 at b=64 (32 rows a chunk, W_0 784 KiB), skipping 0.92-0.95x the
+# time of gemm by columns; h=256 at b=128 (64 rows), gemm by columns 0.93x of
+# skipping; h=512 at b=64 (W_0 1.5 MiB), 0.93x; (256, 128) and (512, 256, 128) at
+# b=200 (100 rows), 0.92x and 0.94x. Predict (chunks of 1,024 rows, no column cut)
+# lost to gemm by rows too: h=256, 10,000 rows, 21.4 ms skipping, 16.8 ms with gemm.
 cdef intp_t SKIPZERO_MAX_CHUNK_ROWS = 32
 cdef intp_t SKIPZERO_MAX_W0_BYTES = 1 << 20
 

@@ -789,7 +789,7 @@ cdef void _first_chunk(Region *c, intp_t chunk, floating **coefs,
     cdef intp_t c0 = (n * chunk // chunks) // lanes * lanes
     cdef intp_t c1 = n if chunk == chunks - 1 else (n * (chunk + 1) // chunks) // lanes * lanes
     cdef floating *out = _activation_buffer(c.shape, work, m, 1)
-    if c1 <= c0 or m == 0:
+    if m == 0:                  # (the plan's chunk count leaves no chunk empty)
         return
     if c.x_rows != NULL:
         _gemm_skipzero_rows(m, c1 - c0, units[0], <const floating **> c.x_rows,
@@ -1832,8 +1832,8 @@ def _set_chunks(intp_t row_chunks_per_thread, intp_t param_chunks_per_thread):
 
 def _set_first_columns(mode):
     """Whether a step's first product is cut by columns (Plan.first_columns): "auto"
-    (the plan's rule, the default), "never" (and zero skipping by the old rule alone)
-    or "always" (dense X and chunks cut for 2 threads or more, with gemm or, where the
+    (the plan's rule, the default), "never" (X W_0 by row chunks, as before the
+    column cut; zero skipping as the plan decides) or "always" (dense X and chunks cut for 2 threads or more, with gemm or, where the
     plan skips zeros, the zero-skipping kernels). For tests and benchmarks:
     process-wide, not thread-safe. Returns the old mode."""
     global first_columns_mode
